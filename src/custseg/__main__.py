@@ -1,0 +1,7 @@
+"""``python -m custseg``: the same as the ``custseg`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""K-Means on latent features, the k scan, and the cluster -> segment mapping.
+
+Pure functions: arrays in, arrays / DataFrames / dicts out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+
+from .metrics import internal_metrics
+
+__all__ = ["assign_to_centroids", "map_clusters_to_segments", "scan_k", "mapping_table"]
+
+
+def assign_to_centroids(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of each row and the Euclidean distance to it.
+
+    Returns
+    -------
+    labels : ndarray of int
+    distances : ndarray of float
+    """
+    X = np.asarray(X, dtype="float64")
+    centers = np.asarray(centers, dtype="float64")
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, as K-Means computes it; clipped at 0 against rounding
+    sq = (X ** 2).sum(axis=1)[:, None] - 2 * X @ centers.T + (centers ** 2).sum(axis=1)[None, :]
+    labels = np.argmin(sq, axis=1)
+    dist = np.sqrt(np.maximum(sq[np.arange(len(X)), labels], 0.0))
+    return labels.astype(int), dist
+
+
+def map_clusters_to_segments(clusters: np.ndarray, segments: np.ndarray) -> dict[int, str]:
+    """Map each cluster to the known segment most common among its rows.
+
+    Ties go to the segment that sorts first, so the mapping is deterministic.
+
+    >>> map_clusters_to_segments([0, 0, 1, 1, 1], ["A", "B", "B", "B", "C"])
+    {0: 'A', 1: 'B'}
+    """
+    table = pd.crosstab(pd.Series(np.asarray(clusters), name="cluster"),
+                        pd.Series(np.asarray(segments).astype(str), name="segment"))
+    table = table.reindex(sorted(table.columns), axis=1)
+    return {int(c): str(table.loc[c].idxmax()) for c in table.index}
+
+
+def mapping_table(clusters: np.ndarray, segments: np.ndarray, mapping: dict[int, str]) -> pd.DataFrame:
+    """Clusters x known segments counts, with the mapped segment and its purity per cluster."""
+    table = pd.crosstab(pd.Series(np.asarray(clusters), name="Cluster"),
+                        pd.Series(np.asarray(segments).astype(str), name="Segment"))
+    table = table.reindex(sorted(table.columns), axis=1)
+    out = table.copy()
+    out["Size"] = table.sum(axis=1)
+    out["Mapped_Segment"] = [mapping.get(int(c), "") for c in table.index]
+    out["Purity"] = [table.loc[c, mapping[int(c)]] / table.loc[c].sum() if int(c) in mapping else np.nan
+                     for c in table.index]
+    return out.reset_index()
+
+
+def scan_k(X: np.ndarray, k_values, *, n_init: int = 10, max_iter: int = 300, random_state: int = 0,
+           silhouette_sample: int | None = None) -> pd.DataFrame:
+    """Fit K-Means for each k and report inertia, silhouette, Davies-Bouldin and Calinski-Harabasz.
+
+    Returns a DataFrame with one row per k.
+    """
+    rows = []
+    for k in k_values:
+        km = KMeans(n_clusters=int(k), n_init=n_init, max_iter=max_iter, random_state=random_state).fit(X)
+        m = internal_metrics(X, km.labels_, sample_size=silhouette_sample, random_state=random_state)
+        rows.append({"k": int(k), "inertia": float(km.inertia_), "silhouette": m["silhouette"],
+                     "davies_bouldin": m["davies_bouldin"], "calinski_harabasz": m["calinski_harabasz"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,195 @@
+"""Saving and loading fitted models without pickle.
+
+A model folder holds:
+
+``manifest.json``
+    format name and version, the versions of custseg, torch, scikit-learn and numpy
+    that wrote it, and the SHA-256 of every other file.
+``autoencoder.safetensors``
+    the network's weights (safetensors: tensors only, no code).
+``autoencoder.json``, ``preprocessor.json``, ``clustering.json``
+    the rest of the fitted state as plain JSON.
+``schema.json``, ``settings.json``
+    column roles seen in training, and the run's settings.
+
+:func:`load_model` checks the manifest first and refuses any folder whose format it
+does not know or whose files do not match their checksums. Nothing in it executes
+code from the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import sklearn
+import torch
+
+from . import __version__
+from .atomic import staging_dir, swap_directory
+from .autoencoder import AutoencoderEmbedder
+from .exceptions import ModelFormatError
+from .pipeline import SegmentationPipeline
+from .preprocessing import CustomerPreprocessor
+from .schema import Schema
+
+__all__ = ["save_model", "load_model", "LoadedModel", "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "custseg-model"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model read back from disk."""
+
+    pipeline: SegmentationPipeline
+    schema: Schema | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
+                settings: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """The bytes of every file of a model folder, manifest included."""
+    if not isinstance(pipeline.embedder_, AutoencoderEmbedder) or \
+            not isinstance(pipeline.preprocessor_, CustomerPreprocessor):
+        raise TypeError("only pipelines with a CustomerPreprocessor and an AutoencoderEmbedder can be saved")
+    meta, weights = pipeline.embedder_.get_state()
+    files = {
+        "autoencoder.safetensors": safetensors.torch.save(weights, metadata={"format": FORMAT_NAME}),
+        "autoencoder.json": _json_bytes(meta),
+        "preprocessor.json": _json_bytes(pipeline.preprocessor_.to_dict()),
+        "clustering.json": _json_bytes({
+            "params": {"n_clusters": pipeline.n_clusters, "n_init": pipeline.n_init,
+                       "max_iter": pipeline.max_iter, "random_state": pipeline.random_state},
+            "cluster_centers": pipeline.cluster_centers_.tolist(),
+            "inertia": pipeline.inertia_,
+            "n_iter": pipeline.n_iter_,
+            "mapping": None if pipeline.mapping_ is None else {str(k): v for k, v in pipeline.mapping_.items()},
+        }),
+        "schema.json": _json_bytes(schema.to_dict() if schema is not None else None),
+        "settings.json": _json_bytes(settings or {}),
+    }
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "versions": {"custseg": __version__, "torch": torch.__version__.split("+")[0],
+                     "scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        "files": {name: _sha256(data) for name, data in sorted(files.items())},
+    }
+    files[MANIFEST] = _json_bytes(manifest)
+    return files
+
+
+def save_model(pipeline: SegmentationPipeline, path: str | os.PathLike, *, schema: Schema | None = None,
+               settings: dict[str, Any] | None = None) -> Path:
+    """Save a fitted pipeline to folder ``path``, atomically (see :mod:`custseg.atomic`)."""
+    files = model_files(pipeline, schema, settings)
+    with staging_dir(path) as staged:
+        write_files(staged, files)
+        swap_directory(staged, path, marker=MANIFEST)
+    return Path(path)
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        with open(folder / name, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Load a model folder written by :func:`save_model`.
+
+    Raises
+    ------
+    ModelFormatError
+        If the folder is missing, is of another format or version, or a file is
+        missing, edited or truncated.
+    """
+    folder = Path(path)
+    where = str(folder)
+    if not folder.exists():
+        raise ModelFormatError(f"model folder {where!r} does not exist; run 'custseg train' first or fix --model")
+    if not folder.is_dir():
+        raise ModelFormatError(f"{where!r} is not a folder; --model takes the folder 'custseg train' wrote")
+    manifest = _read_json(folder / MANIFEST, where)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ModelFormatError(f"{where!r} is not a custseg model folder (manifest format "
+                               f"{manifest.get('format') if isinstance(manifest, dict) else None!r}); "
+                               "give a folder written by 'custseg train'")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"model folder {where!r} has format version {version!r}, but custseg {__version__} reads version "
+            f"{FORMAT_VERSION} only; retrain with this version or use the custseg that wrote it "
+            f"({manifest.get('versions', {}).get('custseg', 'unknown')})")
+    expected = manifest.get("files")
+    if not isinstance(expected, dict):
+        raise ModelFormatError(f"model folder {where!r}: manifest.json has no file list; the folder is damaged, retrain")
+    blobs: dict[str, bytes] = {}
+    for name, digest in expected.items():
+        file = folder / name
+        if os.sep in name or "/" in name or not file.is_file():
+            raise ModelFormatError(f"model folder {where!r}: file {name!r} is missing; retrain or restore the folder")
+        data = file.read_bytes()
+        if _sha256(data) != digest:
+            raise ModelFormatError(f"model folder {where!r}: file {name!r} was edited or truncated (checksum "
+                                   "does not match manifest.json); retrain or restore the folder")
+        blobs[name] = data
+    try:
+        return _assemble(blobs, manifest)
+    except ModelFormatError:
+        raise
+    except Exception as exc:  # a consistent but foreign or hand-made folder
+        raise ModelFormatError(f"model folder {where!r} cannot be read ({type(exc).__name__}: {exc}); retrain") from None
+
+
+def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
+    weights = safetensors.torch.load(blobs["autoencoder.safetensors"])
+    embedder = AutoencoderEmbedder.from_state(json.loads(blobs["autoencoder.json"]), weights)
+    preprocessor = CustomerPreprocessor.from_dict(json.loads(blobs["preprocessor.json"]))
+    clustering = json.loads(blobs["clustering.json"])
+    pipeline = SegmentationPipeline(**clustering["params"])
+    pipeline.preprocessor_ = preprocessor
+    pipeline.embedder_ = embedder
+    pipeline.cluster_centers_ = np.asarray(clustering["cluster_centers"], dtype="float64")
+    pipeline.inertia_ = float(clustering["inertia"])
+    pipeline.n_iter_ = int(clustering["n_iter"])
+    mapping = clustering["mapping"]
+    pipeline.mapping_ = None if mapping is None else {int(k): str(v) for k, v in mapping.items()}
+    pipeline.feature_names_in_ = preprocessor.get_feature_names_out()
+    if pipeline.cluster_centers_.shape != (pipeline.n_clusters, embedder.latent_dim):
+        raise ModelFormatError("cluster centres do not match the autoencoder's latent size; retrain")
+    schema_data = json.loads(blobs["schema.json"])
+    schema = Schema.from_dict(schema_data) if schema_data else None
+    return LoadedModel(pipeline=pipeline, schema=schema, settings=json.loads(blobs["settings.json"]),
+                       manifest=manifest)
+
+
+def _read_json(file: Path, where: str) -> Any:
+    if not file.is_file():
+        raise ModelFormatError(f"model folder {where!r} has no {file.name}; it was not written by 'custseg train' "
+                               "(or is damaged): retrain")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFormatError(f"model folder {where!r}: {file.name} is not valid JSON (edited or truncated); "
+                               "retrain or restore the folder") from None

@@ -1,0 +1,148 @@
+"""The whole segmentation as one estimator: preprocess -> embed -> cluster -> map.
+
+:class:`SegmentationPipeline` follows scikit-learn's contract: ``__init__`` only
+stores its parameters, ``fit`` returns ``self``, learned state ends in ``_``, and it
+can be cloned. The preprocessor and the embedder are parameters (cloned at fit time),
+so any sklearn transformer with ``fit``/``transform`` (PCA, say) can stand in for the
+autoencoder.
+
+Example
+-------
+>>> from custseg import SegmentationPipeline, read_table
+>>> train = read_table("data/raw/Train.csv").frame          # doctest: +SKIP
+>>> X, y = train.drop(columns=["ID", "Segmentation"]), train["Segmentation"]   # doctest: +SKIP
+>>> seg = SegmentationPipeline(random_state=42).fit(X, y)  # doctest: +SKIP
+>>> seg.predict_segment(X)[:5]                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.cluster import KMeans
+
+from .autoencoder import AutoencoderEmbedder
+from .clustering import assign_to_centroids, map_clusters_to_segments
+from .exceptions import ConfigError, DataError, NotFittedError
+from .preprocessing import CustomerPreprocessor
+
+__all__ = ["SegmentationPipeline"]
+
+
+class SegmentationPipeline(ClusterMixin, BaseEstimator):
+    """Preprocess a customer table, embed it, cluster the embedding, map clusters to segments.
+
+    Parameters
+    ----------
+    preprocessor : transformer, default=None
+        Turns the table into numeric features; ``CustomerPreprocessor()`` if None.
+    embedder : transformer, default=None
+        Learns the representation that is clustered; ``AutoencoderEmbedder()`` (the
+        reference design) if None. Its ``random_state``, if None, is set from ours.
+    n_clusters : int, default=7
+    n_init : int, default=50
+    max_iter : int, default=500
+    random_state : int, default=42
+        One seed for the embedder and K-Means.
+
+    Attributes
+    ----------
+    preprocessor_, embedder_ : fitted transformers
+    cluster_centers_ : ndarray of shape (n_clusters, n_latent)
+    labels_ : ndarray of int
+        Cluster of each training row.
+    inertia_ : float
+    mapping_ : dict or None
+        Cluster -> known segment by majority, if ``y`` was given to ``fit``.
+    feature_names_in_ : ndarray of str
+    """
+
+    def __init__(self, preprocessor=None, embedder=None, n_clusters=7, n_init=50, max_iter=500, random_state=42):
+        self.preprocessor = preprocessor
+        self.embedder = embedder
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X: pd.DataFrame, y=None) -> "SegmentationPipeline":
+        """Fit on a table of customers; ``y`` (known segments, optional) stratifies the
+        validation split and gives the cluster -> segment mapping."""
+        if not isinstance(self.n_clusters, (int, np.integer)) or isinstance(self.n_clusters, bool) \
+                or self.n_clusters < 1:
+            raise ConfigError(f"The 'n_clusters' parameter must be an int >= 1. Got {self.n_clusters!r} instead.")
+        if len(X) < self.n_clusters:
+            raise DataError(f"the table has {len(X)} rows, fewer than the {self.n_clusters} clusters asked for; "
+                            "give more customers or a smaller number of clusters")
+        if y is not None:
+            y = pd.Series(np.asarray(y, dtype=object))
+            labelled = y.notna().to_numpy()
+            y = y.map(str).where(y.notna(), None).to_numpy(dtype=object)
+        self.preprocessor_ = clone(self.preprocessor) if self.preprocessor is not None else CustomerPreprocessor()
+        embedder = clone(self.embedder) if self.embedder is not None else AutoencoderEmbedder()
+        if "random_state" in embedder.get_params() and embedder.get_params()["random_state"] is None:
+            embedder.set_params(random_state=self.random_state)
+        features = self.preprocessor_.fit_transform(X)
+        # unlabelled rows stratify as one more group
+        self.embedder_ = embedder.fit(features, None if y is None else np.where(labelled, y, "\0missing"))
+        latent = np.asarray(self.embedder_.transform(features), dtype="float64")
+        km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
+                    random_state=self.random_state).fit(latent)
+        self.cluster_centers_ = km.cluster_centers_
+        self.labels_, _ = assign_to_centroids(latent, self.cluster_centers_)
+        self.inertia_ = float(km.inertia_)
+        self.n_iter_ = int(km.n_iter_)
+        self.mapping_ = None
+        if y is not None and labelled.any():
+            self.mapping_ = map_clusters_to_segments(self.labels_[labelled], y[labelled])
+            # a cluster without labelled rows takes the segment of the nearest mapped centroid
+            for c in range(self.n_clusters):
+                if c not in self.mapping_:
+                    mapped = sorted(self.mapping_)
+                    d = ((self.cluster_centers_[mapped] - self.cluster_centers_[c]) ** 2).sum(axis=1)
+                    self.mapping_[c] = self.mapping_[mapped[int(np.argmin(d))]]
+        self.feature_names_in_ = np.asarray(self.preprocessor_.get_feature_names_out(), dtype=object)
+        return self
+
+    # -- inference -------------------------------------------------------------------------------
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """Latent features of each row."""
+        self._check_fitted()
+        return np.asarray(self.embedder_.transform(self.preprocessor_.transform(X)), dtype="float64")
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Cluster of each row (nearest centroid in the latent space)."""
+        return assign_to_centroids(self.transform(X), self.cluster_centers_)[0]
+
+    def predict_segment(self, X: pd.DataFrame) -> np.ndarray:
+        """Known segment of each row's cluster; needs ``y`` at fit time."""
+        self._check_fitted()
+        if self.mapping_ is None:
+            raise NotFittedError("This SegmentationPipeline was fitted without known segments, so it has no "
+                                 "cluster -> segment mapping; use predict() for clusters.")
+        return np.array([self.mapping_[c] for c in self.predict(X)], dtype=object)
+
+    def score_table(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per row: Cluster, Predicted_Segment (if mapped), Distance_To_Centroid, Reconstruction_Error."""
+        self._check_fitted()
+        features = self.preprocessor_.transform(X)
+        latent = np.asarray(self.embedder_.transform(features), dtype="float64")
+        clusters, dist = assign_to_centroids(latent, self.cluster_centers_)
+        out = pd.DataFrame({"Cluster": clusters}, index=X.index)
+        if self.mapping_ is not None:
+            out["Predicted_Segment"] = [self.mapping_[c] for c in clusters]
+        out["Distance_To_Centroid"] = dist
+        out["Reconstruction_Error"] = self._reconstruction_error(features, latent)
+        return out
+
+    def _reconstruction_error(self, features: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        if hasattr(self.embedder_, "reconstruction_error"):
+            return self.embedder_.reconstruction_error(features)
+        if hasattr(self.embedder_, "inverse_transform"):
+            return np.mean((self.embedder_.inverse_transform(latent) - features) ** 2, axis=1)
+        return np.full(len(features), np.nan)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise NotFittedError("This SegmentationPipeline instance is not fitted yet. Call 'fit' first.")

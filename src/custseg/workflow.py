@@ -1,0 +1,390 @@
+"""The two jobs of the command line, as library functions: train and predict.
+
+:func:`train` reads the tables, fits the pipeline and computes every table and figure
+in memory, writing nothing. :func:`write_training_outputs` then writes them all, at
+once and atomically (:mod:`custseg.atomic`). :func:`predict_file` scores a table with a
+saved model. The CLI is a thin layer over these three.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .atomic import merge_into, staging_dir
+from .autoencoder import AutoencoderEmbedder
+from .clustering import mapping_table, scan_k
+from .config import RunConfig
+from .exceptions import DataError
+from .loading import LoadedTable, missing_report, read_table
+from .maps import pca_coordinates, tsne_coordinates
+from .metrics import external_metrics, internal_metrics
+from .persistence import load_model, model_files, save_model, write_files, MANIFEST
+from .pipeline import SegmentationPipeline
+from .preprocessing import CustomerPreprocessor
+from .schema import Schema, infer_schema
+
+__all__ = ["TrainResult", "train", "write_training_outputs", "PredictResult", "predict_table", "predict_file",
+           "load_tables", "cluster_characteristics"]
+
+FLOAT_FORMAT = "%.6g"
+
+
+@dataclass
+class TrainResult:
+    """Everything a training run produced, in memory."""
+
+    pipeline: SegmentationPipeline
+    schema: Schema
+    config: RunConfig
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    train_table: pd.DataFrame | None = None
+    test_table: pd.DataFrame | None = None
+
+
+def _noop(*_args, **_kwargs) -> None:
+    return None
+
+
+def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Schema]:
+    """Read the training (and test) table and infer the schema; check IDs."""
+    data = config.data
+    train_t = read_table(data.train, na_values=data.na_values)
+    test_t = read_table(data.test, na_values=data.na_values) if data.test else None
+    schema = infer_schema(
+        train_t.frame, id_column=data.id_column, label_column=data.label_column, infer_label=data.infer_label,
+        numeric=data.numeric, categorical=data.categorical, ordinal=data.ordinal, exclude=data.exclude,
+        integer_columns=train_t.integer_columns,
+        other_columns=None if test_t is None else list(test_t.frame.columns), source=train_t.source)
+    for table in (train_t, test_t):
+        if table is not None and schema.id_column is not None:
+            _check_ids(table, schema.id_column)
+    return train_t, test_t, schema
+
+
+def _check_ids(table: LoadedTable, id_column: str) -> None:
+    if id_column not in table.frame.columns:
+        raise DataError(f"file {table.source!r}: the id column {id_column!r} is missing; "
+                        "add it, or set another column with --id-column")
+    ids = table.frame[id_column]
+    if ids.isna().any():
+        pos = int(np.argmax(ids.isna().to_numpy()))
+        raise DataError(f"file {table.source!r}, line {table.line_of(pos)}, column {id_column!r}: the ID is empty; "
+                        "give every customer an ID")
+    dup = ids.duplicated(keep="first")
+    if dup.any():
+        pos = int(np.argmax(dup.to_numpy()))
+        first = int(np.argmax((ids == ids.iloc[pos]).to_numpy()))
+        raise DataError(f"file {table.source!r}, column {id_column!r}: ID {_id_text(ids.iloc[pos])!r} appears on "
+                        f"line {table.line_of(first)} and again on line {table.line_of(pos)} "
+                        f"({int(dup.sum())} duplicate IDs in all); remove the duplicates")
+
+
+def _id_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _ids(frame: pd.DataFrame, schema: Schema) -> pd.Series:
+    if schema.id_column is None:
+        return pd.Series(np.arange(1, len(frame) + 1), index=frame.index, name="ID")
+    return frame[schema.id_column].map(_id_text).rename("ID")
+
+
+def build_pipeline(config: RunConfig, schema: Schema, progress: Callable | None = None) -> SegmentationPipeline:
+    """The pipeline a run's settings describe."""
+    ae = config.autoencoder
+    return SegmentationPipeline(
+        preprocessor=CustomerPreprocessor(numeric=schema.names("numeric"), categorical=schema.names("categorical"),
+                                          ordinal=schema.ordinal_orders or None),
+        embedder=AutoencoderEmbedder(
+            hidden_dims=tuple(ae.hidden_dims), latent_dim=ae.latent_dim, dropout=ae.dropout,
+            learning_rate=ae.learning_rate, batch_size=ae.batch_size, max_epochs=ae.max_epochs,
+            patience=ae.patience, lr_factor=ae.lr_factor, lr_patience=ae.lr_patience, min_lr=ae.min_lr,
+            validation_fraction=ae.validation_fraction, n_threads=ae.n_threads, random_state=config.seed,
+            progress=progress),
+        n_clusters=config.clustering.n_clusters, n_init=config.clustering.n_init,
+        max_iter=config.clustering.max_iter, random_state=config.seed)
+
+
+def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
+          echo: Callable[[str], None] = _noop, tables: tuple | None = None) -> TrainResult:
+    """Fit the segmentation described by ``config`` and compute every output in memory.
+
+    Parameters
+    ----------
+    config : RunConfig
+    progress : callable, optional
+        Called after every autoencoder epoch with its history record.
+    echo : callable, optional
+        Receives one-line status messages.
+    tables : tuple, optional
+        ``(train, test, schema)`` as returned by :func:`load_tables`, if already loaded.
+    """
+    started = time.perf_counter()
+    config.validate()
+    train_t, test_t, schema = tables if tables is not None else load_tables(config)
+    frame = train_t.frame
+    k = config.clustering.n_clusters
+    if len(frame) < k:
+        raise DataError(f"file {train_t.source!r} has {len(frame)} customers, fewer than the {k} clusters asked for; "
+                        "give more rows or a smaller --clusters")
+    label = schema.label_column
+    y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
+    pipeline = build_pipeline(config, schema, progress)
+    pipeline.fit(frame, y)
+    # the progress callback is for this run only; it must not travel with the estimator
+    pipeline.embedder_.set_params(progress=None)
+    result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
+                         test_table=None if test_t is None else test_t.frame)
+    echo(f"autoencoder: {len(pipeline.embedder_.history_)} epochs, best {pipeline.embedder_.best_epoch_}")
+
+    features = pipeline.preprocessor_.transform(frame)
+    latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+    clusters = pipeline.labels_
+    train_scores = pipeline.score_table(frame)
+    ids = _ids(frame, schema)
+    known = y.to_numpy().astype(object) if y is not None else None
+    has_known = known is not None and pd.notna(known).any()
+
+    # -- metrics ------------------------------------------------------------------------------
+    metrics = internal_metrics(latent, clusters, random_state=config.seed)
+    metrics["inertia"] = pipeline.inertia_
+    if has_known:
+        labelled = pd.notna(known)
+        metrics.update(external_metrics(clusters[labelled], known[labelled].astype(str), pipeline.mapping_))
+    result.tables["clustering_metrics"] = pd.DataFrame(
+        {"metric": list(metrics), "value": list(metrics.values()),
+         "space": ["latent" if m in ("silhouette", "davies_bouldin", "calinski_harabasz", "inertia") else "labels"
+                   for m in metrics]})
+    ks = config.k_selection
+    k_table = scan_k(latent, range(ks.k_min, min(ks.k_max, len(frame) - 1) + 1), n_init=ks.n_init,
+                     random_state=config.seed, silhouette_sample=ks.silhouette_sample or None)
+    result.tables["k_selection"] = k_table
+    echo(f"k-means: k={k}, silhouette {metrics['silhouette']:.3f}"
+         + (f", NMI {metrics['nmi']:.3f}, mapped accuracy {metrics['mapped_accuracy']:.3f}" if has_known else ""))
+
+    # -- per-row tables ------------------------------------------------------------------------------
+    history = pipeline.embedder_.history_.copy()
+    result.tables["training_history"] = history
+    training_results = pd.DataFrame({"ID": ids.to_numpy()})
+    if has_known:
+        training_results["True_Segment"] = known
+    training_results["Cluster"] = clusters
+    if pipeline.mapping_ is not None:
+        training_results["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
+    result.tables["training_results"] = training_results
+    result.tables["cluster_characteristics"] = cluster_characteristics(frame, clusters, schema, pipeline.mapping_)
+    if has_known:
+        result.tables["cluster_segment_crosstab"] = mapping_table(
+            clusters[pd.notna(known)], known[pd.notna(known)].astype(str), pipeline.mapping_)
+
+    test_info: dict[str, Any] = {}
+    if test_t is not None:
+        scored = predict_table(pipeline, schema, test_t)
+        result.tables["test_predictions_detailed"] = scored.table
+        if pipeline.mapping_ is not None:
+            result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
+                columns={"Predicted_Segment": "Segmentation"})
+        test_info = {"rows": len(test_t.frame), "extra_columns": scored.extra_columns,
+                     "unseen_categories": scored.unseen_categories,
+                     "missing": missing_report(test_t.frame).to_dict(orient="records")}
+        if schema.id_column is not None:
+            test_info["ids_in_train"] = int(test_t.frame[schema.id_column].map(_id_text).isin(set(ids)).sum())
+
+    # -- maps and figures ------------------------------------------------------------------------------
+    names = cluster_names(pipeline)
+    pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
+    tsne_idx, tsne_xy = tsne_coordinates(latent, clusters, max_points=config.plots.tsne_max_points,
+                                         perplexity=config.plots.tsne_perplexity, random_state=config.seed)
+    maps = pd.DataFrame({"ID": ids.to_numpy(), "Cluster": clusters, "pca_1": pca_xy[:, 0], "pca_2": pca_xy[:, 1],
+                         "tsne_1": np.nan, "tsne_2": np.nan})
+    maps.loc[tsne_idx, "tsne_1"] = tsne_xy[:, 0]
+    maps.loc[tsne_idx, "tsne_2"] = tsne_xy[:, 1]
+    result.tables["maps"] = maps
+    result.figures = _figures(result, names, known if has_known else None, pca_xy, pca_var, tsne_idx, tsne_xy, k)
+
+    result.summary = {
+        "custseg_version": __version__,
+        "versions": _versions(),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "settings": config.to_dict(),
+        "data": {
+            "train": {"path": str(config.data.train), "rows": len(frame), "columns": len(frame.columns),
+                      "delimiter": train_t.delimiter, "missing": missing_report(frame).to_dict(orient="records"),
+                      "numeric_from_text": train_t.numeric_from_text},
+            "test": {"path": str(config.data.test) if config.data.test else None, **test_info},
+        },
+        "schema": schema.to_dict(),
+        "autoencoder": {"epochs": len(history), "best_epoch": pipeline.embedder_.best_epoch_,
+                        "stopped_early": pipeline.embedder_.stopped_early_,
+                        "best_val_loss": _none_if_nan(history["val_loss"].min())},
+        "metrics": {k_: _none_if_nan(v) for k_, v in metrics.items()},
+        "mapping": None if pipeline.mapping_ is None else {str(c): s for c, s in pipeline.mapping_.items()},
+        "cluster_names": {str(c): n for c, n in names.items()},
+        "tsne_points": int(len(tsne_idx)),
+    }
+    result.summary["duration_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _figures(result: TrainResult, names: dict, known, pca_xy, pca_var, tsne_idx, tsne_xy, k: int) -> dict:
+    from .plots import plot_cluster_distribution, plot_k_selection, plot_maps, plot_training_history
+
+    pipeline = result.pipeline
+    clusters = pipeline.labels_
+    return {
+        "training_history": plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_),
+        "optimal_clusters": plot_k_selection(result.tables["k_selection"], chosen_k=k),
+        "clusters_pca": plot_maps(pca_xy, clusters, names, "PCA", known,
+                                  axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)",
+                                               f"PC 2 ({pca_var[1]:.0%} of variance)")),
+        "clusters_tsne": plot_maps(tsne_xy, clusters[tsne_idx], names, "t-SNE",
+                                   None if known is None else known[tsne_idx],
+                                   axis_labels=("t-SNE 1", "t-SNE 2")),
+        "cluster_distribution": plot_cluster_distribution(clusters, names, known),
+    }
+
+
+def cluster_names(pipeline: SegmentationPipeline) -> dict[int, str]:
+    """Legend name of each cluster: 'Cluster 3 (-> B)' where a mapping exists."""
+    k = len(pipeline.cluster_centers_)
+    if pipeline.mapping_ is None:
+        return {c: f"Cluster {c}" for c in range(k)}
+    return {c: f"Cluster {c} (\u2192 {pipeline.mapping_.get(c, '?')})" for c in range(k)}
+
+
+def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: Schema,
+                            mapping: dict | None = None) -> pd.DataFrame:
+    """Per cluster: size, share, mean and median of numeric features, most frequent category and its share.
+
+    Computed on the table as read (original units and categories, missing values left out).
+    """
+    clusters = np.asarray(clusters)
+    rows = []
+    for c in sorted(np.unique(clusters)):
+        part = frame[clusters == c]
+        row: dict[str, Any] = {"Cluster": int(c)}
+        if mapping is not None:
+            row["Predicted_Segment"] = mapping.get(int(c), "")
+        row["Size"] = len(part)
+        row["Share"] = len(part) / len(frame)
+        for name in schema.feature_columns:
+            col = part[name]
+            if schema.column(name).role == "numeric":
+                row[f"{name}_mean"] = col.mean()
+                row[f"{name}_median"] = col.median()
+            else:
+                counts = col.dropna().map(_id_text).value_counts()
+                counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+                row[f"{name}_top"] = counts.index[0] if len(counts) else ""
+                row[f"{name}_top_share"] = counts.iloc[0] / counts.sum() if len(counts) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class PredictResult:
+    """Scores of a table and what was noticed while scoring it."""
+
+    table: pd.DataFrame
+    extra_columns: list[str]
+    unseen_categories: dict[str, dict[str, int]]
+
+
+def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable) -> PredictResult:
+    """Score a loaded table: ID, Cluster, Predicted_Segment, Distance_To_Centroid, Reconstruction_Error."""
+    frame = table.frame
+    extra: list[str] = []
+    if schema is not None:
+        extra = schema.check(frame, table.source, table.line_of)
+        if schema.id_column is not None and schema.id_column in frame.columns:
+            _check_ids(table, schema.id_column)
+    unseen = pipeline.preprocessor_.unseen_categories(frame)
+    scores = pipeline.score_table(frame)
+    if schema is not None and schema.id_column is not None and schema.id_column in frame.columns:
+        ids = frame[schema.id_column].map(_id_text)
+    else:
+        ids = pd.Series(np.arange(1, len(frame) + 1), index=frame.index)
+    out = pd.concat([pd.DataFrame({"ID": ids.to_numpy()}), scores.reset_index(drop=True)], axis=1)
+    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen)
+
+
+def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
+                 na_values: list[str] | tuple[str, ...] = ()) -> PredictResult:
+    """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically."""
+    model = load_model(model_dir)
+    na = list(na_values) or list(model.settings.get("data", {}).get("na_values", []))
+    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na))
+    output_path = Path(output_path)
+    if output_path.is_dir():
+        raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")
+    with staging_dir(output_path) as staged:
+        staged_file = staged / output_path.name
+        result.table.to_csv(staged_file, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+        merge_into(staged, output_path.parent if str(output_path.parent) else ".")
+    return result
+
+
+def write_training_outputs(result: TrainResult, models_dir: str | Path | None = None,
+                           results_dir: str | Path | None = None) -> dict[str, list[Path]]:
+    """Write the model folder and the results folder of a run, atomically.
+
+    Both are staged completely before either target is touched; a failure before
+    that leaves both as they were.
+    """
+    models_dir = Path(models_dir or result.config.models_dir)
+    results_dir = Path(results_dir or result.config.results_dir)
+    files = model_files(result.pipeline, result.schema, result.config.to_dict())
+    with staging_dir(models_dir) as staged_models, staging_dir(results_dir) as staged_results:
+        write_files(staged_models, files)
+        for name, table in result.tables.items():
+            table.to_csv(staged_results / f"{name}.csv", index=False, float_format=FLOAT_FORMAT,
+                         lineterminator="\n")
+        (staged_results / "run_summary.json").write_text(
+            json.dumps(result.summary, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+        (staged_results / "plots").mkdir()
+        for name, fig in result.figures.items():
+            fig.savefig(staged_results / "plots" / f"{name}.png", dpi=result.config.plots.dpi,
+                        metadata={"Software": None})
+        from .atomic import swap_directory
+
+        swap_directory(staged_models, models_dir, marker=MANIFEST)
+        moved = merge_into(staged_results, results_dir)
+    return {"models": sorted(models_dir.iterdir()), "results": moved}
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import torch
+
+    return {"custseg": __version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__}
+
+
+def _none_if_nan(value: Any) -> Any:
+    try:
+        return None if np.isnan(value) else float(value)
+    except TypeError:
+        return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
