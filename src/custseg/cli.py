@@ -89,8 +89,9 @@ def train(
     tables = load_tables(cfg)
     if not quiet:
         _print_roles(tables[2], tables[0])
-    with _epoch_progress(cfg.autoencoder.max_epochs, enabled=not quiet) as progress:
-        result = run_train(cfg, progress=progress, echo=(lambda m: None) if quiet else err.print, tables=tables)
+    bar = _EpochProgress(cfg.autoencoder.max_epochs, enabled=not quiet)
+    with bar:
+        result = run_train(cfg, progress=bar.update, echo=bar.echo, tables=tables)
     written = write_training_outputs(result)
     _print_summary(result, written)
 
@@ -126,31 +127,39 @@ def _print_roles(schema, table) -> None:
     err.print(grid)
 
 
-class _epoch_progress:
-    """A rich progress bar over epochs showing the current losses."""
+class _EpochProgress:
+    """A rich progress bar over epochs showing the current losses; closed by the first message after training."""
 
     def __init__(self, total: int, enabled: bool = True):
-        self.total, self.enabled = total, enabled
+        self.total, self.enabled, self.bar = total, enabled, None
 
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("autoencoder"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[losses]}"), console=err, transient=False)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("epochs", total=self.total, losses="")
-
-        def update(record: dict) -> None:
-            self.bar.update(self.task, completed=record["epoch"],
-                            losses=f"loss {record['loss']:.4f}  val_loss {record['val_loss']:.4f}  "
-                                   f"lr {record['lr']:.2g}")
-        return update
-
-    def __exit__(self, *exc):
+    def __enter__(self) -> "_EpochProgress":
         if self.enabled:
-            self.bar.__exit__(*exc)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("autoencoder"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.fields[losses]}"), console=err)
+            self.bar.start()
+            self.task = self.bar.add_task("epochs", total=self.total, losses="")
+        return self
+
+    def update(self, record: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=record["epoch"],
+                            losses=f"loss {record['loss']:.4f}  val_loss {record['val_loss']:.4f}  lr {record['lr']:.2g}")
+
+    def echo(self, message: str) -> None:
+        self.close()
+        if self.enabled:
+            err.print(message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
         return False
 
 

@@ -91,7 +91,7 @@ class KSelectionConfig:
     k_max: int = 12
     n_init: int = 10
     #: silhouette on a stratified sample of this many rows (0 = all rows)
-    silhouette_sample: int = 4000
+    silhouette_sample: int = 2000
 
 
 @dataclass
@@ -99,7 +99,7 @@ class PlotConfig:
     """Figures."""
 
     #: t-SNE map drawn on a sample of at most this many rows, stratified by cluster (0 = all)
-    tsne_max_points: int = 3000
+    tsne_max_points: int = 2000
     tsne_perplexity: float = 30.0
     dpi: int = 120
 

@@ -53,6 +53,8 @@ def tsne_coordinates(latent: np.ndarray, labels: np.ndarray, *, max_points: int 
 
     idx = stratified_sample(labels, max_points, random_state)
     perplexity = float(min(perplexity, max(2.0, (len(idx) - 1) / 3)))
+    # exact neighbours are faster than the approximate index below a few thousand rows
+    neighbors = "exact" if len(idx) <= 5000 else "auto"
     coords = TSNE(n_components=2, perplexity=perplexity, random_state=random_state, n_jobs=n_jobs,
-                  verbose=False).fit(np.asarray(latent[idx], dtype="float64"))
+                  neighbors=neighbors, verbose=False).fit(np.asarray(latent[idx], dtype="float64"))
     return idx, np.asarray(coords)

@@ -66,9 +66,18 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X: pd.DataFrame, y=None) -> "SegmentationPipeline":
-        """Fit on a table of customers; ``y`` (known segments, optional) stratifies the
-        validation split and gives the cluster -> segment mapping."""
+    def fit(self, X: pd.DataFrame, y=None, progress=None) -> "SegmentationPipeline":
+        """Fit on a table of customers.
+
+        Parameters
+        ----------
+        X : DataFrame
+        y : array-like, optional
+            Known segments (missing allowed): they stratify the validation split and
+            give the cluster -> segment mapping.
+        progress : callable, optional
+            Passed to the embedder's ``fit`` if it takes one (per-epoch records).
+        """
         if not isinstance(self.n_clusters, (int, np.integer)) or isinstance(self.n_clusters, bool) \
                 or self.n_clusters < 1:
             raise ConfigError(f"The 'n_clusters' parameter must be an int >= 1. Got {self.n_clusters!r} instead.")
@@ -85,7 +94,11 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
             embedder.set_params(random_state=self.random_state)
         features = self.preprocessor_.fit_transform(X)
         # unlabelled rows stratify as one more group
-        self.embedder_ = embedder.fit(features, None if y is None else np.where(labelled, y, "\0missing"))
+        strata = None if y is None else np.where(labelled, y, "\0missing")
+        if progress is not None and isinstance(embedder, AutoencoderEmbedder):
+            self.embedder_ = embedder.fit(features, strata, progress=progress)
+        else:
+            self.embedder_ = embedder.fit(features, strata)
         latent = np.asarray(self.embedder_.transform(features), dtype="float64")
         km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
                     random_state=self.random_state).fit(latent)

@@ -9,6 +9,7 @@ saved model. The CLI is a thin layer over these three.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 import platform
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .atomic import merge_into, staging_dir
@@ -102,7 +104,7 @@ def _ids(frame: pd.DataFrame, schema: Schema) -> pd.Series:
     return frame[schema.id_column].map(_id_text).rename("ID")
 
 
-def build_pipeline(config: RunConfig, schema: Schema, progress: Callable | None = None) -> SegmentationPipeline:
+def build_pipeline(config: RunConfig, schema: Schema) -> SegmentationPipeline:
     """The pipeline a run's settings describe."""
     ae = config.autoencoder
     return SegmentationPipeline(
@@ -112,8 +114,7 @@ def build_pipeline(config: RunConfig, schema: Schema, progress: Callable | None 
             hidden_dims=tuple(ae.hidden_dims), latent_dim=ae.latent_dim, dropout=ae.dropout,
             learning_rate=ae.learning_rate, batch_size=ae.batch_size, max_epochs=ae.max_epochs,
             patience=ae.patience, lr_factor=ae.lr_factor, lr_patience=ae.lr_patience, min_lr=ae.min_lr,
-            validation_fraction=ae.validation_fraction, n_threads=ae.n_threads, random_state=config.seed,
-            progress=progress),
+            validation_fraction=ae.validation_fraction, n_threads=ae.n_threads, random_state=config.seed),
         n_clusters=config.clustering.n_clusters, n_init=config.clustering.n_init,
         max_iter=config.clustering.max_iter, random_state=config.seed)
 
@@ -142,10 +143,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
                         "give more rows or a smaller --clusters")
     label = schema.label_column
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
-    pipeline = build_pipeline(config, schema, progress)
-    pipeline.fit(frame, y)
-    # the progress callback is for this run only; it must not travel with the estimator
-    pipeline.embedder_.set_params(progress=None)
+    pipeline = build_pipeline(config, schema)
+    pipeline.fit(frame, y, progress=progress)
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
                          test_table=None if test_t is None else test_t.frame)
     echo(f"autoencoder: {len(pipeline.embedder_.history_)} epochs, best {pipeline.embedder_.best_epoch_}")
@@ -153,11 +152,32 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     features = pipeline.preprocessor_.transform(frame)
     latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
     clusters = pipeline.labels_
-    train_scores = pipeline.score_table(frame)
     ids = _ids(frame, schema)
     known = y.to_numpy().astype(object) if y is not None else None
     has_known = known is not None and pd.notna(known).any()
 
+    # The t-SNE map is the slowest picture and needs only the latent features: compute it
+    # on a second thread (openTSNE releases the GIL) while this thread, limited to one
+    # BLAS/OpenMP thread so the two do not fight over the two cores, does everything else.
+    with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):
+        tsne_job = pool.submit(tsne_coordinates, latent, clusters, max_points=config.plots.tsne_max_points,
+                               perplexity=config.plots.tsne_perplexity, random_state=config.seed)
+        _evaluate(result, latent, ids, known if has_known else None, test_t, echo)
+        result.summary["data"]["train"].update(delimiter=train_t.delimiter,
+                                               numeric_from_text=train_t.numeric_from_text)
+        _draw(result, latent, ids, known if has_known else None)
+        tsne_idx, tsne_xy = tsne_job.result()
+    _draw_tsne(result, known if has_known else None, tsne_idx, tsne_xy)
+    result.summary["duration_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, test_t, echo) -> None:
+    """Metrics, the k scan, and the per-row and per-cluster tables."""
+    pipeline, config, schema, frame = result.pipeline, result.config, result.schema, result.train_table
+    clusters = pipeline.labels_
+    has_known = known is not None
+    k = config.clustering.n_clusters
     # -- metrics ------------------------------------------------------------------------------
     metrics = internal_metrics(latent, clusters, random_state=config.seed)
     metrics["inertia"] = pipeline.inertia_
@@ -203,18 +223,6 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         if schema.id_column is not None:
             test_info["ids_in_train"] = int(test_t.frame[schema.id_column].map(_id_text).isin(set(ids)).sum())
 
-    # -- maps and figures ------------------------------------------------------------------------------
-    names = cluster_names(pipeline)
-    pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
-    tsne_idx, tsne_xy = tsne_coordinates(latent, clusters, max_points=config.plots.tsne_max_points,
-                                         perplexity=config.plots.tsne_perplexity, random_state=config.seed)
-    maps = pd.DataFrame({"ID": ids.to_numpy(), "Cluster": clusters, "pca_1": pca_xy[:, 0], "pca_2": pca_xy[:, 1],
-                         "tsne_1": np.nan, "tsne_2": np.nan})
-    maps.loc[tsne_idx, "tsne_1"] = tsne_xy[:, 0]
-    maps.loc[tsne_idx, "tsne_2"] = tsne_xy[:, 1]
-    result.tables["maps"] = maps
-    result.figures = _figures(result, names, known if has_known else None, pca_xy, pca_var, tsne_idx, tsne_xy, k)
-
     result.summary = {
         "custseg_version": __version__,
         "versions": _versions(),
@@ -222,8 +230,7 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         "settings": config.to_dict(),
         "data": {
             "train": {"path": str(config.data.train), "rows": len(frame), "columns": len(frame.columns),
-                      "delimiter": train_t.delimiter, "missing": missing_report(frame).to_dict(orient="records"),
-                      "numeric_from_text": train_t.numeric_from_text},
+                      "missing": missing_report(frame).to_dict(orient="records")},
             "test": {"path": str(config.data.test) if config.data.test else None, **test_info},
         },
         "schema": schema.to_dict(),
@@ -232,29 +239,57 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
                         "best_val_loss": _none_if_nan(history["val_loss"].min())},
         "metrics": {k_: _none_if_nan(v) for k_, v in metrics.items()},
         "mapping": None if pipeline.mapping_ is None else {str(c): s for c, s in pipeline.mapping_.items()},
-        "cluster_names": {str(c): n for c, n in names.items()},
-        "tsne_points": int(len(tsne_idx)),
     }
-    result.summary["duration_seconds"] = round(time.perf_counter() - started, 1)
-    return result
 
 
-def _figures(result: TrainResult, names: dict, known, pca_xy, pca_var, tsne_idx, tsne_xy, k: int) -> dict:
+def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> None:
+    """The PCA map and every figure but the t-SNE map, rendered to PNG bytes."""
     from .plots import plot_cluster_distribution, plot_k_selection, plot_maps, plot_training_history
 
-    pipeline = result.pipeline
+    pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
-    return {
-        "training_history": plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_),
-        "optimal_clusters": plot_k_selection(result.tables["k_selection"], chosen_k=k),
-        "clusters_pca": plot_maps(pca_xy, clusters, names, "PCA", known,
-                                  axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)",
-                                               f"PC 2 ({pca_var[1]:.0%} of variance)")),
-        "clusters_tsne": plot_maps(tsne_xy, clusters[tsne_idx], names, "t-SNE",
-                                   None if known is None else known[tsne_idx],
-                                   axis_labels=("t-SNE 1", "t-SNE 2")),
-        "cluster_distribution": plot_cluster_distribution(clusters, names, known),
-    }
+    names = cluster_names(pipeline)
+    pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
+    result.tables["maps"] = pd.DataFrame({"ID": ids.to_numpy(), "Cluster": clusters, "pca_1": pca_xy[:, 0],
+                                          "pca_2": pca_xy[:, 1], "tsne_1": np.nan, "tsne_2": np.nan})
+    dpi = config.plots.dpi
+    result.figures["training_history"] = render_png(
+        plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_), dpi)
+    result.figures["optimal_clusters"] = render_png(
+        plot_k_selection(result.tables["k_selection"], chosen_k=config.clustering.n_clusters), dpi)
+    result.figures["clusters_pca"] = render_png(plot_maps(
+        pca_xy, clusters, names, "PCA", known,
+        axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)", f"PC 2 ({pca_var[1]:.0%} of variance)")), dpi)
+    result.figures["cluster_distribution"] = render_png(plot_cluster_distribution(clusters, names, known), dpi)
+    result.summary["cluster_names"] = {str(c): n for c, n in names.items()}
+
+
+def _draw_tsne(result: TrainResult, known, tsne_idx: np.ndarray, tsne_xy: np.ndarray) -> None:
+    """The t-SNE map: its coordinates into maps.csv, and its figure."""
+    from .plots import plot_maps
+
+    clusters = result.pipeline.labels_
+    maps = result.tables["maps"]
+    maps.loc[tsne_idx, "tsne_1"] = tsne_xy[:, 0]
+    maps.loc[tsne_idx, "tsne_2"] = tsne_xy[:, 1]
+    result.figures["clusters_tsne"] = render_png(plot_maps(
+        tsne_xy, clusters[tsne_idx], cluster_names(result.pipeline), "t-SNE",
+        None if known is None else known[tsne_idx],
+        axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, stratified sample)", "t-SNE 2")),
+        result.config.plots.dpi)
+    result.summary["tsne_points"] = int(len(tsne_idx))
+
+
+def render_png(fig, dpi: int) -> bytes:
+    """PNG bytes of a figure (no timestamp, so the same figure gives the same bytes); closes it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def cluster_names(pipeline: SegmentationPipeline) -> dict[int, str]:
@@ -355,9 +390,8 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
         (staged_results / "run_summary.json").write_text(
             json.dumps(result.summary, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
         (staged_results / "plots").mkdir()
-        for name, fig in result.figures.items():
-            fig.savefig(staged_results / "plots" / f"{name}.png", dpi=result.config.plots.dpi,
-                        metadata={"Software": None})
+        for name, png in result.figures.items():
+            (staged_results / "plots" / f"{name}.png").write_bytes(png)
         from .atomic import swap_directory
 
         swap_directory(staged_models, models_dir, marker=MANIFEST)
