@@ -115,6 +115,17 @@ def predict(
         out.print(f"Unseen categories in {column} (assigned the training mode): {shown}")
 
 
+@app.command()
+def report(
+    models_dir: str = typer.Option("models", "--models-dir", help="Model folder written by 'custseg train'."),
+    results_dir: str = typer.Option("results", "--results-dir", help="Results folder written by 'custseg train'."),
+) -> None:
+    """Write results/report.html: one self-contained page describing the run and its segments."""
+    from .report import build_report
+
+    out.print(f"Wrote {build_report(models_dir, results_dir)}")
+
+
 def _print_roles(schema, table) -> None:
     grid = Table(title=f"Columns of {table.source}", title_justify="left")
     for name in ("column", "role", "type", "missing", "distinct", "reason"):

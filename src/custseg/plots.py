@@ -111,7 +111,7 @@ def plot_maps(coords: np.ndarray, clusters: np.ndarray, cluster_names: dict, met
     if segments is not None:
         seg_keys = sorted(set(np.asarray(segments).astype(str)))
         seg_colours = dict(zip(seg_keys, segment_palette(len(keys) + len(seg_keys))[len(keys):]))
-        _scatter(axes[1], coords, np.asarray(segments).astype(str), {s: f"segment {s}" for s in seg_keys},
+        _scatter(axes[1], coords, np.asarray(segments).astype(str), {s: f"known segment {s}" for s in seg_keys},
                  seg_colours, f"{method} map, by known segment", axis_labels)
     fig.tight_layout()
     return fig
@@ -138,7 +138,7 @@ def plot_cluster_distribution(clusters: np.ndarray, cluster_names: dict, segment
         bottom = np.zeros(len(keys))
         for j, seg in enumerate(table.columns):
             axes[1].bar(range(len(keys)), table[seg].to_numpy(), bottom=bottom, color=seg_colours[j],
-                        label=f"segment {seg}")
+                        label=f"known segment {seg}")
             bottom += table[seg].to_numpy()
         axes[1].set_xticks(range(len(keys)), labels, rotation=30, ha="right", fontsize=8)
         axes[1].set_ylabel("share of the cluster")

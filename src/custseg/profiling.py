@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -49,7 +49,10 @@ __all__ = [
     "describe_segments",
     "segments_markdown",
     "profile_heatmap_data",
+    "known_segments_text",
     "humanize",
+    "cohens_d",
+    "cramers_v",
     "MIN_EFFECT",
 ]
 
@@ -89,6 +92,8 @@ class SegmentProfile:
         ``feature, value, count, share`` over all customers.
     composition : DataFrame or None
         ``segment, known_segment, count, share`` when known segments were given.
+    whole_number_features : list of str
+        Numeric features whose values are all whole numbers (descriptions round their quartiles).
     """
 
     n_customers: int
@@ -101,6 +106,7 @@ class SegmentProfile:
     overall_numeric: pd.DataFrame
     overall_categorical: pd.DataFrame
     composition: pd.DataFrame | None = None
+    whole_number_features: list[str] = field(default_factory=list)
 
     @property
     def segments(self) -> list:
@@ -206,11 +212,13 @@ def profile_segments(
     sizes = pd.DataFrame({"segment": segments, "size": [int((labels == s).sum()) for s in segments]})
     sizes["share"] = sizes["size"] / n
     num_rows, cat_rows, feat_rows = [], [], []
-    overall_num, overall_cat = [], []
+    overall_num, overall_cat, whole = [], [], []
 
     for f in numeric:
         x = pd.to_numeric(table[f], errors="coerce").to_numpy(dtype="float64")
         present = ~np.isnan(x)
+        if np.all(np.mod(x[present], 1) == 0):
+            whole.append(f)
         overall_num.append({"feature": f, **_summary(x[present]), "n_missing": int((~present).sum())})
         for s in segments:
             member = labels == s
@@ -273,6 +281,7 @@ def profile_segments(
         overall_numeric=pd.DataFrame(overall_num, columns=["feature", "mean", "median", "q1", "q3", "n_missing"]),
         overall_categorical=pd.DataFrame(overall_cat, columns=["feature", "value", "count", "share"]),
         composition=composition,
+        whole_number_features=whole,
     )
 
 
@@ -344,6 +353,8 @@ class SegmentDescription:
         Phrases for the most distinguishing features, strongest first.
     text : str
         One paragraph: "Segment 3 (1,204 customers, 15%): mostly ever married (92% vs 58% overall), ..."
+    composition : dict
+        Known segment -> its share of the segment, largest first (empty without known segments).
     """
 
     segment: object
@@ -352,6 +363,7 @@ class SegmentDescription:
     share: float
     traits: list[str]
     text: str
+    composition: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -383,6 +395,12 @@ def _num(x: float) -> str:
     return f"{x:.1f}"
 
 
+def _span(low: float, high: float, rounded: bool) -> str:
+    if rounded:
+        low, high = math.floor(low), math.ceil(high)
+    return _num(low) if low == high else f"{_num(low)}-{_num(high)}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -406,9 +424,11 @@ def _numeric_trait(profile: SegmentProfile, segment, feature: str) -> _Trait:
     is_age = words == "age"
     seg_iqr, all_iqr = seg.q3 - seg.q1, overall.q3 - overall.q1
     if seg_iqr <= 0.6 * all_iqr:
-        span = _num(seg.q1) if seg.q1 == seg.q3 else f"{_num(seg.q1)}-{_num(seg.q3)}"
+        # whole-number features read better as whole-number ranges ("family size 1-3", not "1-2.8")
+        rounded = feature in profile.whole_number_features
+        span, overall_span = (_span(q.q1, q.q3, rounded) for q in (seg, overall))
         lead = "aged" if is_age else f"{words} typically"
-        return _Trait(f"{lead} {span} (overall {_num(overall.q1)}-{_num(overall.q3)})", f"{_title(words)} {span}")
+        return _Trait(f"{lead} {span} (overall {overall_span})", f"{_title(words)} {span}")
     higher = seg.cohens_d > 0
     if is_age:
         word = "older" if higher else "younger"
@@ -435,7 +455,7 @@ def _categorical_trait(profile: SegmentProfile, segment, feature: str) -> _Trait
     label = value if len(rows) == 2 and value.isalpha() and len(value) >= 3 else f"{value} {_title(words)}"
     vs = f"{_pct(row.share)} vs {_pct(row.share_overall)}"
     if row.cohens_d > 0:
-        if row.share >= 0.5:
+        if row.share > 0.5:
             return _Trait(f"{words} mostly {value} ({vs} overall)", label)
         return _Trait(f"{words} {value} {row.lift:.1f}x as common as overall ({vs})", label)
     return _Trait(f"{words} {'rarely' if row.share > 0 else 'never'} {value} ({vs} overall)", f"Non-{label}")
@@ -508,28 +528,37 @@ def describe_segments(
         phrases = [t.phrase for t in traits[s]]
         body = ", ".join(phrases) if phrases else "close to the overall population on every feature"
         text = f"Segment {s} ({size:,} customers, {_pct(share)}): {body}."
+        composition = {}
         if profile.composition is not None:
             comp = profile.composition[profile.composition["segment"] == s].sort_values(
                 ["share", "known_segment"], ascending=[False, True], kind="stable")
-            comp = comp[comp["count"] > 0]
-            text += " Known segments: " + ", ".join(f"{k} {_pct(p)}" for k, p in zip(comp.known_segment, comp.share)) + "."
+            composition = {str(k): float(p) for k, p, c in zip(comp.known_segment, comp.share, comp["count"]) if c > 0}
+            text += " Known segments: " + known_segments_text(composition) + "."
         out.append(SegmentDescription(segment=s, name=chosen[s], size=int(size), share=float(share),
-                                      traits=phrases, text=text))
+                                      traits=phrases, text=text, composition=composition))
     return out
 
 
+def known_segments_text(composition: Mapping[str, float]) -> str:
+    """``{"A": 0.62, "D": 0.2}`` -> ``"A 62%, D 20%"``."""
+    return ", ".join(f"{k} {_pct(p)}" for k, p in composition.items())
+
+
 def _unique_names(segments: list, traits: dict) -> dict:
+    """Two traits per name; a clash tries three, and what still clashes gets its segment id."""
     def name(s, n_traits: int) -> str:
         labels = [t.label for t in traits[s][:n_traits]]
         return ", ".join(labels) if labels else "Typical Customers"
 
-    chosen = {s: name(s, 2) for s in segments}
-    for n_traits in (3, None):
+    def clashing(chosen: dict) -> list:
         counts = pd.Series(list(chosen.values())).value_counts()
-        clashes = [s for s in segments if counts[chosen[s]] > 1]
-        for s in clashes:
-            chosen[s] = name(s, n_traits) if n_traits else f"{chosen[s]} ({s})"
-    return chosen
+        return [s for s in segments if counts[chosen[s]] > 1]
+
+    chosen = {s: name(s, 2) for s in segments}
+    longer = {**chosen, **{s: name(s, 3) for s in clashing(chosen)}}
+    for s in clashing(longer):
+        longer[s] = f"{chosen[s]} ({s})"
+    return longer
 
 
 def segments_markdown(descriptions: Sequence[SegmentDescription], *, title: str = "Customer segments") -> str:
@@ -553,7 +582,8 @@ def segments_markdown(descriptions: Sequence[SegmentDescription], *, title: str 
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("_", "\\_")
+    # intraword underscores (Cat_3) are plain text in CommonMark; pipes would split table cells
+    return text.replace("|", "\\|")
 
 
 # --------------------------------------------------------------------------- plot data
@@ -584,8 +614,12 @@ def profile_heatmap_data(profile: SegmentProfile, *, per_segment: int = 3, max_c
             item = (feature, value)
         if item not in items:
             items.append(item)
+    items = items[:max_columns]
+    # values of one feature side by side, features in order of first appearance
+    first = {f: i for i, (f, _) in reversed(list(enumerate(items)))}
+    items.sort(key=lambda item: first[item[0]])
     rows = []
-    for feature, value in items[:max_columns]:
+    for feature, value in items:
         if value is None:
             data = profile.numeric[profile.numeric["feature"] == feature]
             label = f"{feature} (mean)"

@@ -23,19 +23,11 @@ import pandas as pd
 from .atomic import atomic_write_text
 from .exceptions import DataError
 from .loading import missing_report, read_table
-from .profiling import (SegmentDescription, SegmentProfile, describe_segments, profile_heatmap_data,
-                        profile_segments, segments_markdown)
+from .profiling import (SegmentDescription, SegmentProfile, describe_segments, known_segments_text,
+                        profile_heatmap_data, profile_segments, segments_markdown)
 from .schema import Schema, category_text
 
-try:
-    from .plots import plot_cluster_distribution, plot_maps, segment_palette
-except ImportError:  # plots.py is optional at import time; the report draws with what is there
-    plot_maps = plot_cluster_distribution = None
-
-    def segment_palette(n: int) -> list[str]:
-        """``n`` colours from the Okabe-Ito palette (colour-blind safe), cycling past 8."""
-        okabe_ito = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-        return [okabe_ito[i % len(okabe_ito)] for i in range(n)]
+from .plots import plot_cluster_distribution, plot_maps, segment_palette
 
 __all__ = ["build_report", "write_segment_outputs", "REPORT_SECTIONS"]
 
@@ -82,7 +74,8 @@ def write_segment_outputs(
     descriptions = describe_segments(profile)
     folder = Path(results_dir)
     paths = {"segment_profiles": folder / "segment_profiles.csv", "segments": folder / "segments.md"}
-    atomic_write_text(paths["segment_profiles"], profile.to_frame().to_csv(index=False))
+    atomic_write_text(paths["segment_profiles"],
+                      profile.to_frame().to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     atomic_write_text(paths["segments"], segments_markdown(descriptions))
     return paths
 
@@ -102,6 +95,8 @@ class _Run:
     clustering: dict
     train: pd.DataFrame
     test: pd.DataFrame | None
+    train_path: str
+    test_path: str | None
     training_results: pd.DataFrame
 
     def csv(self, name: str) -> pd.DataFrame | None:
@@ -122,6 +117,21 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"cannot read {str(path)!r} ({exc}); run 'custseg train' again") from None
 
 
+def _data_path(summary: dict, settings: dict, which: str) -> str | None:
+    """Path of the ``train`` / ``test`` table: run_summary's ``data.<which>``, else the settings'.
+
+    The absolute path is preferred where it still exists, so that ``custseg report`` works
+    from another folder than the one ``custseg train`` ran in.
+    """
+    entry = (summary.get("data") or {}).get(which)
+    if isinstance(entry, dict):
+        absolute = entry.get("absolute_path")
+        if absolute and Path(absolute).is_file():
+            return absolute
+        entry = entry.get("path")
+    return entry or (settings.get("data") or {}).get(which)
+
+
 def _read_run(models_dir: Path, results_dir: Path) -> _Run:
     training_results = results_dir / "training_results.csv"
     if not training_results.is_file():
@@ -129,11 +139,12 @@ def _read_run(models_dir: Path, results_dir: Path) -> _Run:
                         "or give the folder it wrote with --results-dir")
     summary = _read_json(results_dir / "run_summary.json") or {}
     settings = _read_json(models_dir / "settings.json") or summary.get("settings") or {}
-    schema_dict = _read_json(models_dir / "schema.json")
-    data = {**settings.get("data", {}), **summary.get("data", {})}
-    if not data.get("train"):
+    schema_dict = _read_json(models_dir / "schema.json") or summary.get("schema")
+    train_path, test_path = _data_path(summary, settings, "train"), _data_path(summary, settings, "test")
+    if not train_path:
         raise DataError(f"neither {str(results_dir / 'run_summary.json')!r} nor {str(models_dir / 'settings.json')!r} "
                         "names the training table; run 'custseg train' again")
+    na_values = (settings.get("data") or {}).get("na_values") or ()
     return _Run(
         results=results_dir,
         models=models_dir,
@@ -141,9 +152,11 @@ def _read_run(models_dir: Path, results_dir: Path) -> _Run:
         settings=settings,
         schema=Schema.from_dict(schema_dict) if schema_dict else None,
         clustering=_read_json(models_dir / "clustering.json") or {},
-        train=read_table(data["train"]).frame,
-        test=read_table(data["test"]).frame if data.get("test") and Path(data["test"]).is_file() else None,
-        training_results=pd.read_csv(training_results),
+        train=read_table(train_path, na_values=na_values).frame,
+        test=read_table(test_path, na_values=na_values).frame if test_path and Path(test_path).is_file() else None,
+        train_path=train_path,
+        test_path=test_path,
+        training_results=pd.read_csv(training_results, dtype={"ID": str}),
     )
 
 
@@ -263,11 +276,10 @@ def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, str]]:
 
 def _summary_section(run: _Run, profile: SegmentProfile) -> dict:
     summary, settings = run.summary, run.settings
-    data = {**settings.get("data", {}), **summary.get("data", {})}
-    facts = [("training table", f"{data.get('train')} ({len(run.train):,} rows)")]
-    if data.get("test"):
-        facts.append(("new customers", f"{data.get('test')} ({len(run.test):,} rows)" if run.test is not None
-                      else f"{data.get('test')} (not found)"))
+    facts = [("training table", f"{run.train_path} ({len(run.train):,} rows)")]
+    if run.test_path:
+        facts.append(("new customers", f"{run.test_path} ({len(run.test):,} rows)" if run.test is not None
+                      else f"{run.test_path} (not found)"))
     if run.schema is not None:
         facts.append(("id column", run.schema.id_column or "none"))
         facts.append(("known segment column", run.schema.label_column or "none"))
@@ -291,7 +303,7 @@ def _quality_section(run: _Run) -> dict:
     table = train_missing
     if run.test is not None:
         test_missing = missing_report(run.test).rename(columns={"missing": "missing (new)", "share": "share (new)"})
-        table = train_missing.merge(test_missing, on="column", how="outer", sort=False)
+        table = train_missing.merge(test_missing, on="column", how="left")
         id_col = run.schema.id_column if run.schema else None
         if id_col and id_col in run.test and id_col in run.train:
             in_train = _id_keys(run.test[id_col]).isin(set(_id_keys(run.train[id_col])))
@@ -308,9 +320,14 @@ def _training_section(run: _Run) -> dict:
         best = history.loc[history[watched].idxmin()]
         out["facts"] = [
             ("epochs run", f"{len(history):,}"),
-            (f"best {watched.replace('_', ' ')}", f"{best[watched]:.4g} (epoch {int(best['epoch'])})"),
+            (f"best {'validation' if watched == 'val_loss' else 'training'} loss",
+             f"{best[watched]:.4g} (epoch {int(best['epoch'])})"),
             ("final training loss", f"{history['loss'].iloc[-1]:.4g}"),
         ]
+        stopped = (run.summary.get("autoencoder") or {}).get("stopped_early")
+        if stopped is not None:
+            out["facts"].append(("stopped early", "yes, validation loss stopped improving" if stopped
+                                 else "no, ran the maximum number of epochs"))
         if "lr" in history:
             out["facts"].append(("learning rate", f"{history['lr'].iloc[0]:.3g} at start, "
                                                   f"{history['lr'].iloc[-1]:.3g} at the end"))
@@ -332,7 +349,9 @@ def _maps_section(run: _Run, names: dict, known: np.ndarray | None) -> list[dict
     figures = []
     for method, png, axes in (("PCA", "clusters_pca.png", ("pca_1", "pca_2")),
                               ("t-SNE", "clusters_tsne.png", ("tsne_1", "tsne_2"))):
-        if maps is not None and plot_maps is not None and set(axes) <= set(maps.columns):
+        if run.png(png):  # drawn by 'custseg train' with the same names and colours
+            figures.append({"method": method, "image": run.png(png), "n": _mapped_rows(maps, axes)})
+        elif maps is not None and set(axes) <= set(maps.columns):
             rows = maps.dropna(subset=list(axes))
             segments = None
             if known is not None and "ID" in maps:
@@ -341,17 +360,20 @@ def _maps_section(run: _Run, names: dict, known: np.ndarray | None) -> list[dict
             fig = plot_maps(rows[list(axes)].to_numpy(), rows["Cluster"].to_numpy().astype(int), names, method,
                             segments=segments)
             figures.append({"method": method, "image": _figure_uri(fig), "n": len(rows)})
-        elif run.png(png):
-            figures.append({"method": method, "image": run.png(png), "n": None})
     return figures
 
 
-def _sizes_section(profile: SegmentProfile, names: dict, colours: dict, clusters: np.ndarray,
+def _mapped_rows(maps: pd.DataFrame | None, axes: tuple[str, str]) -> int | None:
+    if maps is None or not set(axes) <= set(maps.columns):
+        return None
+    return int(maps[list(axes)].notna().all(axis=1).sum())
+
+
+def _sizes_section(run: _Run, profile: SegmentProfile, names: dict, legend: dict, colours: dict, clusters: np.ndarray,
                    known: np.ndarray | None) -> dict:
     sizes = profile.sizes.assign(name=[names[s] for s in profile.segments])
-    image = None
-    if plot_cluster_distribution is not None:
-        image = _figure_uri(plot_cluster_distribution(clusters, names, known))
+    image = png if (png := run.png("cluster_distribution.png")) else \
+        _figure_uri(plot_cluster_distribution(clusters, legend, known))
     rows = [{"segment": s, "name": n, "size": f"{k:,}", "share": f"{100 * p:.1f}%", "colour": colours[s],
              "width": f"{100 * p / sizes['share'].max():.1f}"}
             for s, n, k, p in zip(sizes.segment, sizes.name, sizes["size"], sizes.share)]
@@ -363,14 +385,16 @@ def _known_section(run: _Run, clusters: np.ndarray, known: np.ndarray | None, na
         return None
     from .clustering import map_clusters_to_segments, mapping_table
 
+    labelled = pd.notna(known)
+    clusters, known = clusters[labelled], known[labelled].astype(str)
     mapping = run.clustering.get("mapping")
     mapping = ({int(k): str(v) for k, v in mapping.items()} if mapping
-               else map_clusters_to_segments(clusters, known.astype(str)))
-    table = mapping_table(clusters, known.astype(str), mapping)
+               else map_clusters_to_segments(clusters, known))
+    table = mapping_table(clusters, known, mapping)
     table.insert(1, "Name", [names.get(int(c), "") for c in table["Cluster"]])
-    accuracy = float(np.mean(pd.Series(clusters).map(mapping).to_numpy() == known.astype(str)))
-    return {"table": _table(table, pct=["Purity"]), "accuracy": accuracy,
-            "labels": sorted(set(known.astype(str)))}
+    table = table.rename(columns={"Cluster": "Segment", "Mapped_Segment": "Mapped to"})
+    accuracy = float(np.mean(pd.Series(clusters).map(mapping).to_numpy() == known))
+    return {"table": _table(table, pct=["Purity"]), "accuracy": accuracy, "labels": sorted(set(known))}
 
 
 def _metrics_section(run: _Run) -> dict | None:
@@ -403,16 +427,17 @@ def _predictions_section(run: _Run, profile: SegmentProfile, names: dict) -> dic
     if "Reconstruction_Error" in scored:
         columns = [c for c in ("ID", "Cluster", "Predicted_Segment", "Distance_To_Centroid", "Reconstruction_Error")
                    if c in scored]
-        worst = scored.nlargest(10, "Reconstruction_Error")[columns]
+        worst = scored.nlargest(10, "Reconstruction_Error")[columns].round(3)
         out["unusual"] = _table(worst.assign(ID=_id_keys(worst["ID"])) if "ID" in worst else worst)
         out["error_median"] = float(scored["Reconstruction_Error"].median())
         out["error_p95"] = float(scored["Reconstruction_Error"].quantile(0.95))
     return out
 
 
-def _describe_known(descriptions: list[SegmentDescription], colours: dict) -> list[dict]:
-    return [{"segment": d.segment, "name": d.name, "text": d.text, "traits": d.traits, "colour": colours[d.segment],
-             "size": f"{d.size:,}", "share": f"{100 * d.share:.0f}%"} for d in descriptions]
+def _cards(descriptions: list[SegmentDescription], colours: dict) -> list[dict]:
+    return [{"segment": d.segment, "name": d.name, "traits": d.traits, "colour": colours[d.segment],
+             "known": known_segments_text(d.composition), "size": f"{d.size:,}", "share": f"{100 * d.share:.0f}%"}
+            for d in descriptions]
 
 
 # --------------------------------------------------------------------------- the report
@@ -467,9 +492,10 @@ def build_report(models_dir: str | os.PathLike = "models", results_dir: str | os
         "training": _training_section(run),
         "k": _k_section(run, len(profile.segments)),
         "maps": _maps_section(run, legend, known),
-        "sizes": _sizes_section(profile, legend, colours, clusters, known),
+        "sizes": _sizes_section(run, profile, names, legend, colours, clusters, known),
         "heatmap": _figure_uri(_plot_profile_heatmap(profile_heatmap_data(profile), names)),
-        "descriptions": _describe_known(descriptions, colours),
+        "profiles_csv": (results / "segment_profiles.csv").is_file(),
+        "descriptions": _cards(descriptions, colours),
         "known": _known_section(run, clusters, known, names),
         "metrics": _metrics_section(run),
         "predictions": _predictions_section(run, profile, names),

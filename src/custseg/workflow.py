@@ -32,6 +32,8 @@ from .metrics import external_metrics, internal_metrics
 from .persistence import load_model, model_files, save_model, write_files, MANIFEST
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
+from .profiling import describe_segments, profile_segments, segments_markdown
+from .report import build_report
 from .schema import Schema, infer_schema
 
 __all__ = ["TrainResult", "train", "write_training_outputs", "PredictResult", "predict_table", "predict_file",
@@ -48,7 +50,11 @@ class TrainResult:
     schema: Schema
     config: RunConfig
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
+    #: figure name -> PNG bytes
+    figures: dict[str, bytes] = field(default_factory=dict)
+    #: file name -> text (segments.md)
+    texts: dict[str, str] = field(default_factory=dict)
+    descriptions: list = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     train_table: pd.DataFrame | None = None
     test_table: pd.DataFrame | None = None
@@ -210,6 +216,13 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
         result.tables["cluster_segment_crosstab"] = mapping_table(
             clusters[pd.notna(known)], known[pd.notna(known)].astype(str), pipeline.mapping_)
 
+    profile = profile_segments(frame, clusters, numeric=schema.names("numeric"),
+                               categorical=schema.names("categorical") + schema.names("ordinal"),
+                               known_segments=known)
+    result.descriptions = describe_segments(profile)
+    result.tables["segment_profiles"] = profile.to_frame()
+    result.texts["segments.md"] = segments_markdown(result.descriptions)
+
     test_info: dict[str, Any] = {}
     if test_t is not None:
         scored = predict_table(pipeline, schema, test_t)
@@ -229,9 +242,12 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "settings": config.to_dict(),
         "data": {
-            "train": {"path": str(config.data.train), "rows": len(frame), "columns": len(frame.columns),
+            "train": {"path": str(config.data.train), "absolute_path": str(Path(config.data.train).resolve()),
+                      "rows": len(frame), "columns": len(frame.columns),
                       "missing": missing_report(frame).to_dict(orient="records")},
-            "test": {"path": str(config.data.test) if config.data.test else None, **test_info},
+            "test": {"path": str(config.data.test) if config.data.test else None,
+                     "absolute_path": str(Path(config.data.test).resolve()) if config.data.test else None,
+                     **test_info},
         },
         "schema": schema.to_dict(),
         "autoencoder": {"epochs": len(history), "best_epoch": pipeline.embedder_.best_epoch_,
@@ -248,7 +264,7 @@ def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> Non
 
     pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
-    names = cluster_names(pipeline)
+    names = cluster_names(result)
     pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
     result.tables["maps"] = pd.DataFrame({"ID": ids.to_numpy(), "Cluster": clusters, "pca_1": pca_xy[:, 0],
                                           "pca_2": pca_xy[:, 1], "tsne_1": np.nan, "tsne_2": np.nan})
@@ -273,7 +289,7 @@ def _draw_tsne(result: TrainResult, known, tsne_idx: np.ndarray, tsne_xy: np.nda
     maps.loc[tsne_idx, "tsne_1"] = tsne_xy[:, 0]
     maps.loc[tsne_idx, "tsne_2"] = tsne_xy[:, 1]
     result.figures["clusters_tsne"] = render_png(plot_maps(
-        tsne_xy, clusters[tsne_idx], cluster_names(result.pipeline), "t-SNE",
+        tsne_xy, clusters[tsne_idx], cluster_names(result), "t-SNE",
         None if known is None else known[tsne_idx],
         axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, stratified sample)", "t-SNE 2")),
         result.config.plots.dpi)
@@ -292,12 +308,11 @@ def render_png(fig, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def cluster_names(pipeline: SegmentationPipeline) -> dict[int, str]:
-    """Legend name of each cluster: 'Cluster 3 (-> B)' where a mapping exists."""
-    k = len(pipeline.cluster_centers_)
-    if pipeline.mapping_ is None:
-        return {c: f"Cluster {c}" for c in range(k)}
-    return {c: f"Cluster {c} (\u2192 {pipeline.mapping_.get(c, '?')})" for c in range(k)}
+def cluster_names(result: TrainResult) -> dict[int, str]:
+    """Legend name of each cluster: its id and its short descriptive name."""
+    if result.descriptions:
+        return {int(d.segment): f"{d.segment}: {d.name}" for d in result.descriptions}
+    return {c: f"Cluster {c}" for c in range(len(result.pipeline.cluster_centers_))}
 
 
 def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: Schema,
@@ -392,6 +407,9 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
         (staged_results / "plots").mkdir()
         for name, png in result.figures.items():
             (staged_results / "plots" / f"{name}.png").write_bytes(png)
+        for name, text in result.texts.items():
+            (staged_results / name).write_text(text, encoding="utf-8")
+        build_report(staged_models, staged_results)
         from .atomic import swap_directory
 
         swap_directory(staged_models, models_dir, marker=MANIFEST)
