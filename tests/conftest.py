@@ -1,0 +1,82 @@
+"""Shared fixtures: small synthetic customer tables and a fast training configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_TRAIN = REPO / "data" / "raw" / "Train.csv"
+SHIPPED_TEST = REPO / "data" / "raw" / "Test.csv"
+
+#: Settings small enough that a run on a few hundred rows takes about a second.
+FAST_TOML = """
+seed = 7
+[autoencoder]
+max_epochs = 8
+patience = 4
+batch_size = 32
+[clustering]
+n_clusters = 3
+n_init = 3
+[k_selection]
+k_min = 2
+k_max = 4
+n_init = 2
+silhouette_sample = 0
+[plots]
+tsne_max_points = 150
+dpi = 50
+"""
+
+
+def make_customers(n: int = 240, seed: int = 0, n_groups: int = 3, start_id: int = 1000) -> pd.DataFrame:
+    """A customer table with ``n_groups`` planted groups that differ in age, profession and spending.
+
+    Columns: ID, Age, Income, Family_Size (numeric, some missing), Gender, Profession,
+    Spending (categorical, some missing), Segment (the planted group, as 'G0', 'G1', ...).
+    """
+    rng = np.random.default_rng(seed)
+    group = np.arange(n) % n_groups
+    rng.shuffle(group)
+    professions = np.array(["Artist", "Doctor", "Engineer", "Lawyer", "Homemaker"])
+    spending = np.array(["Low", "Average", "High"])
+    frame = pd.DataFrame({
+        "ID": np.arange(start_id, start_id + n),
+        "Age": np.round(25 + 20 * group + rng.normal(0, 3, n)),
+        "Income": np.round(30 + 25 * group + rng.normal(0, 4, n), 1),
+        "Family_Size": rng.integers(1, 7, n).astype(float),
+        "Gender": rng.choice(["Female", "Male"], n),
+        "Profession": professions[(group + (rng.random(n) < 0.1)) % len(professions)],
+        "Spending": spending[group % 3],
+        "Segment": np.array([f"G{g}" for g in group], dtype=object),
+    })
+    frame.loc[rng.random(n) < 0.05, "Age"] = np.nan
+    frame.loc[rng.random(n) < 0.05, "Profession"] = np.nan
+    return frame
+
+
+@pytest.fixture
+def customers() -> pd.DataFrame:
+    return make_customers()
+
+
+@pytest.fixture
+def fast_config(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST_TOML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def customer_files(tmp_path: Path) -> tuple[Path, Path]:
+    """train.csv (with Segment) and new.csv (without, IDs partly overlapping) in tmp_path."""
+    train = make_customers(240, seed=1)
+    new = make_customers(60, seed=2, start_id=1200).drop(columns="Segment")
+    train_path, new_path = tmp_path / "train.csv", tmp_path / "new.csv"
+    train.to_csv(train_path, index=False)
+    new.to_csv(new_path, index=False)
+    return train_path, new_path

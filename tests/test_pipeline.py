@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score
+from sklearn.pipeline import Pipeline
+
+from custseg import (AutoencoderEmbedder, CustomerPreprocessor, NotFittedError, SegmentationPipeline,
+                     map_clusters_to_segments)
+from custseg.clustering import assign_to_centroids, mapping_table
+
+from conftest import make_customers
+
+FEATURES = dict(numeric=["Age", "Income", "Family_Size"], categorical=["Gender", "Profession", "Spending"])
+
+
+def _pipeline(**kw):
+    return SegmentationPipeline(
+        preprocessor=CustomerPreprocessor(**FEATURES),
+        embedder=AutoencoderEmbedder(max_epochs=30, patience=8, latent_dim=4),
+        n_clusters=3, n_init=5, random_state=0, **kw)
+
+
+def test_recovers_planted_groups_and_maps_them():
+    table = make_customers(300, seed=3)
+    seg = _pipeline().fit(table, table["Segment"])
+    assert adjusted_rand_score(table["Segment"], seg.labels_) > 0.8
+    assert sorted(set(seg.mapping_.values())) == ["G0", "G1", "G2"]
+    assert np.mean(seg.predict_segment(table) == table["Segment"]) > 0.9
+
+
+def test_predicting_training_rows_gives_their_training_clusters():
+    table = make_customers(200, seed=4)
+    seg = _pipeline().fit(table, table["Segment"])
+    np.testing.assert_array_equal(seg.predict(table), seg.labels_)
+
+
+def test_score_table_columns_and_distances():
+    table = make_customers(200, seed=5)
+    seg = _pipeline().fit(table, table["Segment"])
+    scores = seg.score_table(table)
+    assert list(scores.columns) == ["Cluster", "Predicted_Segment", "Distance_To_Centroid", "Reconstruction_Error"]
+    latent = seg.transform(table)
+    expected = np.linalg.norm(latent - seg.cluster_centers_[scores["Cluster"]], axis=1)
+    np.testing.assert_allclose(scores["Distance_To_Centroid"], expected, rtol=1e-9, atol=1e-9)
+    assert (scores["Reconstruction_Error"] > 0).all()
+
+
+def test_without_labels_there_is_no_mapping():
+    table = make_customers(150, seed=6)
+    seg = _pipeline().fit(table.drop(columns="Segment"))
+    assert seg.mapping_ is None
+    assert "Predicted_Segment" not in seg.score_table(table).columns
+    with pytest.raises(NotFittedError, match="without known segments"):
+        seg.predict_segment(table)
+
+
+def test_partly_labelled_rows_map_on_labelled_rows_only():
+    table = make_customers(240, seed=7)
+    y = table["Segment"].copy()
+    y.iloc[::3] = None
+    seg = _pipeline().fit(table, y)
+    assert set(seg.mapping_) == {0, 1, 2}
+    assert seg.mapping_ == map_clusters_to_segments(seg.labels_[y.notna()], y[y.notna()])
+
+
+def test_any_sklearn_transformer_can_replace_the_autoencoder():
+    table = make_customers(200, seed=8)
+    seg = SegmentationPipeline(preprocessor=CustomerPreprocessor(**FEATURES), embedder=PCA(3),
+                               n_clusters=3, n_init=3, random_state=0).fit(table, table["Segment"])
+    assert seg.cluster_centers_.shape == (3, 3)
+    assert (seg.score_table(table)["Reconstruction_Error"] >= 0).all()
+
+
+def test_sklearn_contract():
+    seg = _pipeline()
+    copy = clone(seg)
+    assert copy.get_params()["n_clusters"] == 3 and copy.embedder is not seg.embedder
+    seg.set_params(embedder__latent_dim=2)
+    assert seg.embedder.latent_dim == 2
+    with pytest.raises(NotFittedError):
+        seg.predict(make_customers(10))
+    with pytest.raises(Exception, match="'n_clusters' parameter must be an int >= 1. Got 0"):
+        _pipeline().set_params(n_clusters=0).fit(make_customers(20))
+    with pytest.raises(Exception, match="fewer than the 3 clusters"):
+        _pipeline().fit(make_customers(2))
+
+
+def test_usable_inside_an_sklearn_pipeline():
+    table = make_customers(150, seed=9)
+    pipe = Pipeline([("segment", _pipeline())]).fit(table, table["Segment"])
+    assert pipe.predict(table).shape == (150,)
+
+
+def test_mapping_ties_and_table():
+    assert map_clusters_to_segments([0, 0, 1, 1], ["B", "A", "C", "C"]) == {0: "A", 1: "C"}
+    table = mapping_table(np.array([0, 0, 0, 1]), np.array(["A", "A", "B", "B"]), {0: "A", 1: "B"})
+    assert table["Purity"].round(3).tolist() == [0.667, 1.0]
+    labels, dist = assign_to_centroids(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0], [3.0, 0.0]]))
+    assert labels.tolist() == [0, 1] and dist.tolist() == [0.0, 4.0]

@@ -1,0 +1,79 @@
+"""The reference design end to end on the shipped data, as a new user runs it."""
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from custseg.cli import main
+
+from conftest import SHIPPED_TEST, SHIPPED_TRAIN
+
+pytestmark = pytest.mark.slow
+
+
+def _run_default_train(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    shutil.copytree(SHIPPED_TRAIN.parent, folder / "data" / "raw")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["train", "--quiet"]) == 0  # no arguments: the shipped data, models/, results/
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shipped")
+    _run_default_train(root / "first")
+    _run_default_train(root / "second")
+    return root / "first", root / "second"
+
+
+def test_shipped_copies_are_byte_identical_to_the_source():
+    checksums = {"Train.csv": "4245166ea666055eaeb151aecf2d16c346cdb230749eb064949684c965bf7355",
+                 "Test.csv": "8dad4b0d365a8f8c73d2a1e28a91af5fd33adc036ad4e979cf61a51413d3d9ad"}
+    for name, digest in checksums.items():
+        assert hashlib.sha256((SHIPPED_TRAIN.parent / name).read_bytes()).hexdigest() == digest
+
+
+def test_metrics_are_in_the_range_of_the_reference_design(runs):
+    metrics = pd.read_csv(runs[0] / "results" / "clustering_metrics.csv").set_index("metric")["value"]
+    # measured outside this project on this data, k=7: NMI 0.08-0.10, mapped accuracy 0.41-0.45
+    assert 0.06 <= metrics["nmi"] <= 0.14
+    assert 0.38 <= metrics["mapped_accuracy"] <= 0.50
+    assert 0.3 <= metrics["silhouette"] <= 0.7  # latent space, reference 0.43
+    history = pd.read_csv(runs[0] / "results" / "training_history.csv")
+    assert 16 <= len(history) <= 100 and history["val_loss"].min() < history["val_loss"].iloc[0]
+
+
+def test_submission_covers_every_test_row_in_order(runs):
+    submission = pd.read_csv(runs[0] / "results" / "submission.csv")
+    test = pd.read_csv(SHIPPED_TEST)
+    assert submission["ID"].tolist() == test["ID"].tolist()
+    assert set(submission["Segmentation"]) <= {"A", "B", "C", "D"}
+    training = pd.read_csv(runs[0] / "results" / "training_results.csv")
+    assert len(training) == 8068 and training["Cluster"].nunique() == 7
+
+
+def test_second_run_gives_identical_outputs(runs):
+    first, second = (r / "results" for r in runs)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.suffix in {".csv", ".png", ".md"})
+    assert len(files) >= 15
+    different = [str(f) for f in files if (first / f).read_bytes() != (second / f).read_bytes()]
+    assert different == []
+
+
+def test_predict_on_test_csv_agrees_with_submission(runs, tmp_path):
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", str(runs[0] / "models"), "--input", str(SHIPPED_TEST),
+                 "--output", str(out)]) == 0
+    predicted = pd.read_csv(out)
+    submission = pd.read_csv(runs[0] / "results" / "submission.csv")
+    assert predicted["Predicted_Segment"].tolist() == submission["Segmentation"].tolist()
+    assert list(predicted.columns) == ["ID", "Cluster", "Predicted_Segment", "Distance_To_Centroid",
+                                       "Reconstruction_Error"]
