@@ -21,9 +21,11 @@ __all__ = [
     "plot_cluster_distribution",
 ]
 
-# Okabe & Ito (2008) colour-blind-safe palette, then Paul Tol's "muted" for more than 8 groups.
-_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-            "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499"]
+# Okabe & Ito (2008) colour-blind-safe palette, then Paul Tol's "muted" for more groups. Okabe-Ito's
+# yellow is last: small yellow points on white are hard to see.
+_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000",
+            "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499",
+            "#F0E442"]
 
 
 def segment_palette(n: int) -> list[str]:
