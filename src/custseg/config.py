@@ -43,6 +43,9 @@ class DataConfig:
     """
 
     train: str = "data/raw/Train.csv"
+    #: new customers to assign after training; a config that sets ``train`` but not
+    #: ``test`` has none (so the shipped Test.csv is never scored against another table),
+    #: and ``test = ""`` turns it off
     test: str | None = "data/raw/Test.csv"
     id_column: str | None = None
     label_column: str | None = None
@@ -187,8 +190,8 @@ def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
         hints = []
         for key in unknown:
             close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
-            hints.append(f"{prefix}{key!r}{hint}")
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            hints.append(f"{prefix + key!r}{hint}")
         raise ConfigError(
             f"{source}: unknown setting {', '.join(hints)}; known settings in "
             f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}"
@@ -202,6 +205,8 @@ def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
             kwargs[key] = _build(type(current), value, source, prefix=name + ".")
         else:
             kwargs[key] = _coerce(name, value, current, fields[key], source)
+    if cls is DataConfig and ("train" in values and "test" not in values or kwargs.get("test") == ""):
+        kwargs["test"] = None
     return cls(**kwargs)
 
 

@@ -1,19 +1,26 @@
 """Reading customer tables from CSV or Parquet, with checks at the boundary.
 
 :func:`read_table` is the one door through which files enter custseg. It detects the
-delimiter (comma, semicolon, tab, pipe), accepts UTF-8 with or without a byte-order
-mark, reads Parquet, turns missing-value tokens into missing values, reads numbers
-written as text (blank cells included) as numbers, and rejects what it cannot read
-with a :class:`~custseg.exceptions.DataError` that names the file, the line, the
+delimiter (comma, semicolon, tab, pipe) with a real CSV parser, so delimiters inside
+quoted values do not count; accepts UTF-8 with or without a byte-order mark, UTF-16
+with one (Excel's "Unicode text"), gzip-compressed files, Excel's ``sep=;`` first line
+and lines that all end with the delimiter; reads Parquet (recognised by its content);
+turns missing-value tokens into missing values (``NaN`` is one: it never becomes a
+number); reads numbers written as text as numbers (blank cells, and decimal commas in
+files not separated by commas), noting each such column; and rejects what it cannot
+read with a :class:`~custseg.exceptions.DataError` that names the file, the line, the
 column and the value, and says how to fix it.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
+import gzip
 import io
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +37,18 @@ DEFAULT_NA_VALUES = frozenset(
 )
 _DELIMITERS = [",", ";", "\t", "|"]
 _PARQUET_MAGIC = b"PAR1"
+_GZIP_MAGIC = b"\x1f\x8b"
+#: other formats people give by mistake: first bytes -> what it is
+_FOREIGN_MAGIC = {
+    b"PK\x03\x04": "a ZIP archive or an Excel .xlsx workbook",
+    b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
+    b"SQLite format 3": "an SQLite database",
+    b"%PDF": "a PDF document",
+}
+#: how many lines the delimiter is detected on
+_SNIFF_LINES = 100
+# a number written with a decimal comma, as semicolon-separated exports from Excel do: 1,5 or -0,25
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
 #: Larger magnitudes than this are refused: squaring them in the scaler overflows float64.
 MAX_ABS_VALUE = 1e150
 
@@ -52,7 +71,8 @@ class LoadedTable:
     numeric_from_text : dict
         Numeric columns that were stored as text, with a note on why (e.g. blank cells).
     line_numbers : numpy.ndarray
-        For each row, its line number in the file (header is line 1), for error messages.
+        For each row, its (first) line number in the file, for error messages; for
+        Parquet, the row's position + 2, the line it would have in a CSV with a header.
     """
 
     frame: pd.DataFrame
@@ -75,9 +95,13 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
     Parameters
     ----------
     path : str or path-like
-        A ``.csv`` / ``.tsv`` / ``.txt`` file (delimiter detected) or a Parquet file.
+        A delimited text file (comma, semicolon, tab or pipe, detected; gzip-compressed
+        is fine; UTF-8 with or without a byte-order mark, or UTF-16 with one) or a
+        Parquet file (recognised by its content, whatever its name).
     na_values : sequence of str
-        Extra tokens to read as missing, besides :data:`DEFAULT_NA_VALUES`.
+        Extra tokens to read as missing, besides :data:`DEFAULT_NA_VALUES`. The strings
+        ``NaN`` and ``nan`` are among those: they mean missing, never a number;
+        ``inf`` is refused.
 
     Returns
     -------
@@ -87,12 +111,29 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
     ------
     DataError
         If the file is missing, unreadable, binary, not UTF-8, empty, has duplicate
-        or empty column names, or rows whose number of fields differs from the header.
+        or empty column names, rows whose number of fields differs from the header,
+        or a number that is infinite or too large. The message names the file, the
+        line, the column and the value, and says how to fix it.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "customers.csv"
+    >>> _ = f.write_text('ID;Age;Income\\n1;30;" "\\n2;unknown;1200\\n3;41;900\\n')
+    >>> table = read_table(f, na_values=["unknown"])
+    >>> table.delimiter, table.frame["Age"].tolist()
+    (';', [30.0, nan, 41.0])
+    >>> table.numeric_from_text
+    {'Income': 'stored as text; blank cells read as missing'}
     """
     source = str(path)
     p = Path(path)
     if not p.exists():
-        raise DataError(f"file {source!r} does not exist; check the path")
+        hint = ""
+        if p.parent.is_dir():
+            close = difflib.get_close_matches(p.name, [c.name for c in p.parent.iterdir()], n=1)
+            hint = f" (did you mean {str(p.parent / close[0])!r}?)" if close else ""
+        raise DataError(f"file {source!r} does not exist{hint}; check the path")
     if p.is_dir():
         raise DataError(f"{source!r} is a directory, not a table; give the path of a CSV or Parquet file")
     try:
@@ -103,8 +144,14 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
     except OSError as exc:
         raise DataError(f"file {source!r} cannot be read ({exc.strerror}); check the path") from None
     na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
-    if raw.startswith(_PARQUET_MAGIC) or p.suffix.lower() in {".parquet", ".pq"}:
+    if raw.startswith(_PARQUET_MAGIC) or (p.suffix.lower() in {".parquet", ".pq"} and raw.strip()):
         return _read_parquet(p, source, na_tokens)
+    if raw.startswith(_GZIP_MAGIC):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile):
+            raise DataError(f"file {source!r} is gzip-compressed but damaged (truncated?); "
+                            "compress it again, or give the plain CSV") from None
     return _read_csv_bytes(raw, source, na_tokens)
 
 
@@ -117,13 +164,14 @@ def _read_parquet(p: Path, source: str, na_tokens: frozenset[str]) -> LoadedTabl
     _check_header([str(c) for c in frame.columns], source)
     if len(frame) == 0:
         raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
+    stored_as_text = {str(c) for c in frame.columns
+                      if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])}
     frame.columns = [str(c) for c in frame.columns]
     text = pd.DataFrame(
         {c: _column_as_text(frame[c]) for c in frame.columns}, index=pd.RangeIndex(len(frame))
     )
-    return _typed_table(text, source, None, na_tokens, np.arange(len(frame)) + 2, from_text={
-        c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])
-    })
+    return _typed_table(text, source, None, na_tokens, np.arange(len(frame)) + 2, from_text=stored_as_text,
+                        typed_file=True)
 
 
 def _column_as_text(series: pd.Series) -> pd.Series:
@@ -133,95 +181,190 @@ def _column_as_text(series: pd.Series) -> pd.Series:
         return series.map(lambda v: None if pd.isna(v) else str(int(v)))
     if pd.api.types.is_float_dtype(series):
         return series.map(lambda v: None if pd.isna(v) else repr(float(v)))
-    return series.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return series.map(lambda v: None if v is None or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+                      else str(v))
 
 
-def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> LoadedTable:
-    if not raw.strip():
-        raise DataError(f"file {source!r} is empty; give a table with a header row and customers in it")
+def _decode(raw: bytes, source: str) -> str:
+    """Bytes of a text table -> str; refuses binary files and text that is not UTF-8 (or UTF-16 with a BOM)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its byte-order mark (Excel's "Unicode text")
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise DataError(f"file {source!r} starts like UTF-16 text but is damaged; save it as UTF-8") from None
+    for magic, what in _FOREIGN_MAGIC.items():
+        if raw.startswith(magic):
+            raise DataError(f"file {source!r} is {what}, not a CSV table; export the sheet as CSV (UTF-8) "
+                            "or save it as Parquet")
     if b"\x00" in raw[:65536]:
         raise DataError(f"file {source!r} holds binary data (NUL bytes), not a CSV table; "
                         "give a CSV (UTF-8) or Parquet file")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(
             f"file {source!r} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line}; "
             "save the file as UTF-8 (e.g. 'iconv -f latin1 -t utf-8')"
         ) from None
-    delimiter = _detect_delimiter(text, source)
+
+
+def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> LoadedTable:
+    if not raw.strip():
+        raise DataError(f"file {source!r} is empty; give a table with a header row and customers in it")
+    text = _decode(raw, source)
+    if not text.strip():
+        raise DataError(f"file {source!r} is empty; give a table with a header row and customers in it")
+    skip, declared = _preamble(text)
+    delimiter = declared or _detect_delimiter(text, skip, source)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', doublequote=True,
                         skipinitialspace=False, strict=False)
     try:
+        for _ in range(skip):
+            next(reader)
         header = next(reader)
-    except StopIteration:  # pragma: no cover - guarded by the empty check
-        raise DataError(f"file {source!r} is empty") from None
-    header = [h.strip() for h in header]
-    _check_header(header, source)
-    width = len(header)
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    try:
+        header_line = reader.line_num
+        header = [h.strip() for h in header]
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        previous = header_line
         for fields in reader:
-            line = reader.line_num
+            first, line = previous + 1, reader.line_num
+            previous = line
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
-            if len(fields) != width:
-                shown = delimiter.replace("\t", "\\t")
-                raise DataError(
-                    f"file {source!r}, line {line}: {len(fields)} fields where the header has {width} "
-                    f"(delimiter {shown!r}); the line is truncated, or has an unquoted {shown!r} inside a value. "
-                    "Fix or remove that line"
-                )
             rows.append(fields)
-            lines.append(line)
+            lines.append(first)
+            if len(fields) != len(header) and not _trailing_delimiter(header, fields):
+                raise DataError(_field_count_message(source, first, line, fields, header, delimiter))
     except csv.Error as exc:
-        raise DataError(f"file {source!r}, line {reader.line_num}: cannot parse CSV ({exc}); fix the quoting") from None
+        raise DataError(f"file {source!r}, line {reader.line_num}: cannot parse CSV ({exc}); a quoted value is "
+                        "probably never closed: fix the quoting") from None
+    if header and not header[-1] and len(header) > 1 and all(len(r) < len(header) or not r[-1].strip() for r in rows):
+        # every line ends with the delimiter (some exports do this): drop the empty last column
+        header = header[:-1]
+        rows = [r[: len(header)] for r in rows]
+    _check_header(header, source)
     if not rows:
         raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
+    for fields, line in zip(rows, lines):
+        if len(fields) != len(header):
+            raise DataError(_field_count_message(source, line, line, fields, header, delimiter))
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     return _typed_table(frame, source, delimiter, na_tokens, np.asarray(lines), from_text=set(header))
 
 
-def _detect_delimiter(text: str, source: str) -> str:
-    sample_lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
-    header = sample_lines[0]
-    try:
-        dialect = csv.Sniffer().sniff("\n".join(sample_lines[:20]), delimiters="".join(_DELIMITERS))
-        if dialect.delimiter in _DELIMITERS and dialect.delimiter in header:
-            return dialect.delimiter
-    except csv.Error:
-        pass
-    # Fall back on the delimiter that splits the header into the most fields and
-    # gives the same count on the following lines.
-    best, best_score = ",", 0
+def _trailing_delimiter(header: list[str], fields: list[str]) -> bool:
+    """True if ``fields`` is a row of a file whose lines all end with the delimiter."""
+    return bool(header) and not header[-1] and len(fields) == len(header) - 1
+
+
+def _field_count_message(source: str, first: int, last: int, fields: list[str], header: list[str],
+                         delimiter: str) -> str:
+    shown = delimiter.replace("\t", "\\t")
+    where = f"line {first}" if first == last else f"lines {first}-{last}"
+    base = (f"file {source!r}, {where}: {len(fields)} field{'s' if len(fields) != 1 else ''} where the header has "
+            f"{len(header)} (delimiter {shown!r})")
+    if first != last:
+        return (base + f"; a quoted value opened on line {first} runs over {last - first + 1} lines: close the quote "
+                "or remove the stray '\"'")
+    raw_line = delimiter.join(fields)
+    for other in _DELIMITERS:
+        if other != delimiter and len(next(csv.reader([raw_line], delimiter=other))) == len(header):
+            other_shown = other.replace("\t", "\\t")
+            return (base + f"; that line is separated by {other_shown!r} instead: use one delimiter throughout the file")
+    if len(fields) == len(header) + 1 and not fields[-1].strip():
+        return base + f"; the line ends with an extra {shown!r}: remove it"
+    if len(fields) < len(header):
+        return base + "; the line is truncated: complete or remove it"
+    return (base + f"; a value holds an unquoted {shown!r}: quote that value (\"...\") or remove the line")
+
+
+def _preamble(text: str) -> tuple[int, str | None]:
+    """Lines to skip before the header (blank lines, Excel's 'sep=;' line) and the delimiter such a line declares."""
+    skip, declared = 0, None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            skip += 1
+            continue
+        match = re.fullmatch(r"sep=(.|\\t)", stripped)
+        if match and declared is None:
+            declared = "\t" if match.group(1) in ("\t", "\\t") else match.group(1)
+            skip += 1
+            continue
+        break
+    return skip, declared
+
+
+def _detect_delimiter(text: str, skip: int, source: str) -> str:
+    """The delimiter that splits the header and the first lines into the same number (> 1) of fields.
+
+    Counted with a real CSV parser, so delimiters inside quoted values do not count.
+    A file whose first lines split consistently on none of them is a one-column
+    table, unless its lines split on some delimiter but into different counts: then
+    the delimiters are mixed, and that is an error.
+    """
+    sample = io.StringIO(text, newline="")
+    lines = []
+    for _ in range(skip):
+        sample.readline()
+    for line in sample:
+        if line.strip():
+            lines.append(line)
+        if len(lines) > _SNIFF_LINES:
+            break
+    if len(lines) > _SNIFF_LINES:
+        lines = lines[:-1]  # the last one may be cut inside a quoted value
+    chunk = "".join(lines)
+    best, best_score = None, (0.0, 0)
+    splits = {}
     for delim in _DELIMITERS:
-        counts = [len(next(csv.reader([ln], delimiter=delim))) for ln in sample_lines[:20]]
-        if counts[0] > 1 and all(c == counts[0] for c in counts):
-            if counts[0] > best_score:
-                best, best_score = delim, counts[0]
-    return best
+        counts = [len(r) for r in csv.reader(io.StringIO(chunk, newline=""), delimiter=delim, strict=False) if r]
+        if not counts:
+            continue
+        splits[delim] = counts
+        width = counts[0]
+        if width < 2:
+            continue
+        body = counts[1:] or [width]
+        consistent = float(np.mean([c == width for c in body]))
+        if (consistent, width) > best_score:
+            best, best_score = delim, (consistent, width)
+    if best is not None and best_score[0] > 0:
+        return best  # lines that disagree are reported later, with their line numbers
+    # nothing splits the header and the lines alike
+    header_splits = [d for d, c in splits.items() if c[0] > 1]
+    body_splits = [d for d, c in splits.items() if max(c[1:], default=1) > 1]
+    name = {",": "','", ";": "';'", "\t": "'\\t'", "|": "'|'"}
+    if header_splits and body_splits and set(header_splits) != set(body_splits):
+        raise DataError(f"file {source!r}: the header is separated by {name[header_splits[0]]} but the next lines "
+                        f"by {name[body_splits[0]]}; use one delimiter throughout the file")
+    if body_splits and not header_splits:
+        raise DataError(f"file {source!r}: the first line is a single column but the next lines are separated by "
+                        f"{name[body_splits[0]]}; remove any title line above the header, or separate the header "
+                        "by the same delimiter")
+    return best or ","
 
 
 def _check_header(header: list[str], source: str) -> None:
     empty = [i + 1 for i, h in enumerate(header) if not str(h).strip()]
-    if len(header) <= 1 and not empty:
-        # A single column is allowed only if it is a real name; such a table has no features anyway.
-        pass
     if empty:
-        raise DataError(f"file {source!r}: column {empty[0]} of the header has no name; name every column")
+        hint = " (a row index written by pandas' to_csv?)" if empty[0] == 1 else ""
+        raise DataError(f"file {source!r}: column {empty[0]} of the header has no name{hint}; name every column "
+                        "or remove that column")
     seen: dict[str, int] = {}
     for name in header:
         seen[name] = seen.get(name, 0) + 1
     dups = [n for n, c in seen.items() if c > 1]
     if dups:
-        raise DataError(f"file {source!r}: duplicate column name {dups[0]!r} in the header; "
-                        "rename one of them so every column name is unique")
+        positions = [i + 1 for i, h in enumerate(header) if h == dups[0]]
+        raise DataError(f"file {source!r}: duplicate column name {dups[0]!r} in the header (columns "
+                        f"{', '.join(map(str, positions))}); rename one of them so every column name is unique")
 
 
 def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_tokens: frozenset[str],
-                 lines: np.ndarray, from_text: set[str]) -> LoadedTable:
+                 lines: np.ndarray, from_text: set[str], typed_file: bool = False) -> LoadedTable:
     """Turn a frame of strings into numbers where every non-missing value is a number."""
     out: dict[str, pd.Series] = {}
     integer_columns: list[str] = []
@@ -232,29 +375,72 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
         missing = stripped.isna() | stripped.isin(na_tokens)
         values = stripped.where(~missing, None)
         present = values[~missing]
+        if len(present) and _is_code(present):
+            out[name] = values.astype(object).where(~missing, np.nan)
+            continue
         numbers = pd.to_numeric(present, errors="coerce") if len(present) else present
+        notes = []
+        if len(present) and numbers.isna().any() and delimiter not in (",", None) \
+                and present.str.fullmatch(_DECIMAL_COMMA.pattern).any() \
+                and present.str.fullmatch(r"[-+]?\d+(,\d+)?").all():
+            numbers = pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce")
+            notes.append("decimal commas read as decimal points")
+            present = present.str.replace(",", ".", regex=False)
         if len(present) and not numbers.isna().any():
             numbers = numbers.astype("float64")
-            bad = ~np.isfinite(numbers.to_numpy()) | (np.abs(numbers.to_numpy()) > MAX_ABS_VALUE)
+            finite = np.isfinite(numbers.to_numpy())
+            bad = ~finite | (np.abs(np.where(finite, numbers.to_numpy(), 0.0)) > MAX_ABS_VALUE)
             if bad.any():
-                pos = int(np.flatnonzero(~missing.to_numpy())[np.argmax(bad)])
+                at = int(np.argmax(bad))
+                pos = int(np.flatnonzero(~missing.to_numpy())[at])
+                value = col.iloc[pos]
+                infinite = bool(re.fullmatch(r"[-+]?(inf|infinity)", str(value).strip(), re.IGNORECASE))
+                what = "not a finite number" if infinite else f"too large (abs > {MAX_ABS_VALUE:.0e})"
                 raise DataError(
-                    f"file {source!r}, line {int(lines[pos])}, column {name!r}: value {present.iloc[int(np.argmax(bad))]!r} "
-                    f"is {'not a finite number' if not np.isfinite(numbers.iloc[int(np.argmax(bad))]) else 'too large (abs > 1e150)'}; "
+                    f"file {source!r}, line {int(lines[pos])}, column {name!r}: value {value!r} is {what}; "
                     "replace it with a real value or leave the cell empty"
                 )
             series = pd.Series(np.nan, index=text.index, dtype="float64")
             series[~missing] = numbers.to_numpy()
             out[name] = series
-            if all("." not in s and "e" not in s.lower() for s in present) and np.all(np.mod(numbers, 1) == 0):
+            if not notes and all("." not in s and "e" not in s.lower() for s in present) \
+                    and np.all(np.mod(numbers, 1) == 0):
                 integer_columns.append(name)
-            if name in from_text and (col.map(lambda v: isinstance(v, str) and v != "" and not v.strip())).any():
-                numeric_from_text[name] = "stored as text; blank cells read as missing"
+            if name in from_text:
+                # an empty CSV cell is the ordinary missing value; a cell of spaces, or any
+                # empty string in a typed file, shows the column was kept as text
+                blanks = col.map(lambda v: isinstance(v, str) and not v.strip() and (typed_file or v != "")).any()
+                if typed_file:
+                    notes.insert(0, "stored as text in the file")
+                if blanks:
+                    if not typed_file:
+                        notes.insert(0, "stored as text")
+                    notes.append("blank cells read as missing")
+                if notes:
+                    numeric_from_text[name] = "; ".join(notes)
         else:
             out[name] = values.astype(object).where(~missing, np.nan)
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(text)))
     return LoadedTable(frame=frame, source=source, delimiter=delimiter, integer_columns=integer_columns,
                        numeric_from_text=numeric_from_text, line_numbers=lines)
+
+
+def _is_code(present: pd.Series) -> bool:
+    """Digits that are codes, not quantities: kept as text so that no digit is lost.
+
+    Zero-padded codes of one width ('000123', '0042') would lose their zeros as
+    numbers, and integers of more than 15 digits (account numbers) would be rounded
+    by float64.
+    """
+    if not (present.map(type) == str).all():
+        return False
+    digits = present.str.fullmatch(r"\d+")
+    if not digits.all():
+        return False
+    lengths = present.str.len()
+    if lengths.max() > 15:
+        return True
+    return bool(lengths.min() == lengths.max() >= 2 and present.str.startswith("0").any())
 
 
 def missing_report(frame: pd.DataFrame) -> pd.DataFrame:

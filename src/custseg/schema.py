@@ -8,9 +8,10 @@ and :meth:`Schema.check` validates every table that is scored later.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,10 @@ __all__ = ["ColumnInfo", "Schema", "infer_schema", "ROLES"]
 ROLES = ("id", "label", "numeric", "categorical", "ordinal", "excluded")
 FEATURE_ROLES = ("numeric", "categorical", "ordinal")
 
-_ID_NAME = re.compile(r"(^|[_\s-])(id|key|number|no)$|^(id|uuid|guid)$|(?<=[a-z])ID$|Id$", re.IGNORECASE)
+# names of identifiers: 'ID', 'client_id', 'Account No', 'cust.key'; in camel case 'customerID', 'AccountNo'
+# (case-sensitive there, so that 'Paid' or 'Valid' are not identifiers)
+_ID_NAME = re.compile(r"(^|[_\s.-])(id|key|number|no)$|^(id|uuid|guid)$", re.IGNORECASE)
+_ID_NAME_CAMEL = re.compile(r"[a-z](ID|Id|No|Number|Key)$")
 _LABEL_NAMES = {"segmentation", "segment", "segments", "label", "class", "target", "y"}
 #: integer columns with at most this many distinct values are read as categories (codes, flags)
 MAX_INTEGER_CATEGORIES = 5
@@ -30,6 +34,13 @@ MAX_INTEGER_CATEGORIES = 5
 MAX_LABEL_CLASSES = 50
 #: text columns with more distinct values than this and than half the rows are excluded
 MAX_CATEGORIES = 50
+#: a text column whose values are all different is excluded as free text from this many rows on
+MIN_ROWS_UNIQUE_TEXT = 10
+#: a text column whose values are numbers but for at most this share (and a few distinct words)
+#: is a numeric column with typos or a missing-value token, and is reported rather than guessed
+MAX_TEXT_SHARE_IN_NUMBERS = 0.1
+#: names that make a column the id among several unique, id-like columns
+_PREFERRED_ID = re.compile(r"^(id|customer[_\s-]?id|cust[_\s-]?id|client[_\s-]?id|user[_\s-]?id)$", re.IGNORECASE)
 
 
 @dataclass
@@ -107,38 +118,72 @@ class Schema:
     def check(self, frame: pd.DataFrame, source: str = "input", line_of=None) -> list[str]:
         """Validate a table that is to be scored with this schema.
 
-        Returns the list of extra columns (ignored). Raises :class:`SchemaError` if a
-        feature column is missing or a numeric column holds text.
+        * A missing feature column is an error naming it (and a near spelling present).
+        * Extra columns are ignored: they are returned, to be listed to the user.
+        * A numeric column holding text is an error naming the line, the column and
+          the value. A numeric column that is entirely missing is fine (imputed).
+        * Categories never seen in training are not an error: the preprocessor maps
+          each to its column's training mode, and
+          :meth:`~custseg.preprocessing.CustomerPreprocessor.unseen_categories` counts them.
+
+        Parameters
+        ----------
+        frame : DataFrame
+            The table as :func:`custseg.loading.read_table` returns it.
+        source : str
+            File name for error messages.
+        line_of : callable, optional
+            Row position -> line number in the file.
+
+        Returns
+        -------
+        list of str
+            Columns unknown to the schema, in table order.
+
+        Raises
+        ------
+        SchemaError
         """
         required = self.feature_columns
         missing = [c for c in required if c not in frame.columns]
         if missing:
+            hints = "".join(_did_you_mean(c, [x for x in frame.columns if x not in required], " ({!r} is there)")
+                            for c in missing)
             raise SchemaError(
-                f"file {source!r}: columns are missing: {', '.join(repr(c) for c in missing)}; "
-                f"the model needs {', '.join(required)}"
+                f"file {source!r}: columns are missing: {', '.join(repr(c) for c in missing)}{hints}; "
+                f"the model needs {', '.join(required)}: add the missing ones (empty cells are fine, they are "
+                "imputed)"
             )
         for name in self.names("numeric"):
             col = frame[name]
             if not pd.api.types.is_numeric_dtype(col):
-                bad = col.map(lambda v: not _is_number(v))
-                pos = int(np.argmax(bad.to_numpy()))
+                bad = ~_number_mask(col)
+                if not bad.any():  # every cell missing: read as text, imputed like any missing number
+                    continue
+                pos = int(np.argmax(bad))
                 line = line_of(pos) if line_of else pos + 2
                 raise SchemaError(
                     f"file {source!r}, line {line}, column {name!r}: value {col.iloc[pos]!r} is not a number, "
-                    "but the model reads this column as numeric; fix the value or leave the cell empty"
+                    "but the model reads this column as numeric; fix the value, leave the cell empty, or add "
+                    "the token to --na-values"
                 )
         known = set(required) | {self.id_column, self.label_column} | {c.name for c in self.columns}
         return [c for c in frame.columns if c not in known]
 
 
-def _is_number(value: Any) -> bool:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return True
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+def _number_mask(col: pd.Series) -> np.ndarray:
+    """Per cell: missing, or a finite number as :func:`custseg.loading.read_table` reads one."""
+    numbers = pd.to_numeric(col.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+    numbers = numbers.to_numpy(dtype="float64", na_value=np.nan)
+    return col.isna().to_numpy() | np.isfinite(numbers)
+
+
+def _did_you_mean(name: str, options: Iterable[Any], template: str = " (did you mean {!r}?)") -> str:
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    if not close:
+        lowered = {str(o).lower(): str(o) for o in options}
+        close = [lowered[str(name).lower()]] if str(name).lower() in lowered else []
+    return template.format(close[0]) if close else ""
 
 
 def infer_schema(
@@ -154,8 +199,25 @@ def infer_schema(
     integer_columns: Iterable[str] = (),
     other_columns: Iterable[str] | None = None,
     source: str = "input",
+    line_of: Callable[[int], int] | None = None,
 ) -> Schema:
     """Give every column of ``frame`` a role, with the reason.
+
+    Explicit settings always win; the rest is inferred:
+
+    * **id**: the one column named like an identifier (``ID``, ``customerID``,
+      ``client_id``...) whose values are (nearly) all different. Duplicates or empty IDs
+      in it are then reported by :func:`custseg.workflow.load_tables`.
+    * **label** (known segment): the one column absent from the test table
+      (``other_columns``), else the one named ``Segmentation``, ``segment``, ``label``,
+      ``class``, ``target`` or ``y``; with 2 to 50 classes. ``infer_label=False``
+      infers none.
+    * **numeric**: numbers, except whole numbers with at most 5 distinct values.
+    * **categorical**: text with at most 50 distinct values, true/false values, and
+      whole numbers with at most 5 distinct values (codes, flags).
+    * **excluded**: constant or entirely missing columns, date-like text, near-unique
+      text (names, free text, unused identifiers), row numbers, and text with too
+      many categories.
 
     Parameters
     ----------
@@ -176,32 +238,59 @@ def infer_schema(
         column present in training but absent there is the known segment.
     source : str
         File name for error messages.
+    line_of : callable, optional
+        Row position -> line number in the file, for error messages.
+
+    Raises
+    ------
+    DataError
+        If a column named in the settings is not in the table or is given two roles,
+        a feature set in the settings is entirely missing, a numeric column set in the
+        settings holds text, a text column is numbers but for a few words (which are
+        named, with their line), the label has fewer than 2 classes, or no feature
+        column is left.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"CustomerID": ["C1", "C2", "C3", "C4"], "Age": [23.0, 41.0, 35.0, 58.0],
+    ...                    "Plan": ["basic", "pro", "basic", "pro"]})
+    >>> infer_schema(df).roles_table()[["column", "role"]].values.tolist()
+    [['CustomerID', 'id'], ['Age', 'numeric'], ['Plan', 'categorical']]
     """
     ordinal = dict(ordinal or {})
+    columns_text = ", ".join(map(str, frame.columns))
     explicit: dict[str, tuple[str, str]] = {}
     for role, names in (("numeric", numeric), ("categorical", categorical), ("ordinal", ordinal), ("excluded", exclude)):
         for name in names:
             if name in explicit:
-                raise DataError(f"column {name!r} is given two roles ({explicit[name][0]} and {role}); give it one")
+                raise DataError(f"column {name!r} is given two roles in the config ({explicit[name][0]} and {role}); "
+                                "give it one")
             explicit[name] = (role, "set in config")
-    for name, why in ((id_column, "--id-column"), (label_column, "--label-column")):
+    for name, why in ((id_column, "the id column (--id-column)"), (label_column, "the label column (--label-column)")):
         if name is not None and name not in frame.columns:
-            raise DataError(f"file {source!r}: column {name!r} given by {why} is not in the table; "
-                            f"its columns are {', '.join(map(str, frame.columns))}")
+            raise DataError(f"file {source!r}: column {name!r} given as {why} is not in the table"
+                            f"{_did_you_mean(name, frame.columns)}; its columns are {columns_text}")
     for name in explicit:
         if name not in frame.columns:
-            raise DataError(f"file {source!r}: column {name!r} named in the config is not in the table; "
-                            f"its columns are {', '.join(map(str, frame.columns))}")
-    if id_column is not None and id_column in explicit:
-        raise DataError(f"column {id_column!r} is the id column and also has role {explicit[id_column][0]}; give it one")
+            raise DataError(f"file {source!r}: column {name!r} named in the config is not in the table"
+                            f"{_did_you_mean(name, frame.columns)}; its columns are {columns_text}")
+    for name, what in ((id_column, "id"), (label_column, "label")):
+        if name is not None and name in explicit:
+            raise DataError(f"column {name!r} is the {what} column and is also set as {explicit[name][0]} in the "
+                            "config; give it one role")
+    if id_column is not None and id_column == label_column:
+        raise DataError(f"column {id_column!r} is given as both the id and the label column; give it one role")
+    if label_column is not None:
+        _check_label(frame[label_column], label_column, source)
     integer_columns = set(integer_columns)
     n = len(frame)
 
     id_given = id_column is not None
     if id_column is None:
         id_column = _infer_id(frame, explicit, label_column)
+    label_reason = "known segment (set explicitly)"
     if label_column is None and infer_label:
-        label_column = _infer_label(frame, explicit, id_column, other_columns)
+        label_column, label_reason = _infer_label(frame, explicit, id_column, other_columns)
 
     columns: list[ColumnInfo] = []
     for name in frame.columns:
@@ -212,20 +301,24 @@ def infer_schema(
                           n_missing=int(col.isna().sum()), n_distinct=int(present.nunique()))
         if name == id_column:
             info.role = "id"
-            info.reason = "set by --id-column" if id_given else "unique values, named like an identifier"
+            info.reason = "set explicitly" if id_given else "named like an identifier, values all different"
         elif name == label_column:
-            info.role, info.reason = "label", "known segment"
+            info.role, info.reason = "label", label_reason
         elif name in explicit:
             info.role, info.reason = explicit[name]
         else:
-            info.role, info.reason = _infer_role(col, is_num, name in integer_columns, n)
+            if not is_num:
+                _refuse_numbers_with_words(col, str(name), source, line_of)
+            info.role, info.reason = _infer_role(col, is_num, name in integer_columns, n, str(name))
         if info.role in FEATURE_ROLES and info.n_distinct == 0:
             raise DataError(f"file {source!r}, column {name!r}: every value is missing, but the config makes it "
                             f"a {info.role} feature; fill it or move it to 'exclude'")
         if info.role == "numeric" and not is_num:
-            bad = present[~present.map(_is_number)]
-            raise DataError(f"file {source!r}, column {name!r}: value {bad.iloc[0]!r} is not a number, but the column "
-                            "is set as numeric; fix the value, add it to --na-values, or make the column categorical")
+            bad_pos = int(np.argmax(~_number_mask(col)))
+            line = line_of(bad_pos) if line_of else bad_pos + 2
+            raise DataError(f"file {source!r}, line {line}, column {name!r}: value {col.iloc[bad_pos]!r} is not a "
+                            "number, but the config sets the column as numeric; fix the value, add it to "
+                            "--na-values, or make the column categorical")
         if info.role == "ordinal":
             seen = set(_as_text(present))
             unknown = sorted(seen - set(ordinal[name]))
@@ -244,25 +337,45 @@ def infer_schema(
     if not schema.feature_columns:
         raise DataError(f"file {source!r}: no usable feature column (roles: "
                         + ", ".join(f"{c.name}={c.role}" for c in columns)
-                        + "); set roles with --config or check the delimiter")
+                        + "); check the delimiter, or set roles with --config ([data] numeric / categorical)")
     return schema
 
 
+def _check_label(col: pd.Series, name: str, source: str) -> None:
+    present = col.dropna()
+    if len(present) == 0:
+        raise DataError(f"file {source!r}, column {name!r}: the label column is entirely missing; "
+                        "give another --label-column, or use --no-label")
+    if present.map(category_text).nunique() < 2:
+        raise DataError(f"file {source!r}, column {name!r}: the label column has one class only "
+                        f"({category_text(present.iloc[0])!r}), so it cannot be mapped to clusters; "
+                        "give a column with at least 2 known segments, or use --no-label")
+
+
+def _named_like_id(name: str) -> bool:
+    return bool(_ID_NAME.search(name.strip()) or _ID_NAME_CAMEL.search(name.strip()))
+
+
 def _infer_id(frame: pd.DataFrame, explicit: dict, label_column: str | None) -> str | None:
+    """The column named like an identifier whose present values are (nearly) all different.
+
+    Nearly: one with a few duplicates or empty cells is still the id, so that the
+    duplicates are reported instead of the IDs being used as a feature.
+    """
     candidates = []
     for name in frame.columns:
-        if name in explicit or name == label_column:
+        if name in explicit or name == label_column or not _named_like_id(str(name)):
             continue
-        col = frame[name]
-        if col.isna().any() or not col.is_unique:
-            continue
-        if _ID_NAME.search(str(name)):
+        present = frame[name].dropna()
+        if len(present) >= 0.9 * len(frame) and present.nunique() >= 0.9 * len(present) and len(present) > 1:
             candidates.append(name)
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _PREFERRED_ID.match(str(c).strip())]
     return candidates[0] if len(candidates) == 1 else None
 
 
 def _infer_label(frame: pd.DataFrame, explicit: dict, id_column: str | None,
-                 other_columns: Iterable[str] | None) -> str | None:
+                 other_columns: Iterable[str] | None) -> tuple[str | None, str]:
     def usable(name: str) -> bool:
         col = frame[name]
         k = col.dropna().nunique()
@@ -272,32 +385,61 @@ def _infer_label(frame: pd.DataFrame, explicit: dict, id_column: str | None,
         other = set(other_columns)
         absent = [c for c in frame.columns if c not in other and usable(c)]
         if len(absent) == 1:
-            return absent[0]
+            return absent[0], "known segment: the only such column absent from the test table"
     named = [c for c in frame.columns if str(c).strip().lower() in _LABEL_NAMES and usable(c)]
-    return named[0] if len(named) == 1 else None
+    if len(named) == 1:
+        return named[0], "known segment: named like one (--no-label to use none)"
+    return None, ""
 
 
-def _infer_role(col: pd.Series, is_num: bool, is_integer: bool, n: int) -> tuple[str, str]:
+def _infer_role(col: pd.Series, is_num: bool, is_integer: bool, n: int, name: str = "") -> tuple[str, str]:
     present = col.dropna()
     k = present.nunique()
     if k == 0:
         return "excluded", "every value is missing"
     if k == 1:
-        return "excluded", f"constant (only {present.iloc[0]!r})"
+        return "excluded", f"constant (only {category_text(present.iloc[0])!r})"
     if pd.api.types.is_bool_dtype(col):
         return "categorical", "true/false values"
     if is_num:
         if is_integer and k <= MAX_INTEGER_CATEGORIES:
             return "categorical", f"whole numbers with only {k} distinct values (codes or flags)"
+        if is_integer and k == len(present) and len(present) >= MIN_ROWS_UNIQUE_TEXT:
+            if _named_like_id(name):
+                return "excluded", "whole numbers all different, named like an identifier (--id-column to use it)"
+            steps = np.diff(present.to_numpy())
+            if len(steps) and np.all(steps == 1):
+                return "excluded", "row numbers (1, 2, 3, ...)"
         return "numeric", "numbers"
     text = present.astype(str)
     if _looks_like_dates(text):
         return "excluded", "date-like text (derive features such as tenure from it yourself)"
     if k > MAX_CATEGORIES and k > 0.5 * len(present):
         return "excluded", f"near-unique text ({k} distinct values in {len(present)} rows): an identifier or free text"
+    if k == len(present) and len(present) >= MIN_ROWS_UNIQUE_TEXT:
+        return "excluded", f"text all different ({k} values): an identifier or free text"
     if k > MAX_CATEGORIES:
         return "excluded", f"too many categories ({k} > {MAX_CATEGORIES}); group them or set the role in the config"
     return "categorical", f"text with {k} distinct values"
+
+
+def _refuse_numbers_with_words(col: pd.Series, name: str, source: str, line_of: Callable[[int], int] | None) -> None:
+    """A column of numbers with a few words in it is a numeric column with a missing-value
+    token or typos: say so instead of silently making it categorical."""
+    present = col.dropna()
+    is_number = pd.Series(_number_mask(present), index=present.index)
+    words = present[~is_number]
+    if not len(words) or len(words) > MAX_TEXT_SHARE_IN_NUMBERS * len(present) or words.nunique() > 3:
+        return
+    numbers = pd.to_numeric(present[is_number], errors="coerce")
+    if numbers.nunique() <= MAX_INTEGER_CATEGORIES:
+        return  # codes with a few words among them ("1", "2", "X") are categories
+    pos = int(np.flatnonzero(~_number_mask(col))[0])
+    line = line_of(pos) if line_of else pos + 2
+    tokens = " ".join(f"--na-values {w!r}" if " " in str(w) else f"--na-values {w}" for w in sorted(set(words)))
+    raise DataError(f"file {source!r}, line {line}, column {name!r}: value {col.iloc[pos]!r} is not a number, but "
+                    f"{int(is_number.sum())} of the column's {len(present)} values are; if it means missing, add "
+                    f"{tokens}; otherwise fix it, or set the column as categorical in the config")
 
 
 _DATE_RE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2})?)?$")

@@ -40,6 +40,8 @@ __all__ = ["TrainResult", "train", "write_training_outputs", "PredictResult", "p
            "load_tables", "cluster_characteristics"]
 
 FLOAT_FORMAT = "%.6g"
+#: fewer training rows than this leave the k scan and the metrics undefined
+MIN_TRAIN_ROWS = 3
 
 
 @dataclass
@@ -65,18 +67,37 @@ def _noop(*_args, **_kwargs) -> None:
 
 
 def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Schema]:
-    """Read the training (and test) table and infer the schema; check IDs."""
+    """Read the training (and test) table, infer the schema, and check both tables against it.
+
+    Every check of the input happens here, before any training, so a bad table fails
+    in a second with one message.
+    """
     data = config.data
     train_t = read_table(data.train, na_values=data.na_values)
+    k = config.clustering.n_clusters
+    needed = max(k + 1, MIN_TRAIN_ROWS)
+    if len(train_t.frame) < needed:
+        n = len(train_t.frame)
+        fix = f"give more rows or --clusters {n - 1} or fewer" if n >= MIN_TRAIN_ROWS else "give more rows"
+        raise DataError(f"file {train_t.source!r} has {n} customer{'s' if n != 1 else ''}, but training {k} "
+                        f"cluster{'s' if k != 1 else ''} needs at least {needed}; {fix}")
     test_t = read_table(data.test, na_values=data.na_values) if data.test else None
     schema = infer_schema(
         train_t.frame, id_column=data.id_column, label_column=data.label_column, infer_label=data.infer_label,
         numeric=data.numeric, categorical=data.categorical, ordinal=data.ordinal, exclude=data.exclude,
         integer_columns=train_t.integer_columns,
-        other_columns=None if test_t is None else list(test_t.frame.columns), source=train_t.source)
+        other_columns=None if test_t is None else list(test_t.frame.columns), source=train_t.source,
+        line_of=train_t.line_of)
     for table in (train_t, test_t):
         if table is not None and schema.id_column is not None:
             _check_ids(table, schema.id_column)
+    distinct = len(train_t.frame[schema.feature_columns].drop_duplicates())
+    if distinct < k:
+        raise DataError(f"file {train_t.source!r}: its {len(train_t.frame)} customers are only {distinct} different "
+                        f"ones in the feature columns ({', '.join(schema.feature_columns)}), fewer than the {k} "
+                        f"clusters asked for; give --clusters {distinct} or fewer, or more varied customers")
+    if test_t is not None:
+        schema.check(test_t.frame, test_t.source, test_t.line_of)
     return train_t, test_t, schema
 
 
@@ -95,7 +116,7 @@ def _check_ids(table: LoadedTable, id_column: str) -> None:
         first = int(np.argmax((ids == ids.iloc[pos]).to_numpy()))
         raise DataError(f"file {table.source!r}, column {id_column!r}: ID {_id_text(ids.iloc[pos])!r} appears on "
                         f"line {table.line_of(first)} and again on line {table.line_of(pos)} "
-                        f"({int(dup.sum())} duplicate IDs in all); remove the duplicates")
+                        f"({int(dup.sum())} duplicate ID{'s' if dup.sum() != 1 else ''} in all); remove the duplicates")
 
 
 def _id_text(value: Any) -> str:
@@ -375,7 +396,8 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
                  na_values: list[str] | tuple[str, ...] = ()) -> PredictResult:
     """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically."""
     model = load_model(model_dir)
-    na = list(na_values) or list(model.settings.get("data", {}).get("na_values", []))
+    # the tokens the model was trained with, and any more given now
+    na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
     result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na))
     output_path = Path(output_path)
     if output_path.is_dir():

@@ -1,0 +1,193 @@
+"""The side-by-side comparison of clustering methods, on small customer tables built here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_customers
+from custseg.cli import main
+from custseg.clustering import map_clusters_to_segments
+from custseg.comparison import (METHODS, SUPERVISED_NAME, ReferenceEncoder, compare_methods, returning_customers,
+                                write_comparison)
+from custseg.config import RunConfig
+from custseg.exceptions import ConfigError, DataError
+from custseg.schema import infer_schema
+
+N_TRAIN = 150
+
+
+def fast_config() -> RunConfig:
+    cfg = RunConfig()
+    cfg.autoencoder.max_epochs = 4
+    cfg.autoencoder.patience = 2
+    cfg.clustering.n_init = 2
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tables():
+    """150 customers in 3 planted groups, and a test table with 30 of them back (IDs 1120-1149) plus 20 new ones."""
+    train = make_customers(N_TRAIN, seed=4)
+    back = train.iloc[120:].drop(columns="Segment")
+    new = make_customers(20, seed=5, start_id=5000).drop(columns="Segment")
+    test = pd.concat([new.iloc[:10], back, new.iloc[10:]], ignore_index=True)
+    schema = infer_schema(train, other_columns=list(test.columns))
+    return train, test, schema
+
+
+@pytest.fixture(scope="module")
+def result(tables):
+    train, test, schema = tables
+    return compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(1, 2), config=fast_config())
+
+
+# -- the reference space ---------------------------------------------------------------------------------
+def test_reference_space_is_standardized_numbers_and_one_hot_categories():
+    frame = pd.DataFrame({"Age": [20.0, 40.0, np.nan, 60.0],
+                          "Gender": ["Male", "Female", "Male", np.nan],
+                          "Spending": ["Low", "High", "Low", "Average"]})
+    enc = ReferenceEncoder(numeric=["Age"], categorical=["Gender", "Spending"]).fit(frame)
+    assert list(enc.get_feature_names_out()) == ["Age", "Gender=Female", "Gender=Male", "Spending=Average",
+                                                 "Spending=High", "Spending=Low"]
+    X = enc.transform(frame)
+    assert X.shape == (4, 6)
+    assert X[:, 1:].sum(axis=1).tolist() == [2, 2, 2, 2]  # one category per column, the missing one imputed
+    assert X[3, 1:3].tolist() == [0, 1]  # missing gender -> the mode, Male
+    assert X[2, 0] == pytest.approx(X[1, 0])  # missing age -> the median, 40
+    assert X[:, 0].mean() == pytest.approx(0) and X[:, 0].std() == pytest.approx(1)
+    unseen = enc.transform(pd.DataFrame({"Age": [30.0], "Gender": ["Other"], "Spending": ["High"]}))
+    assert unseen[0, 1:3].tolist() == [0, 1]
+
+
+# -- returning customers --------------------------------------------------------------------------------
+def test_returning_customers_match_ids_as_text_and_need_a_known_segment():
+    train = pd.DataFrame({"ID": [10.0, 11.0, 12.0, 13.0], "Age": [30.0, 40.0, 50.0, 60.0],
+                          "Segment": ["A", "B", np.nan, "D"]})
+    test = pd.DataFrame({"ID": ["13", "99", "12", "10", np.nan], "Age": [61.0, 20.0, 51.0, 31.0, 44.0]})
+    schema = infer_schema(train, id_column="ID", label_column="Segment")
+    found = returning_customers(train, test, schema)
+    # 13 and 10 come back with known segments; 12 has none, 99 and the blank ID are new
+    assert found.to_dict("list") == {"ID": ["13", "10"], "test_row": [0, 3], "train_row": [3, 0],
+                                     "Segment": ["D", "A"]}
+
+
+def test_no_test_table_means_no_returning_customers(tables):
+    train, _, schema = tables
+    assert returning_customers(train, None, schema).empty
+
+
+# -- the comparison ------------------------------------------------------------------------------------------
+def test_one_row_per_method_and_seed(result):
+    runs = result.runs
+    assert len(runs) == (len(METHODS) + 1) * 2
+    assert runs["method"].tolist() == [m for m in [*METHODS, SUPERVISED_NAME] for _ in (1, 2)]
+    assert runs["seed"].tolist() == [1, 2] * (len(METHODS) + 1)
+    assert (runs["kind"] == "clustering").sum() == len(METHODS) * 2
+    assert result.summary["method"].tolist() == [*METHODS, SUPERVISED_NAME]
+
+
+def test_returning_customers_are_counted(result):
+    assert result.n_returning == 30
+    assert (result.runs["returning_customers"] == 30).all()
+
+
+def test_metrics_are_in_range_and_present_where_they_apply(result):
+    runs = result.runs
+    clusterings = runs[runs["kind"] == "clustering"]
+    for column in ("own_silhouette", "ref_silhouette", "ari", "nmi", "mapped_accuracy", "returning_accuracy",
+                   "stability_ari", "fit_seconds"):
+        assert clusterings[column].notna().all(), column
+    assert clusterings["ref_silhouette"].between(-1, 1).all()
+    assert clusterings["mapped_accuracy"].between(0, 1).all()
+    ceiling = runs[runs["kind"] != "clustering"]
+    assert ceiling[["own_silhouette", "ref_silhouette", "stability_ari"]].isna().all().all()
+    # the planted groups are easy: K-Means on the features finds them, the same for every seed
+    kmeans = runs[runs["method"] == "kmeans_features"]
+    assert (kmeans["ari"] > 0.8).all()
+    assert (kmeans["stability_ari"] > 0.99).all()
+    assert (ceiling["mapped_accuracy"] > 0.9).all()
+
+
+def test_one_hot_kmeans_is_measured_in_the_reference_space(result):
+    onehot = result.runs[result.runs["method"] == "kmeans_onehot"]
+    assert np.allclose(onehot["own_silhouette"], onehot["ref_silhouette"])
+
+
+def test_returning_customers_with_unchanged_attributes_score_as_their_training_rows(tables):
+    # the 30 customers come back exactly as they were trained on, so each method's accuracy on them
+    # equals its mapped accuracy on those 30 training rows
+    train, test, schema = tables
+    res = compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(3,), config=fast_config(),
+                          methods=["kmeans_features", "gmm_features"], supervised=False)
+    y = train["Segment"].to_numpy().astype(str)
+    for name in ("kmeans_features", "gmm_features"):
+        fitted = METHODS[name].fit(train, schema, 3, 3, fast_config())
+        mapping = map_clusters_to_segments(fitted.labels, y)
+        expected = np.mean([mapping[c] == s for c, s in zip(fitted.labels[120:], y[120:])])
+        got = res.runs.loc[res.runs["method"] == name, "returning_accuracy"].iloc[0]
+        assert got == pytest.approx(expected)
+
+
+def test_stability_is_the_mean_ari_between_seeds(result):
+    summary = result.summary.set_index("method")
+    runs = result.runs
+    for name in METHODS:
+        # with two seeds there is one pair: every seed's value is that pair's ARI
+        per_seed = runs.loc[runs["method"] == name, "stability_ari"]
+        assert per_seed.nunique() == 1
+        assert summary.loc[name, "stability_mean"] == pytest.approx(per_seed.iloc[0])
+
+
+def test_bad_arguments_are_refused(tables):
+    train, test, schema = tables
+    with pytest.raises(ConfigError, match="unknown method 'dbscan'"):
+        compare_methods(train, schema, methods=["dbscan"], seeds=(1,))
+    with pytest.raises(ConfigError, match="distinct seeds"):
+        compare_methods(train, schema, seeds=(1, 1))
+    unlabelled = infer_schema(train.drop(columns="Segment"))
+    with pytest.raises(DataError, match="needs known segments"):
+        compare_methods(train.drop(columns="Segment"), unlabelled, seeds=(1,))
+
+
+def test_written_files(result, tmp_path):
+    written = write_comparison(result, tmp_path / "out" / "comparison.csv", dpi=40)
+    assert sorted(p.name for p in written) == ["comparison.csv", "comparison.md", "comparison.png"]
+    runs = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    assert len(runs) == len(result.runs)
+    md = (tmp_path / "out" / "comparison.md").read_text(encoding="utf-8")
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 2 + len(METHODS) + 1  # header, rule, one line per method
+    assert "the 30 customers of the test table" in md
+    assert "(a ceiling, not a clustering)" in md
+    with pytest.raises(DataError, match="is a folder"):
+        write_comparison(result, tmp_path / "out")
+    with pytest.raises(DataError, match="give the CSV file"):
+        write_comparison(result, tmp_path / "out" / "comparison.md")
+
+
+# -- the command -----------------------------------------------------------------------------------------
+def test_compare_command(tmp_path, customer_files, fast_config, capsys):
+    train, new = customer_files
+    output = tmp_path / "results" / "comparison.csv"
+    code = main(["compare", "--train", str(train), "--test", str(new), "--config", str(fast_config),
+                 "--clusters", "3", "--seeds", "2", "--output", str(output), "--quiet"])
+    assert code == 0
+    runs = pd.read_csv(output)
+    assert set(runs["method"]) == {*METHODS, SUPERVISED_NAME}
+    assert len(runs) == 2 * (len(METHODS) + 1)
+    assert runs["seed"].unique().tolist() == [7, 8]  # the fast config's seed, then the next
+    # new.csv has IDs 1200-1259, train.csv 1000-1239
+    assert (runs["returning_customers"] == 40).all()
+    assert output.with_suffix(".md").exists() and output.with_suffix(".png").exists()
+    printed = capsys.readouterr().out
+    assert "| Autoencoder + K-Means (custseg) |" in printed
+
+
+def test_compare_command_rejects_zero_seeds(tmp_path, customer_files, capsys):
+    code = main(["compare", "--train", str(customer_files[0]), "--seeds", "0",
+                 "--output", str(tmp_path / "comparison.csv")])
+    assert code == 1
+    assert capsys.readouterr().err.startswith("Error: --seeds must be an int >= 1. Got 0 instead.")
+    assert not (tmp_path / "comparison.csv").exists()
