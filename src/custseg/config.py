@@ -102,7 +102,7 @@ class PlotConfig:
     """Figures."""
 
     #: t-SNE map drawn on a sample of at most this many rows, stratified by cluster (0 = all)
-    tsne_max_points: int = 2000
+    tsne_max_points: int = 1500
     tsne_perplexity: float = 30.0
     dpi: int = 120
 
