@@ -1,4 +1,4 @@
-"""Saving and loading fitted models without pickle.
+"""Saving and loading fitted models as safetensors weights and JSON, nothing executable.
 
 A model folder holds:
 
