@@ -33,6 +33,29 @@ dpi = 50
 """
 
 
+def tiny_toml(seed: int | None = None, n_clusters: int = 3, k_max: int = 4) -> str:
+    """Settings so small that a run on a few hundred rows trains in about two seconds."""
+    head = f"seed = {seed}\n\n" if seed is not None else ""
+    return head + f"""[autoencoder]
+hidden_dims = [8]
+latent_dim = 3
+max_epochs = 3
+batch_size = 64
+
+[clustering]
+n_clusters = {n_clusters}
+n_init = 2
+
+[k_selection]
+k_max = {k_max}
+n_init = 1
+
+[plots]
+tsne_max_points = 60
+dpi = 30
+"""
+
+
 def make_customers(n: int = 240, seed: int = 0, n_groups: int = 3, start_id: int = 1000) -> pd.DataFrame:
     """A customer table with ``n_groups`` planted groups that differ in age, profession and spending.
 

@@ -29,28 +29,10 @@ import custseg.loading
 import custseg.workflow
 from custseg.cli import main
 
+from conftest import tiny_toml
+
 #: Small settings so that the fixture trains in about two seconds.
-TINY_TOML = """\
-seed = 3
-
-[autoencoder]
-hidden_dims = [8]
-latent_dim = 3
-max_epochs = 3
-batch_size = 64
-
-[clustering]
-n_clusters = 3
-n_init = 2
-
-[k_selection]
-k_max = 4
-n_init = 1
-
-[plots]
-tsne_max_points = 60
-dpi = 30
-"""
+TINY_TOML = tiny_toml(seed=3)
 
 HEADER = "ID,Gender,Age,Income,Profession,Segmentation"
 

@@ -19,25 +19,9 @@ import pytest
 
 from custseg.cli import main
 
-SPEED_ONLY_TOML = """\
-[autoencoder]
-hidden_dims = [8]
-latent_dim = 3
-max_epochs = 3
-batch_size = 64
+from conftest import tiny_toml
 
-[clustering]
-n_clusters = 4
-n_init = 2
-
-[k_selection]
-k_max = 5
-n_init = 1
-
-[plots]
-tsne_max_points = 60
-dpi = 30
-"""
+SPEED_ONLY_TOML = tiny_toml(n_clusters=4, k_max=5)
 
 N = 300
 

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from custseg.cli import main
+
+from conftest import tiny_toml
 from custseg.config import RunConfig, load_config
 from custseg.exceptions import DataError
 from custseg.schema import infer_schema
@@ -17,27 +19,7 @@ from custseg.workflow import load_tables
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_TOML = """\
-seed = 5
-
-[autoencoder]
-hidden_dims = [8]
-latent_dim = 3
-max_epochs = 3
-batch_size = 64
-
-[clustering]
-n_clusters = 3
-n_init = 2
-
-[k_selection]
-k_max = 4
-n_init = 1
-
-[plots]
-tsne_max_points = 60
-dpi = 30
-"""
+TINY_TOML = tiny_toml(seed=5)
 
 
 def customer_table(n: int, seed: int = 0, segments: list[str] | None = None) -> pd.DataFrame:

@@ -154,12 +154,9 @@ def compare(
     from .comparison import run_comparison, write_comparison
 
     _positive_k(clusters)
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be an int >= 1. Got {seeds} instead.")
-    if silhouette_sample < 0:
-        raise ConfigError(f"--silhouette-sample must be 0 (all rows) or more. Got {silhouette_sample} instead.")
+    _check_sampling(seeds, silhouette_sample)
     cfg = _config(config, train=train, test=test, n_clusters=clusters, seed=seed)
-    echo = (lambda message: None) if quiet else (lambda message: err.print(message, markup=False, soft_wrap=True))
+    echo = _quiet_echo if quiet else _echo
     result = run_comparison(cfg, n_seeds=seeds, silhouette_sample=silhouette_sample or None, progress=echo)
     written = write_comparison(result, output, dpi=cfg.plots.dpi)
     out.print(result.to_markdown(), markup=False, soft_wrap=True)
@@ -187,12 +184,9 @@ def select_k(
         raise ConfigError(f"--min must be an int >= 2. Got {k_min} instead.")
     if k_min is not None and k_max is not None and k_max < k_min:
         raise ConfigError(f"--max must be at least --min ({k_min}). Got {k_max} instead.")
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be an int >= 1. Got {seeds} instead.")
-    if silhouette_sample < 0:
-        raise ConfigError(f"--silhouette-sample must be 0 (all rows) or more. Got {silhouette_sample} instead.")
+    _check_sampling(seeds, silhouette_sample)
     cfg = _config(config, train=train, results_dir=results_dir, n_clusters=clusters, seed=seed)
-    echo = (lambda message: None) if quiet else (lambda message: err.print(message, markup=False, soft_wrap=True))
+    echo = _quiet_echo if quiet else _echo
     run = run_k_selection(cfg, k_min=k_min, k_max=k_max, n_resamples=seeds,
                           silhouette_sample=silhouette_sample or None, progress=echo)
     written = write_k_selection(run, cfg.results_dir, dpi=cfg.plots.dpi)
@@ -209,6 +203,21 @@ def select_k(
     for line in run.summary_lines():
         out.print(line, markup=False, soft_wrap=True)
     out.print("Wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
+
+
+def _check_sampling(seeds: int, silhouette_sample: int) -> None:
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be an int >= 1. Got {seeds} instead.")
+    if silhouette_sample < 0:
+        raise ConfigError(f"--silhouette-sample must be 0 (all rows) or more. Got {silhouette_sample} instead.")
+
+
+def _echo(message: str) -> None:
+    err.print(message, markup=False, soft_wrap=True)
+
+
+def _quiet_echo(message: str) -> None:
+    return None
 
 
 def _print_roles(schema, table) -> None:
