@@ -54,7 +54,7 @@ def time_autoencoder(threads: int) -> tuple[float, int]:
 def time_tsne(points: int) -> float:
     import numpy as np
 
-    from custseg.maps import tsne_coordinates
+    from custseg.report.maps import tsne_coordinates
 
     rng = np.random.default_rng(0)
     latent = rng.normal(size=(8068, 8))

@@ -5,7 +5,7 @@ from sklearn.base import clone
 from torch import nn
 
 from custseg import Autoencoder, AutoencoderEmbedder, NotFittedError
-from custseg.autoencoder import manual_backward
+from custseg.embedders.autoencoder import manual_backward
 
 
 def _data(n=400, d=9, seed=0):

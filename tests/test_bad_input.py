@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import custseg.atomic
-import custseg.loading
+import custseg.io.atomic
+import custseg.io.reading
 import custseg.workflow
 from custseg.cli import main
 
@@ -171,7 +171,7 @@ def _deny_read(monkeypatch, tmp: Path) -> None:
         if str(path).endswith("locked.csv"):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, mode, *args, **kwargs)
-    monkeypatch.setattr(custseg.loading, "open", fake_open, raising=False)
+    monkeypatch.setattr(custseg.io.reading, "open", fake_open, raising=False)
 
 
 def _locked(tmp: Path, t: Trained) -> list[str]:
@@ -417,7 +417,7 @@ def test_interrupted_run_keeps_earlier_outputs(step, trained, monkeypatch, capsy
     if step == "training":
         monkeypatch.setattr(custseg.workflow, "_evaluate", interrupt)
     else:  # everything is staged; the model folder is about to be swapped in
-        monkeypatch.setattr(custseg.atomic, "swap_directory", interrupt)
+        monkeypatch.setattr(custseg.io.atomic, "swap_directory", interrupt)
     before = snapshot(trained)
     capsys.readouterr()
     code = main(_train(trained, trained.train_csv, "--seed", "11", "-q"))
@@ -429,7 +429,7 @@ def test_interrupted_run_keeps_earlier_outputs(step, trained, monkeypatch, capsy
 
 
 def test_all_missing_column_is_excluded_with_a_reason_when_inferred(tmp_path):
-    from custseg.loading import read_table
+    from custseg.io.reading import read_table
     from custseg.schema import infer_schema
 
     path = _table(tmp_path, customer_table(50).assign(Notes=np.nan))
@@ -439,7 +439,7 @@ def test_all_missing_column_is_excluded_with_a_reason_when_inferred(tmp_path):
 
 
 def test_nan_strings_are_missing_values(tmp_path):
-    from custseg.loading import read_table
+    from custseg.io.reading import read_table
 
     text = "ID,Age,Income\n1,30,NaN\n2,nan,5.5\n3,41,NAN\n"
     frame = read_table(_csv(tmp_path, text)).frame

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_customers
 from custseg.cli import main
 from custseg.clustering import map_clusters_to_segments
-from custseg.comparison import (METHODS, SUPERVISED_NAME, ReferenceEncoder, compare_methods, returning_customers,
+from custseg.evaluation.comparison import (METHODS, SUPERVISED_NAME, ReferenceEncoder, compare_methods, returning_customers,
                                 write_comparison)
 from custseg.config import RunConfig
 from custseg.exceptions import ConfigError, DataError

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from custseg.exceptions import DataError
-from custseg.loading import read_table
+from custseg.io.reading import read_table
 
 ROWS = [["1001", "Female", "34", "Gold tier", "52.5"],
         ["1002", "Male", "", "Silver, legacy", "61.0"],

@@ -208,7 +208,7 @@ def test_other_customer_table_trains_with_sensible_roles(name, tmp_path, capsys)
 
 
 def test_unknown_tokens_become_missing_values_only_when_asked(tmp_path):
-    from custseg.loading import read_table
+    from custseg.io.reading import read_table
 
     path = tmp_path / "bank.csv"
     bank_marketing(path, np.random.default_rng(1))

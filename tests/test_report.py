@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from custseg.exceptions import DataError
-from custseg.report import REPORT_SECTIONS, build_report, write_segment_outputs
+from custseg.report.html import REPORT_SECTIONS, build_report, write_segment_outputs
 from custseg.schema import infer_schema
 
 SEGMENT_OF_CLUSTER = {0: "A", 1: "B", 2: "C"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from custseg.report import REPORT_SECTIONS, build_report
+from custseg.report.html import REPORT_SECTIONS, build_report
 from test_report import write_fake_run
 
 CHROMIUM = "/usr/bin/chromium"

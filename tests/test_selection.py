@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from custseg.cli import main
 from custseg.exceptions import ConfigError, DataError
-from custseg.selection import (clustering_stability, knee_point, pairwise_ari, recommend_k, select_k)
+from custseg.evaluation.selection import (clustering_stability, knee_point, pairwise_ari, recommend_k, select_k)
 
 SCAN_K_COLUMNS = ["k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"]
 

@@ -9,15 +9,16 @@ new customers.
 ['AutoencoderEmbedder', 'CustomerPreprocessor', 'CustsegError']
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-from .autoencoder import Autoencoder, AutoencoderEmbedder  # noqa: E402
-from .clustering import assign_to_centroids, map_clusters_to_segments, scan_k  # noqa: E402
+from .embedders.autoencoder import Autoencoder, AutoencoderEmbedder  # noqa: E402
+from .clustering import assign_to_centroids, map_clusters_to_segments
+from .evaluation.selection import scan_k  # noqa: E402
 from .config import RunConfig, load_config  # noqa: E402
 from .exceptions import (  # noqa: E402
     ConfigError, CustsegError, DataError, ModelFormatError, NotFittedError, SchemaError)
-from .loading import read_table  # noqa: E402
-from .metrics import external_metrics, internal_metrics  # noqa: E402
+from .io.reading import read_table  # noqa: E402
+from .evaluation.metrics import external_metrics, internal_metrics  # noqa: E402
 from .persistence import load_model, save_model  # noqa: E402
 from .pipeline import SegmentationPipeline  # noqa: E402
 from .preprocessing import CustomerPreprocessor  # noqa: E402

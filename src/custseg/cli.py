@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .exceptions import ConfigError, CustsegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -133,7 +133,7 @@ def report(
     results_dir: str = typer.Option("results", "--results-dir", help="Results folder written by 'custseg train'."),
 ) -> None:
     """Write results/report.html: one self-contained page describing the run and its segments."""
-    from .report import build_report
+    from .report.html import build_report
 
     out.print(f"Wrote {build_report(models_dir, results_dir)}")
 
@@ -151,7 +151,7 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the table."),
 ) -> None:
     """Compare the autoencoder with baseline clusterings on the same data, k and seeds (about 3 minutes for 5 seeds on 8,000 customers)."""
-    from .comparison import run_comparison, write_comparison
+    from .evaluation.comparison import run_comparison, write_comparison
 
     _positive_k(clusters)
     _check_sampling(seeds, silhouette_sample)
@@ -177,7 +177,7 @@ def select_k(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
 ) -> None:
     """Scan k on the latent space of a freshly trained autoencoder and recommend one."""
-    from .selection import run_k_selection, write_k_selection
+    from .evaluation.selection import run_k_selection, write_k_selection
 
     _positive_k(clusters)
     if k_min is not None and k_min < 2:

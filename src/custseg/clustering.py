@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
 
-from .metrics import internal_metrics
 
-__all__ = ["assign_to_centroids", "map_clusters_to_segments", "scan_k", "mapping_table"]
+__all__ = ["assign_to_centroids", "map_clusters_to_segments", "mapping_table"]
 
 
 def assign_to_centroids(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,18 +54,3 @@ def mapping_table(clusters: np.ndarray, segments: np.ndarray, mapping: dict[int,
     out["Purity"] = [table.loc[c, mapping[int(c)]] / table.loc[c].sum() if int(c) in mapping else np.nan
                      for c in table.index]
     return out.reset_index()
-
-
-def scan_k(X: np.ndarray, k_values, *, n_init: int = 10, max_iter: int = 300, random_state: int = 0,
-           silhouette_sample: int | None = None) -> pd.DataFrame:
-    """Fit K-Means for each k and report inertia, silhouette, Davies-Bouldin and Calinski-Harabasz.
-
-    Returns a DataFrame with one row per k.
-    """
-    rows = []
-    for k in k_values:
-        km = KMeans(n_clusters=int(k), n_init=n_init, max_iter=max_iter, random_state=random_state).fit(X)
-        m = internal_metrics(X, km.labels_, sample_size=silhouette_sample, random_state=random_state)
-        rows.append({"k": int(k), "inertia": float(km.inertia_), "silhouette": m["silhouette"],
-                     "davies_bouldin": m["davies_bouldin"], "calinski_harabasz": m["calinski_harabasz"]})
-    return pd.DataFrame(rows)

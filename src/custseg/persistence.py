@@ -31,9 +31,9 @@ import safetensors.torch
 import sklearn
 import torch
 
-from . import __version__
-from .atomic import staging_dir, swap_directory
-from .autoencoder import AutoencoderEmbedder
+from ._version import __version__
+from .io.atomic import staging_dir, swap_directory
+from .embedders.autoencoder import AutoencoderEmbedder
 from .exceptions import ModelFormatError
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor

@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.cluster import KMeans
 
-from .autoencoder import AutoencoderEmbedder
+from .embedders.autoencoder import AutoencoderEmbedder
 from .clustering import assign_to_centroids, map_clusters_to_segments
 from .exceptions import ConfigError, DataError, NotFittedError
 from .preprocessing import CustomerPreprocessor

@@ -20,20 +20,21 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from . import __version__
-from .atomic import merge_into, staging_dir
-from .autoencoder import AutoencoderEmbedder
-from .clustering import mapping_table, scan_k
+from ._version import __version__
+from .io.atomic import merge_into, staging_dir
+from .embedders.autoencoder import AutoencoderEmbedder
+from .clustering import mapping_table
+from .evaluation.selection import scan_k
 from .config import RunConfig
 from .exceptions import DataError
-from .loading import LoadedTable, missing_report, read_table
-from .maps import pca_coordinates, tsne_coordinates
-from .metrics import external_metrics, internal_metrics
+from .io.reading import LoadedTable, missing_report, read_table
+from .report.maps import pca_coordinates, tsne_coordinates
+from .evaluation.metrics import external_metrics, internal_metrics
 from .persistence import load_model, model_files, save_model, write_files, MANIFEST
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
 from .profiling import describe_segments, profile_segments, segments_markdown
-from .report import build_report
+from .report.html import build_report
 from .schema import Schema, infer_schema
 
 __all__ = ["TrainResult", "train", "write_training_outputs", "PredictResult", "predict_table", "predict_file",
@@ -281,7 +282,7 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
 
 def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> None:
     """The PCA map and every figure but the t-SNE map, rendered to PNG bytes."""
-    from .plots import plot_cluster_distribution, plot_k_selection, plot_maps, plot_training_history
+    from .report.plots import plot_cluster_distribution, plot_k_selection, plot_maps, plot_training_history
 
     pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
@@ -303,7 +304,7 @@ def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> Non
 
 def _draw_tsne(result: TrainResult, known, tsne_idx: np.ndarray, tsne_xy: np.ndarray) -> None:
     """The t-SNE map: its coordinates into maps.csv, and its figure."""
-    from .plots import plot_maps
+    from .report.plots import plot_maps
 
     clusters = result.pipeline.labels_
     maps = result.tables["maps"]
@@ -432,7 +433,7 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
         for name, text in result.texts.items():
             (staged_results / name).write_text(text, encoding="utf-8")
         build_report(staged_models, staged_results)
-        from .atomic import swap_directory
+        from .io.atomic import swap_directory
 
         swap_directory(staged_models, models_dir, marker=MANIFEST)
         moved = merge_into(staged_results, results_dir)

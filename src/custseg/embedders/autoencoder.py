@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional as F
 
-from .exceptions import ConfigError, NotFittedError
+from ..exceptions import ConfigError, NotFittedError
 
 __all__ = ["Autoencoder", "AutoencoderEmbedder"]
 

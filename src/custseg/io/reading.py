@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .exceptions import DataError
+from ..exceptions import DataError
 
 __all__ = ["LoadedTable", "read_table", "DEFAULT_NA_VALUES", "missing_report"]
 

@@ -44,13 +44,13 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import FunctionTransformer
 
-from .clustering import map_clusters_to_segments
-from .exceptions import ConfigError, DataError, NotFittedError
-from .metrics import external_metrics, internal_metrics
-from .pipeline import SegmentationPipeline
-from .preprocessing import CustomerPreprocessor
-from .schema import Schema, category_text
-from .selection import pairwise_ari
+from ..clustering import map_clusters_to_segments
+from ..exceptions import ConfigError, DataError, NotFittedError
+from ..evaluation.metrics import external_metrics, internal_metrics
+from ..pipeline import SegmentationPipeline
+from ..preprocessing import CustomerPreprocessor
+from ..schema import Schema, category_text
+from ..evaluation.selection import pairwise_ari
 
 __all__ = ["Method", "FittedClustering", "METHODS", "ReferenceEncoder", "returning_customers", "compare_methods",
            "run_comparison", "comparison_markdown",
@@ -257,7 +257,7 @@ def _fit_kprototypes(frame, schema, n_clusters, seed, config) -> FittedClusterin
 
 
 def _fit_autoencoder(frame, schema, n_clusters, seed, config) -> FittedClustering:
-    from .workflow import build_pipeline
+    from ..workflow import build_pipeline
 
     config = copy.deepcopy(config)
     config.seed = seed
@@ -405,7 +405,7 @@ def compare_methods(train_frame: pd.DataFrame, schema: Schema, *, test_frame: pd
     progress : callable, optional
         Receives one line per fit.
     """
-    from .config import RunConfig
+    from ..config import RunConfig
 
     config = copy.deepcopy(config) if config is not None else RunConfig()
     seeds = _seeds(seeds)
@@ -647,7 +647,7 @@ def plot_comparison(result: ComparisonResult):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plots import segment_palette
+    from ..report.plots import segment_palette
 
     runs = result.runs
     summary = result.summary
@@ -716,8 +716,8 @@ def write_comparison(result: ComparisonResult, output: str | Path, dpi: int = 12
 
     The three files are staged first and then moved into place one by one.
     """
-    from .atomic import merge_into, staging_dir
-    from .workflow import FLOAT_FORMAT, render_png
+    from ..io.atomic import merge_into, staging_dir
+    from ..workflow import FLOAT_FORMAT, render_png
 
     output = Path(output)
     if output.is_dir():
@@ -742,7 +742,7 @@ def run_comparison(config, *, n_seeds: int = 5, methods: Sequence[str] | None = 
     The seeds are ``config.seed``, ``config.seed + 1``, ... (``n_seeds`` of them); k is
     ``config.clustering.n_clusters``; the autoencoder and K-Means settings are the config's.
     """
-    from .workflow import load_tables
+    from ..workflow import load_tables
 
     if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
         raise ConfigError(f"The 'n_seeds' parameter must be an int >= 1. Got {n_seeds!r} instead.")

@@ -53,11 +53,11 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from .clustering import scan_k
-from .exceptions import ConfigError, DataError
-from .schema import category_text
+from .metrics import internal_metrics
+from ..exceptions import ConfigError, DataError
+from ..schema import category_text
 
-__all__ = ["KSelection", "KSelectionRun", "knee_point", "pairwise_ari", "clustering_stability", "recommend_k",
+__all__ = ["KSelection", "KSelectionRun", "knee_point", "scan_k", "pairwise_ari", "clustering_stability", "recommend_k",
            "select_k", "run_k_selection", "write_k_selection", "plot_k_selection_panels", "MIN_STABILITY"]
 
 #: Bootstrap stability (mean pairwise ARI) a k needs to be recommended.
@@ -325,7 +325,7 @@ def run_k_selection(config, *, k_min: int | None = None, k_max: int | None = Non
     n_resamples, silhouette_sample, min_stability, progress
         As in :func:`select_k`.
     """
-    from .workflow import build_pipeline, load_tables
+    from ..workflow import build_pipeline, load_tables
 
     config = copy.deepcopy(config)
     k_min = config.k_selection.k_min if k_min is None else k_min
@@ -361,8 +361,8 @@ def run_k_selection(config, *, k_min: int | None = None, k_max: int | None = Non
 
 def write_k_selection(run: KSelectionRun, results_dir: str | Path, dpi: int = 120) -> list[Path]:
     """Write ``k_selection.csv`` and ``plots/k_selection.png`` into ``results_dir`` (atomically, per file)."""
-    from .atomic import merge_into, staging_dir
-    from .workflow import FLOAT_FORMAT, render_png
+    from ..io.atomic import merge_into, staging_dir
+    from ..workflow import FLOAT_FORMAT, render_png
 
     results_dir = Path(results_dir)
     table = run.selection.table.copy()
@@ -388,7 +388,7 @@ def plot_k_selection_panels(selection: KSelection, chosen_k: int | None = None):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plots import segment_palette
+    from ..report.plots import segment_palette
 
     blue, orange, green, pink, sky, red = segment_palette(6)
     t = selection.table
@@ -440,3 +440,18 @@ def plot_k_selection_panels(selection: KSelection, chosen_k: int | None = None):
                  if isinstance(settings.get("n_rows"), int) else "Choosing k")
     fig.tight_layout()
     return fig
+
+
+def scan_k(X: np.ndarray, k_values, *, n_init: int = 10, max_iter: int = 300, random_state: int = 0,
+           silhouette_sample: int | None = None) -> pd.DataFrame:
+    """Fit K-Means for each k and report inertia, silhouette, Davies-Bouldin and Calinski-Harabasz.
+
+    Returns a DataFrame with one row per k.
+    """
+    rows = []
+    for k in k_values:
+        km = KMeans(n_clusters=int(k), n_init=n_init, max_iter=max_iter, random_state=random_state).fit(X)
+        m = internal_metrics(X, km.labels_, sample_size=silhouette_sample, random_state=random_state)
+        rows.append({"k": int(k), "inertia": float(km.inertia_), "silhouette": m["silhouette"],
+                     "davies_bouldin": m["davies_bouldin"], "calinski_harabasz": m["calinski_harabasz"]})
+    return pd.DataFrame(rows)

@@ -20,14 +20,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_write_text
-from .exceptions import DataError
-from .loading import missing_report, read_table
-from .profiling import (SegmentDescription, SegmentProfile, describe_segments, known_segments_text,
+from ..io.atomic import atomic_write_text
+from ..exceptions import DataError
+from ..io.reading import missing_report, read_table
+from ..profiling import (SegmentDescription, SegmentProfile, describe_segments, known_segments_text,
                         profile_heatmap_data, profile_segments, segments_markdown)
-from .schema import Schema, category_text
+from ..schema import Schema, category_text
 
-from .plots import plot_cluster_distribution, plot_maps, segment_palette
+from ..report.plots import plot_cluster_distribution, plot_maps, segment_palette
 
 __all__ = ["build_report", "write_segment_outputs", "REPORT_SECTIONS"]
 
@@ -383,7 +383,7 @@ def _sizes_section(run: _Run, profile: SegmentProfile, names: dict, legend: dict
 def _known_section(run: _Run, clusters: np.ndarray, known: np.ndarray | None, names: dict) -> dict | None:
     if known is None:
         return None
-    from .clustering import map_clusters_to_segments, mapping_table
+    from ..clustering import map_clusters_to_segments, mapping_table
 
     labelled = pd.notna(known)
     clusters, known = clusters[labelled], known[labelled].astype(str)
@@ -398,7 +398,7 @@ def _known_section(run: _Run, clusters: np.ndarray, known: np.ndarray | None, na
 
 
 def _metrics_section(run: _Run) -> dict | None:
-    from .metrics import METRIC_GUIDE
+    from ..evaluation.metrics import METRIC_GUIDE
 
     metrics = run.csv("clustering_metrics.csv")
     if metrics is None:

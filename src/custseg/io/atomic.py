@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .exceptions import DataError
+from ..exceptions import DataError
 
 __all__ = ["staging_dir", "swap_directory", "merge_into", "atomic_write_text"]
 
