@@ -312,8 +312,8 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
     hidden_dims : tuple of int, default=(64, 32)
     latent_dim : int, default=8
     n_members : int, default=1
-        Autoencoders trained together (same batches, different initial weights and
-        noise). ``transform`` returns their latent features side by side.
+        Autoencoders trained together, each with its own initial weights, batch order
+        and noise. ``transform`` returns their latent features side by side.
     guidance_weight : float, default=0.0
         Weight of the known-segment cross-entropy of a linear head on the latent
         space; 0 trains without the segments (unsupervised).
@@ -467,31 +467,30 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         history = []
         for epoch in range(1, self.max_epochs + 1):
             module.train()
-            order = torch.randperm(n)
+            # every member draws its own batch order: members that saw the same batches would share
+            # that randomness, and averaging over them could not remove it
+            order = torch.argsort(torch.rand(members, n), dim=1)
             sums = {"loss": 0.0, "reconstruction": 0.0, "guidance": 0.0}
             for start in range(0, n, bs):
-                idx = order[start:start + bs]
+                idx = order[:, start:start + bs]  # (members, rows)
                 batch = x[idx]
-                inputs = batch
-                if self.noise > 0:
-                    inputs = batch.unsqueeze(0) + self.noise * torch.randn(members, *batch.shape)
+                inputs = batch if self.noise <= 0 else batch + self.noise * torch.randn(batch.shape)
                 z = module.encode(inputs)
                 recon = reconstruction_loss(module.decode(z), batch, blocks, self.categorical_loss).mean(1)  # per member
                 loss = recon
                 guide = torch.zeros_like(recon)
                 if targets is not None:
                     t = targets[idx]
-                    known = t >= 0
-                    if bool(known.any()):
-                        logits = module.classify(z[:, known])
-                        guide = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[known].repeat(members),
-                                                reduction="none").view(members, -1).mean(1)
-                        loss = recon + self.guidance_weight * guide
+                    known = (t >= 0).to(z.dtype)
+                    ce = F.cross_entropy(module.classify(z).transpose(1, 2), t.clamp_min(0), reduction="none")
+                    # rows without a known segment contribute reconstruction only
+                    guide = (ce * known).sum(1) / known.sum(1).clamp_min(1)
+                    loss = recon + self.guidance_weight * guide
                 optimizer.zero_grad(set_to_none=True)
                 # members share no weights, so the summed loss gives each member its own gradient
                 loss.sum().backward()
                 optimizer.step()
-                w = len(idx) / n
+                w = idx.shape[1] / n
                 sums["loss"] += w * float(loss.detach().mean())
                 sums["reconstruction"] += w * float(recon.detach().mean())
                 sums["guidance"] += w * float(guide.detach().mean())
