@@ -5,12 +5,11 @@ stock scikit-learn transformers, one branch per column of a ``ColumnTransformer`
 the output keeps the table's column order):
 
 * numeric column: ``SimpleImputer(strategy="median")``;
-* categorical column: ``OrdinalEncoder`` (categories in sorted order, as sklearn's
-  ``LabelEncoder``; missing and unseen values become NaN) then
-  ``SimpleImputer(strategy="most_frequent")`` on the codes, so missing and unseen
-  categories take the code of the training mode (ties: the first in sorted order);
-* ordinal column: the same with the categories in their declared order (ties of the
-  mode: the lowest level);
+* categorical column: ``SimpleImputer(strategy="most_frequent")`` (ties: the first
+  category in sorted order) then ``OrdinalEncoder`` (categories in sorted order, as
+  sklearn's ``LabelEncoder``); a category unseen in training is treated as missing,
+  so it takes the training mode too;
+* ordinal column: the same with the categories in their declared order;
 
 then a ``StandardScaler`` over every feature, all fitted on training rows only.
 
@@ -158,9 +157,13 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
             if kinds[name] == "numeric":
                 self.medians_[name] = float(branch.statistics_[0])
             else:
-                cats = [c for c in branch.named_steps["encode"].categories_[0].tolist() if not pd.isna(c)]
+                cats = branch.named_steps["encode"].categories_[0].tolist()
+                mode = branch.named_steps["impute"].statistics_[0]
+                if mode not in cats:
+                    raise DataError(f"ordinal column {name!r}: its most frequent value {mode!r} is not one of its "
+                                    f"declared levels {cats}; add it to the order or fix the values")
                 self.categories_[name] = cats
-                self.modes_[name] = cats[int(branch.named_steps["impute"].statistics_[0])]
+                self.modes_[name] = mode
         self.mean_ = self.scaler_.mean_
         self.scale_ = self.scaler_.scale_
 
@@ -183,9 +186,10 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
                 out[:, j] = branch.transform(pd.DataFrame({name: _numeric_values(frame, name)}, copy=False))[:, 0]
             else:
                 codes, distinct = _distinct_text(frame[name])
-                # the missing value last, so code -1 (missing) picks it
-                table = branch.transform(pd.DataFrame({name: np.append(distinct, np.nan).astype(object)}))[:, 0]
-                out[:, j] = table[codes]
+                known = np.isin(distinct, branch.named_steps["encode"].categories_[0])
+                # unseen categories count as missing; the missing value goes last, so code -1 picks it
+                values = np.append(np.where(known, distinct, np.nan), np.nan).astype(object)
+                out[:, j] = branch.transform(pd.DataFrame({name: values}))[:, 0][codes]
         return out
 
     def inverse_transform(self, Z: np.ndarray) -> pd.DataFrame:
@@ -289,9 +293,11 @@ def _branch(kind: str, categories) -> Any:
         # keep_empty_features: a column missing in every training row imputes 0 instead of vanishing
         return SimpleImputer(strategy="median", keep_empty_features=True)
     return Pipeline([
-        ("encode", OrdinalEncoder(categories="auto" if categories is None else [list(categories)], handle_unknown="use_encoded_value", unknown_value=np.nan,
-                                  encoded_missing_value=np.nan, dtype=np.float64)),
-        ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
+        ("impute", SimpleImputer(strategy="most_frequent")),
+        # values outside a declared order are counted for the mode but are no level; transform
+        # never shows them to the encoder (it treats them as missing, see _encode)
+        ("encode", OrdinalEncoder(categories="auto" if categories is None else [list(categories)],
+                                  handle_unknown="use_encoded_value", unknown_value=np.nan, dtype=np.float64)),
     ])
 
 
@@ -336,7 +342,7 @@ def _numeric_values(frame: pd.DataFrame, name) -> np.ndarray:
         values = numbers.to_numpy(dtype="float64", na_value=np.nan)
     infinite = np.isinf(values)
     if infinite.any():
-        raise DataError(f"column {name!r} holds the infinite value {values[infinite][0]!r} "
+        raise DataError(f"column {name!r} holds the infinite value {float(values[infinite][0])!r} "
                         f"({int(infinite.sum())} such value(s)); replace it by a finite number or leave it empty")
     return values
 
