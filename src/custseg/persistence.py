@@ -8,7 +8,10 @@ A model folder holds:
 ``autoencoder.safetensors``
     the network's weights (safetensors: tensors only, no code).
 ``autoencoder.json``, ``preprocessor.json``, ``clustering.json``
-    the rest of the fitted state as plain JSON.
+    the rest of the fitted state as plain JSON; ``clustering.json`` also holds the
+    pipeline's parameters, the nested preprocessor and embedder as class name +
+    parameters, so the loaded pipeline has the saved ``get_params()`` and a ``clone``
+    of it trains the saved configuration, and the training rows' ``labels_``.
 ``schema.json``, ``settings.json``
     column roles seen in training, and the run's settings.
 
