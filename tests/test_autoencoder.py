@@ -261,3 +261,16 @@ def test_state_round_trip_reproduces_encoding():
     assert again.get_params() == ae.get_params()
     assert again.best_epoch_ == ae.best_epoch_
     pd.testing.assert_frame_equal(again.history_, ae.history_)
+
+
+def test_latent_features_do_not_depend_on_the_other_rows_scored_with_them():
+    # Streamed scoring cuts a table into chunks of any size: a customer's numbers must be the
+    # same bits whichever rows share its call (float32 kernels round differently by batch shape).
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(9000, 5)).astype("float32")
+    emb = AutoencoderEmbedder(hidden_dims=(8,), latent_dim=3, max_epochs=2, random_state=0).fit(X[:500])
+    whole = emb.transform(X)
+    pieces = np.concatenate([emb.transform(X[i:i + 7]) for i in range(0, 70, 7)])
+    assert np.array_equal(pieces, whole[:70])
+    assert np.array_equal(emb.transform(X[4095:4099]), whole[4095:4099])
+    assert np.array_equal(emb.reconstruction_error(X[8990:]), emb.reconstruction_error(X)[8990:])

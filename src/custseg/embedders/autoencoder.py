@@ -373,8 +373,7 @@ class AutoencoderEmbedder(TransformerMixin, BaseEstimator):
         return _writable(validate_data(self, X, reset=False, dtype=np.float32, order="C"))
 
     def _run(self, net: Callable[[torch.Tensor], torch.Tensor], X: np.ndarray) -> np.ndarray:
-        with _torch_threads(self.n_threads), torch.no_grad():
-            return net(torch.from_numpy(X)).numpy().astype("float64")
+        return run_in_tiles(net, X, self.n_threads)
 
     def _fitted(self) -> nn.Module:
         if not hasattr(self, "module_"):
@@ -463,3 +462,25 @@ def _torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+#: Rows per call of the network at inference. Every call sees exactly this many rows (the last
+#: tile is padded with zeros), so the matrix kernels, and with them the float32 rounding, are the
+#: same whatever the number of rows: a customer's latent features and errors do not depend on
+#: which other customers are scored with it, or on how a streamed table is cut into chunks.
+INFERENCE_TILE = 4096
+
+
+def run_in_tiles(net: Callable[[torch.Tensor], torch.Tensor], X: np.ndarray, n_threads: int = 1) -> np.ndarray:
+    """``net(X)`` as float64, computed tile by tile with :data:`INFERENCE_TILE` rows per call."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n = len(X)
+    with _torch_threads(n_threads), torch.no_grad():
+        parts = []
+        for start in range(0, max(n, 1), INFERENCE_TILE):
+            tile = X[start:start + INFERENCE_TILE]
+            rows = len(tile)
+            if rows < INFERENCE_TILE:
+                tile = np.concatenate([tile, np.zeros((INFERENCE_TILE - rows, X.shape[1]), np.float32)])
+            parts.append(net(torch.from_numpy(tile)).numpy()[:rows].astype("float64"))
+        return np.concatenate(parts) if n else parts[0][:0]
