@@ -231,18 +231,21 @@ def consensus_clustering(member_labels: np.ndarray, n_clusters: int, *, n_init: 
     return labels, centers
 
 
-def member_agreement(member_labels: np.ndarray, consensus: np.ndarray, n_clusters: int) -> np.ndarray:
+def member_agreement(member_labels: np.ndarray, consensus: np.ndarray, n_clusters: int,
+                     relabel: np.ndarray | None = None) -> np.ndarray:
     """Per row, the share of members whose cluster, matched to the consensus numbering, is the consensus cluster.
 
     Each member's clusters are matched one-to-one to the consensus clusters by
-    :func:`match_labels` (Hungarian matching on the overlap of the training rows).
+    :func:`label_matching` (Hungarian matching on the overlap of the training rows), or by
+    ``relabel`` (members x clusters -> consensus cluster) when given, as for new rows.
     1 means every member agrees; about 1 / n_clusters is what chance gives.
     """
     member_labels = np.asarray(member_labels)
-    agree = np.zeros(member_labels.shape[1])
-    for labels in member_labels:
-        agree += match_labels(labels, consensus, n_clusters) == consensus
-    return agree / len(member_labels)
+    consensus = np.asarray(consensus)
+    if relabel is None:
+        relabel = np.vstack([label_matching(labels, consensus, n_clusters) for labels in member_labels])
+    matched = np.take_along_axis(relabel, member_labels, axis=1)
+    return (matched == consensus[None, :]).mean(axis=0)
 
 
 def _nearest_in_membership(member_labels: np.ndarray, centers: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -372,8 +375,7 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
             self.labels_, self.consensus_centers_ = consensus_clustering(
                 self.member_labels_, k, n_init=self.n_init, random_state=rng)
         self.member_relabel_ = np.vstack([label_matching(labels, self.labels_, k) for labels in self.member_labels_])
-        self.agreement_ = np.take_along_axis(self.member_relabel_, self.member_labels_, axis=1)
-        self.agreement_ = (self.agreement_ == self.labels_[None, :]).mean(axis=0)
+        self.agreement_ = member_agreement(self.member_labels_, self.labels_, k, self.member_relabel_)
         return self
 
     def _predict(self, X) -> tuple[np.ndarray, np.ndarray]:
@@ -385,8 +387,7 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
             labels = assign_to_centroids(z.transpose(1, 0, 2).reshape(len(X), -1), self.consensus_centers_)[0]
         else:
             labels = _nearest_in_membership(member, self.consensus_centers_, self.n_clusters)
-        matched = np.take_along_axis(self.member_relabel_, member, axis=1)
-        return labels, (matched == labels[None, :]).mean(axis=0)
+        return labels, member_agreement(member, labels, self.n_clusters, self.member_relabel_)
 
     def predict(self, X) -> np.ndarray:
         """Consensus cluster of each row."""
