@@ -49,8 +49,9 @@ def fit_segmentation(frame, y, schema, args, seed):
         batch_size=args.batch, learning_rate=args.lr, noise=args.noise, categorical_loss=args.loss,
         random_state=seed).fit(frame, y if args.guidance else None)
     t_fit = time.perf_counter() - wall, time.process_time() - cpu
-    ck = ConsensusKMeans(n_clusters=args.k, n_members=args.members, member_n_init=args.member_n_init,
-                         n_init=args.consensus_n_init, random_state=seed).fit(emb.transform(frame))
+    ck = ConsensusKMeans(n_clusters=args.k, n_members=args.members, consensus=args.consensus,
+                         member_n_init=args.member_n_init, n_init=args.consensus_n_init,
+                         random_state=seed).fit(emb.transform(frame))
     t_all = time.perf_counter() - wall, time.process_time() - cpu
     return emb, ck, {"fit_wall": t_fit[0], "fit_cpu": t_fit[1], "total_wall": t_all[0], "total_cpu": t_all[1]}
 
@@ -82,8 +83,9 @@ def main(argv=None) -> dict:
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse"])
     p.add_argument("--guidance", type=float, default=0.0)
-    p.add_argument("--member-n-init", type=int, default=4)
-    p.add_argument("--consensus-n-init", type=int, default=50)
+    p.add_argument("--consensus", default="latent", choices=["latent", "membership"])
+    p.add_argument("--member-n-init", type=int, default=1)
+    p.add_argument("--consensus-n-init", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=42)
     p.add_argument("--held-out", action="store_true", help="also score 5-fold held-out (slow: 5 more fits per seed)")
