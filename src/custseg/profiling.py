@@ -40,10 +40,11 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import DataError
-from .schema import category_text
+from .schema import Schema, category_text
 
 __all__ = [
     "SegmentProfile",
+    "cluster_characteristics",
     "SegmentDescription",
     "profile_segments",
     "describe_segments",
@@ -631,3 +632,32 @@ def profile_heatmap_data(profile: SegmentProfile, *, per_segment: int = 3, max_c
         rows += [{"segment": s, "column": label, "cohens_d": d, "text": t}
                  for s, d, t in zip(data["segment"], data["cohens_d"], texts)]
     return pd.DataFrame(rows, columns=["segment", "column", "cohens_d", "text"])
+
+
+def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: Schema,
+                            mapping: dict | None = None) -> pd.DataFrame:
+    """Per cluster: size, share, mean and median of numeric features, most frequent category and its share.
+
+    Computed on the table as read (original units and categories, missing values left out).
+    """
+    clusters = np.asarray(clusters)
+    rows = []
+    for c in sorted(np.unique(clusters)):
+        part = frame[clusters == c]
+        row: dict = {"Cluster": int(c)}
+        if mapping is not None:
+            row["Predicted_Segment"] = mapping.get(int(c), "")
+        row["Size"] = len(part)
+        row["Share"] = len(part) / len(frame)
+        for name in schema.feature_columns:
+            col = part[name]
+            if schema.column(name).role == "numeric":
+                row[f"{name}_mean"] = col.mean()
+                row[f"{name}_median"] = col.median()
+            else:
+                counts = col.dropna().map(category_text).value_counts()
+                counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+                row[f"{name}_top"] = counts.index[0] if len(counts) else ""
+                row[f"{name}_top_share"] = counts.iloc[0] / counts.sum() if len(counts) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
