@@ -9,8 +9,9 @@ import pytest
 from conftest import make_customers
 from custseg.cli import main
 from custseg.clustering import map_clusters_to_segments
-from custseg.evaluation.comparison import (METHODS, SUPERVISED_NAME, ReferenceEncoder, compare_methods, returning_customers,
-                                write_comparison)
+from custseg.evaluation.comparison import SUPERVISED_NAME, compare_methods, returning_customers
+from custseg.evaluation.methods import METHODS, ReferenceEncoder
+from custseg.workflow import write_comparison
 from custseg.config import RunConfig
 from custseg.exceptions import ConfigError, DataError
 from custseg.schema import infer_schema
@@ -189,5 +190,6 @@ def test_compare_command_rejects_zero_seeds(tmp_path, customer_files, capsys):
     code = main(["compare", "--train", str(customer_files[0]), "--seeds", "0",
                  "--output", str(tmp_path / "comparison.csv")])
     assert code == 1
-    assert capsys.readouterr().err.startswith("Error: --seeds must be an int >= 1. Got 0 instead.")
+    assert capsys.readouterr().err.strip() == ("Error: Invalid value for '--seeds': 0 is not in the range x>=1. "
+                                               "(see 'custseg compare --help')")
     assert not (tmp_path / "comparison.csv").exists()

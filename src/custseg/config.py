@@ -446,8 +446,10 @@ def _validated(model: type[RunConfig], values: dict[str, Any], source: str,
         raise ConfigError(_message(exc.errors()[0], source, names or {})) from None
     ks = config.k_selection
     if ks.k_max < ks.k_min:
-        raise ConfigError(_sentence(source, "k_selection.k_max", names or {},
-                                    f"an int >= {ks.k_min} (k_selection.k_min)", ks.k_max))
+        names = names or {}
+        raise ConfigError(_sentence(source, "k_selection.k_max", names,
+                                    f"an int >= {ks.k_min} ({names.get('k_selection.k_min', 'k_selection.k_min')})",
+                                    ks.k_max))
     return config
 
 
