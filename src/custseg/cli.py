@@ -24,7 +24,8 @@ from .exceptions import CustsegError
 # rich_markup_mode=None: plain click help, so "[default: ...]" stays text (rich reads brackets as
 # markup) and flags show no "<bool>" metavar.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None, help="Customer segmentation with an autoencoder and K-Means.")
+                  rich_markup_mode=None, context_settings={"max_content_width": 110},
+                  help="Customer segmentation with an autoencoder and K-Means.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 _state = {"debug": False}
@@ -118,7 +119,7 @@ def report(
     """Write results/report.html again from what 'custseg train' wrote (the training table is not needed)."""
     from .workflow import rebuild_report
 
-    out.print(f"Wrote {rebuild_report(models_dir, results_dir)}")
+    out.print(f"Wrote {rebuild_report(models_dir, results_dir)}", markup=False, soft_wrap=True)
 
 
 @app.command()

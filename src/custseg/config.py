@@ -65,11 +65,9 @@ def _section(doc: str) -> ConfigDict:
 class _Settings(BaseModel):
     """A section of settings; setting an attribute checks it like reading it from a file does."""
 
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise self._error(exc) from None
+    # No __init__ wrapper: pydantic calls a custom __init__ for nested sections too, so a
+    # ConfigError raised there would reach the outer validation as a plain ValueError.
+    # Build from data with RunConfig.from_dict to get ConfigError for every bad value.
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
