@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..exceptions import DataError
 from .atomic import merge_into, staging_dir, swap_directory
 
 __all__ = ["FLOAT_FORMAT", "csv_bytes", "json_bytes", "write_files", "write_model_folder", "write_into",
@@ -80,7 +81,11 @@ def write_into(folder: str | os.PathLike, files: Mapping[str, bytes]) -> list[Pa
     folder = Path(folder)
     with staging_dir(folder) as staged:
         write_files(staged, files)
-        return merge_into(staged, folder)
+        try:
+            return merge_into(staged, folder)
+        except PermissionError as exc:
+            raise DataError(f"cannot write into folder {str(folder)!r} ({exc.strerror}); "
+                            "fix its permissions or choose another folder") from None
 
 
 def write_run(models_dir: str | os.PathLike, model: Mapping[str, bytes], results_dir: str | os.PathLike,

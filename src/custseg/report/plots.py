@@ -246,6 +246,16 @@ def plot_cluster_distribution(clusters: np.ndarray, cluster_names: dict, segment
 
 
 # -- profiles -------------------------------------------------------------------------------------------------
+#: longest tick label drawn; a category value of thousands of characters made the tight
+#: bounding box of the heatmap so large that rendering it ran out of memory
+MAX_LABEL = 40
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+
+
 def plot_profile_heatmap(data: pd.DataFrame, names: dict, ax=None):
     """Segments x features, coloured by standardized difference from the rest, annotated with values.
 
@@ -262,8 +272,8 @@ def plot_profile_heatmap(data: pd.DataFrame, names: dict, ax=None):
         fig, ax = _pyplot().subplots(figsize=(1.05 * len(columns) + 3.2, 0.55 * len(grid) + 2.2))
     fig = ax.figure
     image = ax.imshow(shown, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
-    ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right", fontsize=9)
-    ax.set_yticks(range(len(grid)), [f"{s}: {names[s]}" for s in grid.index], fontsize=9)
+    ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=35, ha="right", fontsize=9)
+    ax.set_yticks(range(len(grid)), [_short(f"{s}: {names[s]}") for s in grid.index], fontsize=9)
     ax.set_xlabel("distinguishing feature (value in the segment)")
     ax.set_ylabel("segment")
     for i in range(shown.shape[0]):
