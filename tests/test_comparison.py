@@ -169,6 +169,7 @@ def test_written_files(result, tmp_path):
 
 
 # -- the command -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # every method, two seeds, through the command line
 def test_compare_command(tmp_path, customer_files, fast_config, capsys):
     train, new = customer_files
     output = tmp_path / "results" / "comparison.csv"

@@ -119,6 +119,7 @@ def executed():
 
 
 @requires_data
+@pytest.mark.slow
 def test_notebook_runs_without_error_in_time(executed):
     nb, seconds = executed
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
@@ -127,6 +128,7 @@ def test_notebook_runs_without_error_in_time(executed):
 
 
 @requires_data
+@pytest.mark.slow
 def test_every_figure_cell_drew_a_png(executed):
     nb, _ = executed
     figures = _figure_cells(nb)
@@ -139,6 +141,7 @@ def test_every_figure_cell_drew_a_png(executed):
 
 
 @requires_data
+@pytest.mark.slow
 def test_every_section_before_the_summary_has_a_figure_and_printed_findings(executed):
     nb, _ = executed
     section, seen = None, {}
@@ -156,6 +159,7 @@ def test_every_section_before_the_summary_has_a_figure_and_printed_findings(exec
 
 
 @requires_data
+@pytest.mark.slow
 def test_printed_numbers_match_the_data(executed):
     """The notebook's sentences agree with the CSV files read here with plain pandas."""
     nb, _ = executed

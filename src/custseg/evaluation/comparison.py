@@ -193,7 +193,7 @@ def compare_methods(train_frame: pd.DataFrame, schema: Schema, *, test_frame: pd
     label = schema.label_column
     if label is None:
         raise DataError("the comparison needs known segments, but the training table has no label column; "
-                        "name it with --label-column")
+                        "name it in a config file ([data] label_column = \"...\") given with --config")
     y = train_frame[label].map(lambda v: v if pd.isna(v) else category_text(v)).to_numpy(dtype=object)
     labelled = pd.notna(y)
     if not labelled.any():
