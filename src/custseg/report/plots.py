@@ -144,8 +144,9 @@ def plot_k_selection(selection: "KSelection", chosen_k: int | None = None, axes=
         ax_stab.set_ylim(min(0.0, low - 0.05) if low < 0 else max(0.0, low - 0.05), 1.02)
     else:
         ax_stab.set_title("Stability of K-Means: not measured")
-        ax_stab.text(0.5, 0.5, "one fit per k (k_selection.n_resamples = 1);\n'custseg select-k' measures it",
-                     ha="center", va="center", transform=ax_stab.transAxes, color="#555555")
+        ax_stab.text(0.5, 0.55, "one fit per k (k_selection.n_resamples = 1);\n'custseg select-k' measures it",
+                     ha="center", va="center", transform=ax_stab.transAxes, color="#555555",
+                     bbox={"facecolor": "white", "edgecolor": "none"})
         ax_stab.set_ylim(0.0, 1.02)
 
     # two scales on one panel: each axis label is in its curve's colour instead of a legend over the curves
@@ -164,6 +165,8 @@ def plot_k_selection(selection: "KSelection", chosen_k: int | None = None, axes=
                        label=f"recommended k = {selection.recommended_k}")
         if chosen_k is not None and chosen_k != selection.recommended_k and chosen_k in set(ks):
             ax.axvline(chosen_k, color="#555555", ls="-.", lw=1.2, label=f"asked for k = {chosen_k}")
+    if not t["stability"].notna().any():  # nothing plotted there: the same k axis as the other panels
+        ax_stab.set_xlim(*ax_sil.get_xlim())
     ax_in.legend(frameon=False)
     ax_sil.legend(frameon=False)
     ax_stab.legend(frameon=False, loc="lower left")
