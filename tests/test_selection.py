@@ -105,6 +105,7 @@ def test_one_resample_leaves_stability_unmeasured_and_recommends_by_silhouette()
     assert "stability was not measured" in sel.reason
 
 
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")  # identical rows: that is the point
 def test_identical_rows_leave_nothing_to_recommend_but_keep_the_scores():
     sel = select_k(np.zeros((10, 2)), range(2, 4), n_resamples=1, n_init=1)
     assert sel.recommended_k is None and "no k could be scored" in sel.reason
