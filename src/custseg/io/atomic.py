@@ -112,8 +112,12 @@ def merge_into(staged: Path, target: str | os.PathLike) -> list[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise DataError(f"cannot write {str(path)!r} ({exc.strerror}); make the folder writable or choose "
+                        "another one") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make report.html private
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
