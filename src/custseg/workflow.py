@@ -29,6 +29,7 @@ from .clustering import mapping_table
 from .evaluation.selection import scan_k
 from .config import RunConfig
 from .exceptions import DataError
+from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .report.maps import pca_coordinates, tsne_coordinates
 from .evaluation.metrics import external_metrics, internal_metrics
@@ -78,6 +79,8 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
     in a second with one message. ``strict`` makes the schema's label warnings errors.
     """
     data = config.data
+    # the default tables come from the package when custseg runs outside a clone of the repository
+    data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
     train_t = read_table(data.train, na_values=data.na_values)
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
