@@ -265,8 +265,10 @@ def recover(*targets: str | os.PathLike) -> None:
     while another run holds the lock on them (that run is still writing).
     """
     paths = [Path(t).absolute() for t in targets if t is not None]
-    if not paths:
-        return
+    if not paths or not (_journal_path(paths[0]).exists() or any(
+            next(t.parent.glob(f".{t.name}.{kind}-*"), None) for t in paths if t.parent.is_dir()
+            for kind in ("staging", "previous"))):
+        return  # nothing to repair: take no lock, create no file
     try:
         with output_lock(*paths, wait=False):
             journal_file = _journal_path(paths[0])
