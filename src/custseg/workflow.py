@@ -406,8 +406,6 @@ def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | 
     customers are numbered 1..n in table order (column ``Row``) and ``notice`` says so:
     renumbered IDs must never pass for real ones.
     """
-    from .schema import _infer_id  # the same rule training used, on the new table
-
     if id_column is not None:
         if id_column not in frame.columns:
             from .schema import _did_you_mean
@@ -419,8 +417,7 @@ def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | 
     trained = schema.id_column if schema is not None else None
     if trained is not None and trained in frame.columns:
         return trained, frame[trained].map(_id_text), None
-    features = set(schema.feature_columns) if schema is not None else set()
-    found = _infer_id(frame, {c: None for c in features}, schema.label_column if schema is not None else None)
+    found = _find_id_column(frame, schema)
     if found is not None:
         was = f"the model was trained with {trained!r}" if trained else "the model names no ID column"
         return found, frame[found].map(_id_text), (f"IDs taken from column {found!r} ({was}); "
@@ -430,6 +427,18 @@ def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | 
     return "Row", pd.Series(np.arange(1, len(frame) + 1), index=frame.index), (
         f"file {source!r} has no ID column ({why}): customers are numbered 1..{len(frame)} in table order in "
         "column 'Row'; give --id-column to use one of its columns")
+
+
+def _find_id_column(frame: pd.DataFrame, schema: Schema | None) -> str | None:
+    """The one column named like an identifier, not a feature, with every value present and different."""
+    from .schema import _PREFERRED_ID, _named_like_id
+
+    used = set(schema.feature_columns) | {schema.label_column} if schema is not None else set()
+    candidates = [c for c in frame.columns if c not in used and _named_like_id(str(c))
+                  and frame[c].notna().all() and frame[c].is_unique]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _PREFERRED_ID.match(str(c).strip())]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable,
