@@ -632,6 +632,8 @@ TAMPERED = {
         ["different feature columns"]),
     "cluster names for other clusters": (_edit_json("cluster_names.json", lambda d: d.update({"99": "Ghost"})),
                                          ["cluster_names.json"]),
+    "training label outside the clusters": (_edit_json("clustering.json", _set(["labels"], lambda l: [7] + l[1:])),
+                                            ["training label 7"]),
     "NaN weight": (_weights_nan, ["not finite"]),
     "file is a symbolic link out of the folder": (_symlinked, ["symbolic link"]),
     "manifest names a file outside": (_manifest_names_parent, ["'../train.csv'"]),

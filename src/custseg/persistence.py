@@ -246,7 +246,9 @@ def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
         raise bad("preprocessor.json: a mean or scale is not a finite number")
     if (pre.scale_ <= 0).any():
         raise bad(f"preprocessor.json: scale {float(pre.scale_[pre.scale_ <= 0][0])!r} is not positive")
-    if any(not np.isfinite(v) for v in pre.medians_.values()):
+    # the saved medians, not only the rebuilt imputers (an imputer fitted on NaN forgets its column)
+    saved = json.loads(blobs["preprocessor.json"]).get("medians") or {}
+    if any(not isinstance(v, (int, float)) or not np.isfinite(v) for v in [*saved.values(), *pre.medians_.values()]):
         raise bad("preprocessor.json: a median is not a finite number")
     if emb.n_features_in_ != pre.n_features_in_:
         raise bad(f"the autoencoder reads {emb.n_features_in_} features but the preprocessor gives "
@@ -269,6 +271,10 @@ def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
         features = set(model.schema.feature_columns)
         if features != set(map(str, pre.feature_names_in_)):
             raise bad("schema.json and preprocessor.json name different feature columns")
+    labels = getattr(pipeline, "labels_", None)
+    if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= k):
+        raise bad(f"clustering.json: training label {int(labels.max() if labels.max() >= k else labels.min())} is "
+                  f"not a cluster of the model (0..{k - 1})")
     if model.cluster_names and sorted(model.cluster_names) != list(range(k)):
         raise bad("cluster_names.json does not name the model's clusters")
 
