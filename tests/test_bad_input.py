@@ -439,11 +439,22 @@ def test_long_error_is_not_wrapped_at_terminal_width(trained, tmp_path, capsys):
     assert len(line) > 160 and line.endswith("check the path")
 
 
-def test_interrupted_run_keeps_earlier_outputs(trained, monkeypatch, capsys):
+@pytest.mark.parametrize("step", ["training", "writing"])
+def test_interrupted_run_keeps_earlier_outputs(step, trained, monkeypatch, capsys):
     def interrupt(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(custseg.workflow, "_evaluate", interrupt)  # Ctrl-C after training
+    if step == "training":
+        monkeypatch.setattr(custseg.workflow, "_evaluate", interrupt)
+    else:  # everything is staged; the model folder is about to be swapped in
+        calls = []
+
+        def interrupt_mid_swap(*_args, **_kwargs):  # after the model folder moved, before the results did
+            calls.append(1)
+            if len(calls) == 3:
+                interrupt()
+
+        monkeypatch.setattr(custseg.io.atomic, "_pause", interrupt_mid_swap)
     before = snapshot(trained)
     capsys.readouterr()
     code = main(_train(trained, trained.train_csv, "--seed", "11", "-q"))

@@ -15,8 +15,10 @@ with a saved model. The CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +38,8 @@ from .evaluation.methods import build_pipeline
 from .evaluation.metrics import external_metrics, internal_metrics
 from .evaluation.selection import MIN_STABILITY, KSelection, select_k
 from .exceptions import ConfigError, DataError
-from .io.atomic import merge_into, staging_dir
+from .io.atomic import check_output_file, merge_into, recover, staging_dir
+from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_into, write_run
 from .persistence import load_model, model_files
@@ -45,8 +48,8 @@ from .profiling import (SegmentDescription, SegmentProfile, cluster_characterist
                         profile_heatmap_data, profile_segments, segments_markdown)
 from .report.html import REPORT_FIGURES, render_report
 from .report.maps import pca_coordinates, tsne_coordinates
-from .report.plots import (plot_cluster_distribution, plot_comparison, plot_k_selection, plot_maps,
-                           plot_profile_heatmap, plot_training_history, render_png)
+from .report import plots
+from .report.plots import plot_comparison, plot_k_selection, render_png
 from .schema import Schema, infer_schema
 
 __all__ = ["TrainResult", "train", "write_training_outputs", "render_run_report", "load_run", "write_report",
@@ -97,19 +100,23 @@ class TrainResult:
     test_table: pd.DataFrame | None = None
     profile: SegmentProfile | None = None
     k_selection: KSelection | None = None
+    #: sentences that change what the results mean (one cluster...), for the user even under --quiet
+    notices: list[str] = field(default_factory=list)
 
 
 def _noop(*_args, **_kwargs) -> None:
     return None
 
 
-def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Schema]:
+def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable, LoadedTable | None, Schema]:
     """Read the training (and test) table, infer the schema, and check both tables against it.
 
     Every check of the input happens here, before any training, so a bad table fails
-    in a second with one message.
+    in a second with one message. ``strict`` makes the schema's label warnings errors.
     """
     data = config.data
+    # the default tables come from the package when custseg runs outside a clone of the repository
+    data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
     train_t = read_table(data.train, na_values=data.na_values)
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
@@ -124,7 +131,7 @@ def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Sch
         numeric=data.numeric, categorical=data.categorical, ordinal=data.ordinal, exclude=data.exclude,
         integer_columns=train_t.integer_columns,
         other_columns=None if test_t is None else list(test_t.frame.columns), source=train_t.source,
-        line_of=train_t.line_of)
+        line_of=train_t.line_of, strict=strict)
     for table in (train_t, test_t):
         if table is not None and schema.id_column is not None:
             _check_ids(table, schema.id_column)
@@ -186,12 +193,20 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     started = time.perf_counter()
     train_t, test_t, schema = tables if tables is not None else load_tables(config)
     frame = train_t.frame
+    k = config.clustering.n_clusters
     label = schema.label_column
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
     pipeline = build_pipeline(config, schema)
     pipeline.fit(frame, y, progress=progress)
+    used = np.unique(pipeline.labels_)
+    if len(used) < k:  # K-Means can leave a centre without customers; reporting it as a segment would be false
+        raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
+                        f"customers' latent features allow no more distinct groups); give --clusters {len(used)}")
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
                          test_table=None if test_t is None else test_t.frame)
+    if k == 1:
+        result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
+                              "table and the cluster metrics are undefined (n/a)")
     echo(f"autoencoder: {len(pipeline.embedder_.history_)} epochs, best {pipeline.embedder_.best_epoch_}")
 
     features = pipeline.preprocessor_.transform(frame)
@@ -284,7 +299,9 @@ def _score_test(result: TrainResult, test_t: LoadedTable | None, ids: pd.Series)
     if test_t is None:
         return {}
     pipeline, schema = result.pipeline, result.schema
-    scored = predict_table(pipeline, schema, test_t)
+    scored = predict_table(pipeline, schema, test_t,
+                           segment_names={int(d.segment): d.name for d in result.descriptions})
+    scored.table = scored.table.rename(columns={scored.id_column: "ID"})
     result.tables["test_predictions_detailed"] = scored.table
     if pipeline.mapping_ is not None:
         result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
@@ -344,17 +361,17 @@ def _draw(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca
     sampled = "every customer" if len(tsne_idx) == len(clusters) else "stratified sample"
     return {
         "training_history": render_png(
-            plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_), dpi),
-        "optimal_clusters": render_png(plot_k_selection(result.k_selection, chosen_k=config.clustering.n_clusters),
-                                       dpi),
-        "clusters_pca": render_png(plot_maps(
+            plots.plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_), dpi),
+        "optimal_clusters": render_png(
+            plots.plot_k_selection(result.k_selection, chosen_k=config.clustering.n_clusters), dpi),
+        "clusters_pca": render_png(plots.plot_maps(
             pca_xy, clusters, names, "PCA", known,
             axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)", f"PC 2 ({pca_var[1]:.0%} of variance)")), dpi),
-        "cluster_distribution": render_png(plot_cluster_distribution(clusters, names, known), dpi),
-        "clusters_tsne": render_png(plot_maps(
+        "cluster_distribution": render_png(plots.plot_cluster_distribution(clusters, names, known), dpi),
+        "clusters_tsne": render_png(plots.plot_maps(
             tsne_xy, clusters[tsne_idx], names, "t-SNE", None if known is None else known[tsne_idx],
             axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, {sampled})", "t-SNE 2")), dpi),
-        "segment_profiles": render_png(plot_profile_heatmap(
+        "segment_profiles": render_png(plots.plot_profile_heatmap(
             profile_heatmap_data(result.profile), {d.segment: d.name for d in result.descriptions}), dpi,
             tight=True),
     }
@@ -374,36 +391,94 @@ class PredictResult:
     table: pd.DataFrame
     extra_columns: list[str]
     unseen_categories: dict[str, dict[str, int]]
+    #: name of the output's first column: the table's own ID column, or "Row" (row numbers)
+    id_column: str = "ID"
+    #: a sentence for the user when the IDs are not the training ID column (or there are none)
+    id_notice: str | None = None
 
 
-def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable) -> PredictResult:
-    """Score a loaded table: ID, Cluster, Predicted_Segment, Distance_To_Centroid, Reconstruction_Error."""
+def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | None = None,
+                   source: str = "input") -> tuple[str, pd.Series, str | None]:
+    """The column that identifies the customers of a table to be scored: ``(name, values, notice)``.
+
+    The given ``id_column`` wins; then the ID column seen in training; then the one
+    column of ``frame`` named like an identifier with all values different. Without any,
+    customers are numbered 1..n in table order (column ``Row``) and ``notice`` says so:
+    renumbered IDs must never pass for real ones.
+    """
+    if id_column is not None:
+        if id_column not in frame.columns:
+            from .schema import _did_you_mean
+
+            raise DataError(f"file {source!r}: --id-column {id_column!r} is not in the table"
+                            f"{_did_you_mean(id_column, frame.columns)}; its columns are "
+                            f"{', '.join(map(str, frame.columns))}")
+        return id_column, frame[id_column].map(_id_text), None
+    trained = schema.id_column if schema is not None else None
+    if trained is not None and trained in frame.columns:
+        return trained, frame[trained].map(_id_text), None
+    found = _find_id_column(frame, schema)
+    if found is not None:
+        was = f"the model was trained with {trained!r}" if trained else "the model names no ID column"
+        return found, frame[found].map(_id_text), (f"IDs taken from column {found!r} ({was}); "
+                                                   "give --id-column to choose another")
+    why = (f"the ID column {trained!r} of the training table is not in it" if trained
+           else "the model names no ID column and none was found")
+    return "Row", pd.Series(np.arange(1, len(frame) + 1), index=frame.index), (
+        f"file {source!r} has no ID column ({why}): customers are numbered 1..{len(frame)} in table order in "
+        "column 'Row'; give --id-column to use one of its columns")
+
+
+def _find_id_column(frame: pd.DataFrame, schema: Schema | None) -> str | None:
+    """The one column named like an identifier, not a feature, with every value present and different."""
+    from .schema import _PREFERRED_ID, _named_like_id
+
+    used = set(schema.feature_columns) | {schema.label_column} if schema is not None else set()
+    candidates = [c for c in frame.columns if c not in used and _named_like_id(str(c))
+                  and frame[c].notna().all() and frame[c].is_unique]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _PREFERRED_ID.match(str(c).strip())]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable,
+                  id_column: str | None = None, segment_names: dict[int, str] | None = None) -> PredictResult:
+    """Score a loaded table: its ID column, Cluster, Segment_Name, Predicted_Segment, Distance_To_Centroid,
+    Reconstruction_Error.
+
+    The first column keeps the table's own ID column name and values (see :func:`prediction_ids`);
+    the output has exactly one row per input row, in input order.
+    """
     frame = table.frame
     extra: list[str] = []
     if schema is not None:
         extra = schema.check(frame, table.source, table.line_of)
-        if schema.id_column is not None and schema.id_column in frame.columns:
-            _check_ids(table, schema.id_column)
+    id_name, ids, notice = prediction_ids(frame, schema, id_column, table.source)
+    if id_name != "Row":
+        _check_ids(table, id_name)
+        extra = [c for c in extra if c != id_name]
     unseen = pipeline.preprocessor_.unseen_categories(frame)
-    scores = pipeline.score_table(frame)
-    if schema is not None and schema.id_column is not None and schema.id_column in frame.columns:
-        ids = frame[schema.id_column].map(_id_text)
-    else:
-        ids = pd.Series(np.arange(1, len(frame) + 1), index=frame.index)
-    out = pd.concat([pd.DataFrame({"ID": ids.to_numpy()}), scores.reset_index(drop=True)], axis=1)
-    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen)
+    scores = pipeline.score_table(frame).reset_index(drop=True)
+    if segment_names:
+        scores.insert(1, "Segment_Name", [segment_names.get(int(c), "") for c in scores["Cluster"]])
+    out = pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1)
+    if len(out) != len(frame):  # the promise of this function; cheap to keep checking
+        raise DataError(f"file {table.source!r}: {len(frame)} rows in but {len(out)} scored; please report this bug")
+    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen, id_column=id_name,
+                         id_notice=notice)
 
 
 def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
-                 na_values: list[str] | tuple[str, ...] = ()) -> PredictResult:
+                 na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None) -> PredictResult:
     """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically."""
+    check_output_file(output_path, {"--input": input_path, "--model": None})
+    recover(model_dir)
     model = load_model(model_dir)
     # the tokens the model was trained with, and any more given now
     na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
-    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na))
+    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na), id_column=id_column,
+                           segment_names=model.cluster_names)
     output_path = Path(output_path)
-    if output_path.is_dir():
-        raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")
     with staging_dir(output_path) as staged:
         staged_file = staged / output_path.name
         result.table.to_csv(staged_file, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
@@ -426,7 +501,8 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
     """Write the model folder and the results folder of a run, atomically (see :func:`custseg.io.writing.write_run`)."""
     models_dir = Path(models_dir or result.config.models_dir)
     results_dir = Path(results_dir or result.config.results_dir)
-    model = model_files(result.pipeline, result.schema, result.config.to_dict())
+    model = model_files(result.pipeline, result.schema, result.config.to_dict(),
+                        cluster_names={int(d.segment): d.name for d in result.descriptions})
     return write_run(models_dir, model, results_dir, _result_files(result))
 
 
@@ -446,7 +522,19 @@ def write_report(result: TrainResult, results_dir: str | Path | None = None) -> 
 
 def rebuild_report(models_dir: str | Path = "models", results_dir: str | Path = "results") -> Path:
     """``custseg report``: rebuild the run from its folders (:func:`load_run`) and write its report again."""
-    return write_report(load_run(models_dir, results_dir), results_dir)
+    results = Path(results_dir)
+    if results.is_dir() and not os.access(results, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write the report into {str(results)!r} (the folder is read-only); make it "
+                        "writable or give another --results-dir")
+    result = load_run(models_dir, results)
+    try:
+        html = render_run_report(result)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        # a results file edited by hand (or by another tool) with a value the report cannot place
+        raise DataError(f"the files in {str(results)!r} hold a value the report cannot use ({type(exc).__name__}: "
+                        f"{str(exc)[:80]}); run 'custseg train' again") from None
+    write_into(results, {"report.html": html.encode("utf-8")})
+    return results / "report.html"
 
 
 def load_run(models_dir: str | Path = "models", results_dir: str | Path = "results") -> TrainResult:
@@ -483,8 +571,12 @@ def load_run(models_dir: str | Path = "models", results_dir: str | Path = "resul
         raise DataError(f"{str(summary_path)!r} cannot be read ({exc}); run 'custseg train' again") from None
     schema = model.schema if model.schema is not None else (
         Schema.from_dict(summary["schema"]) if summary.get("schema") else None)
+    if not (results / "training_results.csv").is_file():
+        raise DataError(f"{str(results / 'training_results.csv')!r} does not exist; run 'custseg train' first, "
+                        "or give the folder it wrote with --results-dir")
+    n_clusters = len(model.pipeline.cluster_centers_)
     tables = {name: table for name in RESULT_TABLES
-              if (table := _read_result_table(results / f"{name}.csv", name)) is not None}
+              if (table := _read_result_table(results / f"{name}.csv", name, n_clusters)) is not None}
     figures = {name: (results / "plots" / f"{name}.png").read_bytes() for name in REPORT_FIGURES
                if (results / "plots" / f"{name}.png").is_file()}
     texts = {name: (results / name).read_text(encoding="utf-8") for name in ("segments.md",)
@@ -493,19 +585,35 @@ def load_run(models_dir: str | Path = "models", results_dir: str | Path = "resul
                        texts=texts, descriptions=descriptions, summary=summary)
 
 
-def _read_result_table(path: Path, name: str) -> pd.DataFrame | None:
+def _read_result_table(path: Path, name: str, n_clusters: int) -> pd.DataFrame | None:
+    """A results table as the run wrote it, checked: numbers are numbers, clusters are the model's 0..k-1.
+
+    Segments and IDs stay text (a segment called 'true' is not a boolean); only an empty
+    cell is missing.
+    """
     if not path.is_file():
         return None
+    text_columns = {c: str for c in ("ID", "True_Segment", "Predicted_Segment", "Segmentation", "Segment_Name",
+                                     "Cluster")}
     try:
-        table = pd.read_csv(path, dtype={"ID": str}, keep_default_na=name != "segment_profiles")
+        table = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read {str(path)!r} ({exc}); run 'custseg train' again") from None
+        raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); run 'custseg train' again") from None
     for column in _NUMERIC_COLUMNS.get(name, []):
-        if column in table and not pd.api.types.is_numeric_dtype(table[column]):
+        if column in table and column != "Cluster" and not pd.api.types.is_numeric_dtype(table[column]):
             bad = pd.to_numeric(table[column], errors="coerce").isna() & table[column].notna()
             row = int(np.argmax(bad.to_numpy()))
             raise DataError(f"file {str(path)!r}, line {row + 2}, column {column!r}: {table[column].iloc[row]!r} "
                             "is not a number; run 'custseg train' again to rewrite the results")
+    if "Cluster" in table:
+        clusters = pd.to_numeric(table["Cluster"], errors="coerce")
+        bad = clusters.isna() | (clusters % 1 != 0) | (clusters < 0) | (clusters >= n_clusters)
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise DataError(f"file {str(path)!r}, line {row + 2}, column 'Cluster': {table['Cluster'].iloc[row]!r} "
+                            f"is not a cluster of the model (0..{n_clusters - 1}); the file was edited: run "
+                            "'custseg train' again")
+        table["Cluster"] = clusters.astype(int)
     return table
 
 
