@@ -465,18 +465,6 @@ def test_interrupted_run_keeps_earlier_outputs(step, trained, monkeypatch, capsy
     assert snapshot(trained) == before  # includes: no '.models.staging-*' folder left beside them
 
 
-def test_a_failed_swap_puts_the_previous_model_folder_back(trained, tmp_path):
-    """The real rollback of swap_directory: the new folder cannot be moved in, so the old one goes back."""
-    models = tmp_path / "models"
-    shutil.copytree(trained.models, models)
-    before = {p.name: p.read_bytes() for p in models.iterdir()}
-    vanished = tmp_path / ".models.staging-gone"  # a staged folder that is not there when it is moved in
-    with pytest.raises(FileNotFoundError):
-        custseg.io.atomic.swap_directory(vanished, models, marker="manifest.json")
-    assert {p.name: p.read_bytes() for p in models.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]  # no '.models.previous-*' left
-
-
 def test_all_missing_column_is_excluded_with_a_reason_when_inferred(tmp_path):
     from custseg.io.reading import read_table
     from custseg.schema import infer_schema

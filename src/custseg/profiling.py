@@ -692,16 +692,17 @@ def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: S
         if mapping is not None:
             row["Predicted_Segment"] = mapping.get(int(c), "")
         row["Size"] = len(part)
-        row["Share"] = len(part) / len(frame)
+        row["Share"] = round(len(part) / len(frame), 4)
+        # rounded for people: 2 decimals for values in the table's units, 4 for shares
         for name in schema.feature_columns:
             col = part[name]
             if schema.column(name).role == "numeric":
-                row[f"{name}_mean"] = col.mean()
-                row[f"{name}_median"] = col.median()
+                row[f"{name}_mean"] = round(float(col.mean()), 2)
+                row[f"{name}_median"] = round(float(col.median()), 2)
             else:
                 counts = col.dropna().map(category_text).value_counts()
                 counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
                 row[f"{name}_top"] = counts.index[0] if len(counts) else ""
-                row[f"{name}_top_share"] = counts.iloc[0] / counts.sum() if len(counts) else np.nan
+                row[f"{name}_top_share"] = round(float(counts.iloc[0] / counts.sum()), 4) if len(counts) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)

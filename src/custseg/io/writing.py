@@ -10,6 +10,7 @@ a failure leaves the targets as they were.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError
-from .atomic import merge_into, staging_dir, swap_directory
+from .atomic import (check_output_folders, commit_outputs, merge_into, output_lock, recover, staging_dir,
+                     swap_directory)
 
 __all__ = ["FLOAT_FORMAT", "csv_bytes", "json_bytes", "write_files", "write_model_folder", "write_into",
            "write_run"]
@@ -92,13 +94,18 @@ def write_run(models_dir: str | os.PathLike, model: Mapping[str, bytes], results
               results: Mapping[str, bytes]) -> dict[str, list[Path]]:
     """Write a training run: the model folder (swapped whole) and the results (merged file by file).
 
-    Both are staged completely before either target is touched; a failure before that
-    leaves both as they were.
+    Both are staged completely and then committed together under a lock
+    (:func:`custseg.io.atomic.commit_outputs`): after a failure or a kill at any point the
+    pair is the old one or the new one, never a mix.
     """
     models_dir, results_dir = Path(models_dir), Path(results_dir)
-    with staging_dir(models_dir) as staged_models, staging_dir(results_dir) as staged_results:
+    check_output_folders(models_dir, results_dir, marker=MODEL_MARKER)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(models_dir, results_dir))
+        recover(models_dir, results_dir)  # a run killed mid-commit is completed before this one starts
+        staged_models = stack.enter_context(staging_dir(models_dir))
+        staged_results = stack.enter_context(staging_dir(results_dir))
         write_files(staged_models, model)
         write_files(staged_results, results)
-        swap_directory(staged_models, models_dir, marker=MODEL_MARKER)
-        moved = merge_into(staged_results, results_dir)
+        moved = commit_outputs(staged_models, models_dir, staged_results, results_dir)
     return {"models": sorted(models_dir.iterdir()), "results": moved}

@@ -256,9 +256,9 @@ def plot_cluster_distribution(clusters: np.ndarray, cluster_names: dict, segment
 MAX_LABEL = 40
 
 
-def _short(text: str) -> str:
+def _short(text: str, limit: int = MAX_LABEL) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def plot_profile_heatmap(data: pd.DataFrame, names: dict, ax=None):
@@ -284,7 +284,7 @@ def plot_profile_heatmap(data: pd.DataFrame, names: dict, ax=None):
     for i in range(shown.shape[0]):
         for j in range(shown.shape[1]):
             dark = abs(shown[i, j]) > 1.2
-            ax.text(j, i, text.iat[i, j], ha="center", va="center", fontsize=8,
+            ax.text(j, i, _short(text.iat[i, j], 24), ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")
     bar = fig.colorbar(image, ax=ax, shrink=0.85)
     bar.set_label("difference from the other customers\n(standard deviations, Cohen's d)")
