@@ -114,10 +114,39 @@ def predict(
     input: str = typer.Option(..., "--input", help="Table of customers to assign (CSV or Parquet)."),
     output: str = typer.Option(..., "--output", help="CSV file to write."),
     na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
+    engine: str = typer.Option("local", "--engine", help="'local' (this process) or 'dask' (a Dask cluster: "
+                               "--input may be a pattern such as 'parts/*.parquet', --output a folder)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); "
+                                            "a local cluster when not given. With --engine dask only."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes of the local Dask cluster."),
+    runtime: str = typer.Option("torch", "--runtime", help="'torch' (the model folder) or 'onnx' (a graph written "
+                                "by 'custseg export'; give its path with --model)."),
 ) -> None:
     """Assign customers to segments with a saved model."""
     from .workflow import predict_file
 
+    if engine not in ("local", "dask"):
+        raise ConfigError(f"--engine must be 'local' or 'dask'. Got {engine!r} instead.")
+    if runtime not in ("torch", "onnx"):
+        raise ConfigError(f"--runtime must be 'torch' or 'onnx'. Got {runtime!r} instead.")
+    if scheduler is not None and engine != "dask":
+        raise ConfigError("--scheduler needs --engine dask")
+    if engine == "dask":
+        if runtime != "torch":
+            raise ConfigError("--engine dask scores with the model folder: leave out --runtime onnx")
+        from .distributed import predict_dask
+
+        done = predict_dask(model, input, output, scheduler=scheduler, n_workers=workers, na_values=na_values)
+        out.print(f"Wrote {done.rows:,} rows from {len(done.parts)} part{'s' if len(done.parts) != 1 else ''} to "
+                  f"{output} ({done.workers} Dask worker{'s' if done.workers != 1 else ''}, {done.scheduler}); "
+                  "segment_profiles.csv: quartiles approximate", markup=False, soft_wrap=True)
+        return
+    if runtime == "onnx":
+        from .export import predict_onnx_file
+
+        result = predict_onnx_file(model, input, output, na_values=na_values)
+        out.print(f"Wrote {len(result.table):,} rows to {output} (onnxruntime)", markup=False, soft_wrap=True)
+        return
     result = predict_file(model, input, output, na_values=na_values)
     out.print(f"Wrote {len(result.table):,} rows to {output}")
     if result.extra_columns:

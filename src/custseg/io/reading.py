@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..exceptions import DataError
 
-__all__ = ["LoadedTable", "read_table", "DEFAULT_NA_VALUES", "missing_report"]
+__all__ = ["LoadedTable", "read_table", "table_from_frame", "DEFAULT_NA_VALUES", "missing_report"]
 
 #: Tokens read as missing in every file (compared after stripping spaces).
 DEFAULT_NA_VALUES = frozenset(
@@ -161,17 +161,40 @@ def _read_parquet(p: Path, source: str, na_tokens: frozenset[str]) -> LoadedTabl
     except Exception as exc:  # pyarrow raises many types for damaged files
         raise DataError(f"file {source!r} is not a readable Parquet file ({type(exc).__name__}); "
                         "re-export it, or give a CSV file") from None
+    return table_from_frame(frame, source, na_tokens)
+
+
+def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str] | list[str] | tuple[str, ...]" = (),
+                     first_line: int = 2) -> LoadedTable:
+    """Check and type a table that is already in memory, exactly as :func:`read_table` reads a Parquet file.
+
+    For the tables that do not come from a file custseg opens: a Dask partition, the
+    records of an HTTP request. Values are read through their text, so a number sent as
+    ``"42"`` and one sent as ``42`` give the same table, and errors name ``source``,
+    the line (row position + ``first_line``), the column and the value.
+
+    Parameters
+    ----------
+    frame : DataFrame
+    source : str
+        What to call the table in error messages.
+    na_values : sequence of str
+        Extra tokens read as missing, besides :data:`DEFAULT_NA_VALUES`.
+    first_line : int, default=2
+        The "line" of the first row (2: as if a header line came first).
+    """
+    na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
     _check_header([str(c) for c in frame.columns], source)
     if len(frame) == 0:
         raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
     stored_as_text = {str(c) for c in frame.columns
                       if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])}
-    frame.columns = [str(c) for c in frame.columns]
+    # the caller's frame is left as it was: a Dask partition or a request may be reused
     text = pd.DataFrame(
-        {c: _column_as_text(frame[c]) for c in frame.columns}, index=pd.RangeIndex(len(frame))
+        {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns}, index=pd.RangeIndex(len(frame))
     )
-    return _typed_table(text, source, None, na_tokens, np.arange(len(frame)) + 2, from_text=stored_as_text,
-                        typed_file=True)
+    return _typed_table(text, source, None, na_tokens, np.arange(len(frame)) + first_line,
+                        from_text=stored_as_text, typed_file=True)
 
 
 def _column_as_text(series: pd.Series) -> pd.Series:
