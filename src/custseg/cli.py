@@ -157,6 +157,37 @@ def predict(
 
 
 @app.command()
+def serve(
+    model: str = typer.Option("models", "--model", help="Model folder written by 'custseg train'."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Server processes, each with the model loaded once."),
+    max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Larger request bodies get HTTP 413."),
+) -> None:
+    """Serve the model over HTTP: POST /predict, POST /predict/csv, GET /health, GET /model."""
+    from .serve import serve as run_server
+
+    if max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb must be > 0. Got {max_body_mb} instead.")
+    err.print(f"custseg {__version__}: serving {model} on http://{host}:{port} (Ctrl+C stops)", markup=False,
+              soft_wrap=True)
+    run_server(model, host=host, port=port, workers=workers, max_body_bytes=int(max_body_mb * 1024 * 1024))
+
+
+@app.command()
+def export(
+    model: str = typer.Option("models", "--model", help="Model folder written by 'custseg train'."),
+    onnx: str = typer.Option(..., "--onnx", help="ONNX file to write (e.g. segmenter.onnx)."),
+) -> None:
+    """Write the model as one ONNX graph: raw customer columns in; cluster, distances, segment out."""
+    from .export import export_onnx
+
+    done = export_onnx(model, onnx)
+    out.print(f"Wrote {done.path} ({done.size_bytes:,} bytes): inputs {', '.join(done.inputs)}; "
+              f"outputs {', '.join(done.outputs)}", markup=False, soft_wrap=True)
+
+
+@app.command()
 def report(
     models_dir: str = typer.Option("models", "--models-dir", help="Model folder written by 'custseg train'."),
     results_dir: str = typer.Option("results", "--results-dir", help="Results folder written by 'custseg train'."),

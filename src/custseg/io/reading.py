@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..exceptions import DataError
 
-__all__ = ["LoadedTable", "read_table", "table_from_frame", "DEFAULT_NA_VALUES", "missing_report"]
+__all__ = ["LoadedTable", "read_table", "read_table_bytes", "table_from_frame", "DEFAULT_NA_VALUES", "missing_report"]
 
 #: Tokens read as missing in every file (compared after stripping spaces).
 DEFAULT_NA_VALUES = frozenset(
@@ -143,9 +143,20 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
         raise DataError(f"file {source!r} cannot be read (permission denied); fix its permissions") from None
     except OSError as exc:
         raise DataError(f"file {source!r} cannot be read ({exc.strerror}); check the path") from None
+    return read_table_bytes(raw, source, na_values, parquet=p.suffix.lower() in {".parquet", ".pq"})
+
+
+def read_table_bytes(raw: bytes, source: str, na_values: list[str] | tuple[str, ...] = (), *,
+                     parquet: bool = False) -> LoadedTable:
+    """Read a table from the bytes of a file, exactly as :func:`read_table` reads the file.
+
+    For tables that arrive without a file on disk (an HTTP upload); errors name ``source``.
+    ``parquet`` says the name ends in ``.parquet`` (content that does not start with
+    Parquet's magic bytes is then reported as a damaged Parquet file).
+    """
     na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
-    if raw.startswith(_PARQUET_MAGIC) or (p.suffix.lower() in {".parquet", ".pq"} and raw.strip()):
-        return _read_parquet(p, source, na_tokens)
+    if raw.startswith(_PARQUET_MAGIC) or (parquet and raw.strip()):
+        return _read_parquet(raw, source, na_tokens)
     if raw.startswith(_GZIP_MAGIC):
         try:
             raw = gzip.decompress(raw)
@@ -155,9 +166,9 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
     return _read_csv_bytes(raw, source, na_tokens)
 
 
-def _read_parquet(p: Path, source: str, na_tokens: frozenset[str]) -> LoadedTable:
+def _read_parquet(raw: bytes, source: str, na_tokens: frozenset[str]) -> LoadedTable:
     try:
-        frame = pd.read_parquet(p)
+        frame = pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises many types for damaged files
         raise DataError(f"file {source!r} is not a readable Parquet file ({type(exc).__name__}); "
                         "re-export it, or give a CSV file") from None
