@@ -37,8 +37,8 @@ def _raw_feeds(frame: pd.DataFrame, session) -> dict[str, np.ndarray]:
     feeds = {}
     for given in session.get_inputs():
         col = frame[given.name]
-        if given.type == "tensor(double)":
-            feeds[given.name] = col.to_numpy(dtype="float64").reshape(-1, 1)
+        if given.type == "tensor(float)":
+            feeds[given.name] = col.to_numpy(dtype="float32").reshape(-1, 1)
         else:
             feeds[given.name] = col.fillna("").astype(str).to_numpy(dtype=object).reshape(-1, 1)
     return feeds

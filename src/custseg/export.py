@@ -15,7 +15,7 @@ one graph from the raw customer columns to the scores, joined with
    float64), ``ArgMin``, and the cluster -> segment mapping (``LabelEncoder``).
 
 Graph inputs: one per feature column, named as the column, shape ``[N, 1]``: numeric
-columns ``double`` (NaN = missing), categorical and ordinal columns ``string`` (the
+columns ``float`` (float32, NaN = missing; the autoencoder computes in float32 anyway), categorical and ordinal columns ``string`` (the
 category as text, ``""`` = missing; whole numbers written without ``.0``). Outputs:
 ``cluster`` (int64), ``distance`` (to the nearest centroid), ``distances`` (to every
 centroid), ``latent``, ``reconstruction_error`` and, when the model maps clusters to
@@ -85,14 +85,15 @@ def _kinds(model: LoadedModel) -> dict[str, str]:
 def _preprocessing_from_sklearn(pre, kinds: dict[str, str]):
     """skl2onnx's conversion of the preprocessor's scikit-learn parts (ColumnTransformer + StandardScaler)."""
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.pipeline import Pipeline
 
     steps = Pipeline([("columns", pre.encoder_), ("scale", pre.scaler_)])
-    types = [(name, DoubleTensorType([None, 1]) if kind == "numeric" else StringTensorType([None, 1]))
+    # float32: onnxruntime's Imputer has no float64 kernel, and the autoencoder reads float32 anyway
+    types = [(name, FloatTensorType([None, 1]) if kind == "numeric" else StringTensorType([None, 1]))
              for name, kind in kinds.items()]
     onx = convert_sklearn(steps, initial_types=types, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-                          final_types=[("features", DoubleTensorType([None, len(kinds)]))])
+                          final_types=[("features", FloatTensorType([None, len(kinds)]))])
     return onx, "skl2onnx (ColumnTransformer + StandardScaler)"
 
 
@@ -105,8 +106,8 @@ def _preprocessing_from_numbers(pre, kinds: dict[str, str]):
     for j, (name, kind) in enumerate(kinds.items()):
         col = f"col_{j}"
         if kind == "numeric":
-            inputs.append(helper.make_tensor_value_info(name, TensorProto.DOUBLE, [None, 1]))
-            inits.append(helper.make_tensor(f"median_{j}", TensorProto.DOUBLE, [], [pre.medians_[name]]))
+            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 1]))
+            inits.append(helper.make_tensor(f"median_{j}", TensorProto.FLOAT, [], [pre.medians_[name]]))
             nodes += [helper.make_node("IsNaN", [name], [f"nan_{j}"]),
                       helper.make_node("Where", [f"nan_{j}", f"median_{j}", name], [col])]
         else:
@@ -115,16 +116,16 @@ def _preprocessing_from_numbers(pre, kinds: dict[str, str]):
             # missing ("") and unseen categories take the code of the training mode, as transform does
             nodes += [helper.make_node("LabelEncoder", [name], [f"code_{j}"], domain="ai.onnx.ml",
                                        keys_strings=cats, values_floats=[float(i) for i in range(len(cats))],
-                                       default_float=float(cats.index(str(pre.modes_[name])))),
-                      helper.make_node("Cast", [f"code_{j}"], [col], to=TensorProto.DOUBLE)]
+                                       default_float=float(cats.index(str(pre.modes_[name]))))]
+            col = f"code_{j}"
         columns.append(col)
-    inits += [helper.make_tensor("mean", TensorProto.DOUBLE, [len(kinds)], np.asarray(pre.mean_, "float64")),
-              helper.make_tensor("scale", TensorProto.DOUBLE, [len(kinds)], np.asarray(pre.scale_, "float64"))]
+    inits += [helper.make_tensor("mean", TensorProto.FLOAT, [len(kinds)], np.asarray(pre.mean_, "float32")),
+              helper.make_tensor("scale", TensorProto.FLOAT, [len(kinds)], np.asarray(pre.scale_, "float32"))]
     nodes += [helper.make_node("Concat", columns, ["codes"], axis=1),
               helper.make_node("Sub", ["codes", "mean"], ["centred"]),
               helper.make_node("Div", ["centred", "scale"], ["features"])]
     graph = helper.make_graph(nodes, "preprocessing", inputs,
-                              [helper.make_tensor_value_info("features", TensorProto.DOUBLE, [None, len(kinds)])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(kinds)])],
                               inits)
     onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                   helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
@@ -133,20 +134,18 @@ def _preprocessing_from_numbers(pre, kinds: dict[str, str]):
 
 
 def _autoencoder_part(embedder):
-    """torch.onnx.export of the encoder and the reconstruction error; input 'features' (double)."""
+    """torch.onnx.export of the encoder and the reconstruction error; input 'features' (float32, as the embedder reads)."""
     import onnx
     import torch
 
     module = embedder.module_.eval()
 
     class _Scores(torch.nn.Module):
-        # the embedder scores in float32 from float64 features: the same cast here
         def __init__(self, net):
             super().__init__()
             self.net = net
 
-        def forward(self, features):
-            x = features.to(torch.float32)
+        def forward(self, x):
             latent = self.net.encode(x)
             error = (self.net.decode(latent) - x).pow(2).mean(dim=1)
             return latent, error
@@ -155,7 +154,7 @@ def _autoencoder_part(embedder):
     with warnings.catch_warnings():
         # the TorchScript exporter: the dynamo one needs onnxscript, and this network is a few Linear layers
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Scores(module), (torch.zeros(2, embedder.n_features_in_, dtype=torch.float64),), buffer,
+        torch.onnx.export(_Scores(module), (torch.zeros(2, embedder.n_features_in_, dtype=torch.float32),), buffer,
                           dynamo=False, input_names=["features"], output_names=["latent", "reconstruction_error"],
                           dynamic_axes={"features": {0: "N"}, "latent": {0: "N"}, "reconstruction_error": {0: "N"}},
                           opset_version=OPSET)
@@ -336,7 +335,7 @@ class OnnxSegmenter:
         for name, kind in self.kinds.items():
             col = frame[name]
             if kind == "numeric":
-                values = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                values = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float32", na_value=np.nan)
             else:
                 codes, uniques = pd.factorize(col, use_na_sentinel=True)
                 text = np.array([category_text(v) for v in uniques] + [""], dtype=object)
