@@ -4,11 +4,9 @@ Needs the ``onnx`` extra (``pip install "custseg[onnx]"``). :func:`export_onnx` 
 one graph from the raw customer columns to the scores, joined with
 :func:`onnx.compose.merge_models` from three parts made by maintained converters:
 
-1. preprocessing: the fitted preprocessor (imputation, category codes, scaling),
-   converted by skl2onnx when it is built from scikit-learn parts (a
-   ``ColumnTransformer`` in ``encoder_`` and a ``StandardScaler`` in ``scaler_``);
-   otherwise written with standard ONNX ops (``IsNaN``/``Where``, ``ai.onnx.ml``
-   ``LabelEncoder``, ``Sub``/``Div``) from the same fitted numbers;
+1. preprocessing (imputation, category codes, scaling): the fitted preprocessor as
+   stock scikit-learn parts (``ColumnTransformer`` of ``SimpleImputer`` /
+   ``OrdinalEncoder`` branches, ``StandardScaler``), converted by skl2onnx;
 2. the autoencoder, exported by ``torch.onnx.export``: latent features and the
    per-row reconstruction error;
 3. the nearest centroid: squared distances computed as K-Means computes them (in
@@ -73,7 +71,6 @@ class ExportResult:
     size_bytes: int
     inputs: list[str]
     outputs: list[str]
-    preprocessing: str
 
 
 # -- the three parts ------------------------------------------------------------------------------
@@ -82,55 +79,54 @@ def _kinds(model: LoadedModel) -> dict[str, str]:
     return {str(name): pre.kinds_[name] for name in pre.feature_names_in_}
 
 
-def _preprocessing_from_sklearn(pre, kinds: dict[str, str]):
-    """skl2onnx's conversion of the preprocessor's scikit-learn parts (ColumnTransformer + StandardScaler)."""
+def _stock_preprocessing(pre, kinds: dict[str, str]):
+    """The fitted preprocessor as the stock scikit-learn parts skl2onnx converts, from its fitted numbers.
+
+    Per column: ``SimpleImputer(median)`` for numbers; ``OrdinalEncoder`` over the training
+    categories (unseen and missing -> NaN) then ``SimpleImputer(constant = the mode's code)``
+    for categories; then one ``StandardScaler``. They are rebuilt from the preprocessor's
+    readable state (``medians_``, ``categories_``, ``modes_``, ``mean_``, ``scale_``) rather
+    than taken from its insides, whose arrangement need not be one skl2onnx can convert
+    (an imputer over strings with NaN as the missing value, for one).
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+
+    branches, seed = [], {}
+    for name, kind in kinds.items():
+        if kind == "numeric":
+            branches.append((name, SimpleImputer(strategy="median"), [name]))
+            seed[name] = [float(pre.medians_[name])]  # the median of one value is that value
+        else:
+            cats = [str(c) for c in pre.categories_[name]]
+            mode_code = float(cats.index(str(pre.modes_[name])))
+            branches.append((name, Pipeline([
+                ("encode", OrdinalEncoder(categories=[cats], handle_unknown="use_encoded_value",
+                                          unknown_value=np.nan, dtype=np.float64)),
+                ("impute", SimpleImputer(strategy="constant", fill_value=mode_code))]), [name]))
+            seed[name] = np.asarray([cats[0]], dtype=object)
+    columns = ColumnTransformer(branches, remainder="drop").fit(pd.DataFrame(seed))
+    scaler = StandardScaler()
+    scaler.mean_ = np.asarray(pre.mean_, dtype="float64")
+    scaler.scale_ = np.asarray(pre.scale_, dtype="float64")
+    scaler.var_ = scaler.scale_ ** 2
+    scaler.n_features_in_, scaler.n_samples_seen_ = len(kinds), np.int64(1)
+    return Pipeline([("columns", columns), ("scale", scaler)])
+
+
+def _preprocessing_part(pre, kinds: dict[str, str]):
+    """skl2onnx's conversion of the preprocessing; input one tensor per column, output 'features'."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    from sklearn.pipeline import Pipeline
 
-    steps = Pipeline([("columns", pre.encoder_), ("scale", pre.scaler_)])
     # float32: onnxruntime's Imputer has no float64 kernel, and the autoencoder reads float32 anyway
     types = [(name, FloatTensorType([None, 1]) if kind == "numeric" else StringTensorType([None, 1]))
              for name, kind in kinds.items()]
-    onx = convert_sklearn(steps, initial_types=types, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-                          final_types=[("features", FloatTensorType([None, len(kinds)]))])
-    return onx, "skl2onnx (ColumnTransformer + StandardScaler)"
-
-
-def _preprocessing_from_numbers(pre, kinds: dict[str, str]):
-    """The preprocessor as standard ONNX ops, from its fitted medians, categories, modes and scaling."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    nodes, inits, inputs, columns = [], [], [], []
-    for j, (name, kind) in enumerate(kinds.items()):
-        col = f"col_{j}"
-        if kind == "numeric":
-            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 1]))
-            inits.append(helper.make_tensor(f"median_{j}", TensorProto.FLOAT, [], [pre.medians_[name]]))
-            nodes += [helper.make_node("IsNaN", [name], [f"nan_{j}"]),
-                      helper.make_node("Where", [f"nan_{j}", f"median_{j}", name], [col])]
-        else:
-            cats = [str(c) for c in pre.categories_[name]]
-            inputs.append(helper.make_tensor_value_info(name, TensorProto.STRING, [None, 1]))
-            # missing ("") and unseen categories take the code of the training mode, as transform does
-            nodes += [helper.make_node("LabelEncoder", [name], [f"code_{j}"], domain="ai.onnx.ml",
-                                       keys_strings=cats, values_floats=[float(i) for i in range(len(cats))],
-                                       default_float=float(cats.index(str(pre.modes_[name]))))]
-            col = f"code_{j}"
-        columns.append(col)
-    inits += [helper.make_tensor("mean", TensorProto.FLOAT, [len(kinds)], np.asarray(pre.mean_, "float32")),
-              helper.make_tensor("scale", TensorProto.FLOAT, [len(kinds)], np.asarray(pre.scale_, "float32"))]
-    nodes += [helper.make_node("Concat", columns, ["codes"], axis=1),
-              helper.make_node("Sub", ["codes", "mean"], ["centred"]),
-              helper.make_node("Div", ["centred", "scale"], ["features"])]
-    graph = helper.make_graph(nodes, "preprocessing", inputs,
-                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(kinds)])],
-                              inits)
-    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                  helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
-    onnx.checker.check_model(onx)
-    return onx, "ONNX ops from the fitted numbers"
+    return convert_sklearn(_stock_preprocessing(pre, kinds), initial_types=types,
+                           target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+                           final_types=[("features", FloatTensorType([None, len(kinds)]))])
 
 
 def _autoencoder_part(embedder):
@@ -222,11 +218,7 @@ def build_onnx(model: LoadedModel):
     pre = pipeline.preprocessor_
     if not hasattr(pipeline.embedder_, "module_"):
         raise ModelFormatError("only models with the autoencoder embedder can be exported to ONNX")
-    kinds = _kinds(model)
-    if hasattr(pre, "encoder_") and hasattr(pre, "scaler_"):
-        pre_onx, how = _preprocessing_from_sklearn(pre, kinds)
-    else:
-        pre_onx, how = _preprocessing_from_numbers(pre, kinds)
+    pre_onx = _preprocessing_part(pre, _kinds(model))
     opsets = {"": OPSET, "ai.onnx.ml": ML_OPSET}
     parts = [_same_versions(p, opsets) for p in
              (pre_onx, _autoencoder_part(pipeline.embedder_), _centroid_part(pipeline.cluster_centers_,
@@ -240,7 +232,7 @@ def build_onnx(model: LoadedModel):
         io_map=[("latent", "latent")],
         outputs=["cluster", "distance", "distances", *(["segment"] if pipeline.mapping_ is not None else []),
                  "reconstruction_error"])
-    return _with_passthrough(joined, pipeline.cluster_centers_.shape[1]), how
+    return _with_passthrough(joined, pipeline.cluster_centers_.shape[1])
 
 
 def _with_passthrough(onx, latent_dim: int):
@@ -263,11 +255,10 @@ def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
     """
     onnx = _onnx()
     model = load_model(model_dir)
-    onx, how = build_onnx(model)
+    onx = build_onnx(model)
     digest = hashlib.sha256((Path(model_dir) / MANIFEST).read_bytes()).hexdigest()
     meta = {"custseg_model_sha256": digest, "custseg_feature_kinds": json.dumps(_kinds(model)),
             "custseg_schema": json.dumps(None if model.schema is None else model.schema.to_dict()),
-            "custseg_preprocessing": how,
             "custseg_na_values": json.dumps(list(model.settings.get("data", {}).get("na_values", []))),
             "custseg_categories": json.dumps({str(k): [str(c) for c in v]
                                               for k, v in model.pipeline.preprocessor_.categories_.items()})}
@@ -284,7 +275,7 @@ def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
         (staged / path.name).write_bytes(data)
         merge_into(staged, path.parent if str(path.parent) else ".")
     return ExportResult(path=path, size_bytes=len(data), inputs=[i.name for i in onx.graph.input],
-                        outputs=[o.name for o in onx.graph.output], preprocessing=how)
+                        outputs=[o.name for o in onx.graph.output])
 
 
 # -- scoring with onnxruntime ------------------------------------------------------------------------
