@@ -12,7 +12,7 @@ pytest.importorskip("distributed")
 import dask.dataframe as dd  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
-from conftest import make_customers, tiny_toml  # noqa: E402
+from conftest import make_customers, train_tiny_model  # noqa: E402
 from custseg.cli import main  # noqa: E402
 from custseg.distributed import profile_dask, score_dask  # noqa: E402
 from custseg.io.reading import read_table  # noqa: E402
@@ -23,12 +23,7 @@ from custseg.workflow import predict_table  # noqa: E402
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dask_model")
-    make_customers(240, seed=1).to_csv(root / "train.csv", index=False)
-    (root / "tiny.toml").write_text(tiny_toml(seed=3), encoding="utf-8")
-    assert main(["train", "--train", str(root / "train.csv"), "--config", str(root / "tiny.toml"),
-                 "--models-dir", str(root / "models"), "--results-dir", str(root / "results"), "--quiet"]) == 0
-    return root / "models"
+    return train_tiny_model(tmp_path_factory.mktemp("dask_model"), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from conftest import REPO, make_customers, tiny_toml  # noqa: E402
+from conftest import REPO, make_customers, train_tiny_model  # noqa: E402
 from custseg.cli import main  # noqa: E402
 
 LIMIT_MB = 0.25  # small, so an oversized body is quick to send
@@ -28,10 +28,7 @@ LIMIT_MB = 0.25  # small, so an oversized body is quick to send
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    make_customers(240, seed=1).to_csv(root / "train.csv", index=False)
-    (root / "tiny.toml").write_text(tiny_toml(seed=4), encoding="utf-8")
-    assert main(["train", "--train", str(root / "train.csv"), "--config", str(root / "tiny.toml"),
-                 "--models-dir", str(root / "models"), "--results-dir", str(root / "results"), "--quiet"]) == 0
+    train_tiny_model(root, seed=4)
     return root
 
 
@@ -128,6 +125,8 @@ def test_malformed_upload_gets_422_with_the_cli_message(server, trained, tmp_pat
     (b"[{\"Age\": 30, \"Gender\": \"Male\"}]", "columns are missing: 'Income'"),
     (b"[{\"Age\": 30, \"Income\": 40, \"Family_Size\": 2, \"Gender\": \"Male\", \"Profession\": \"Artist\", "
      b"\"Spending\": \"Low\"}, {\"Age\": \"old\"}]", "line 2, column 'Age': value 'old' is not a number"),
+    (b"[{\"Age\": 30, \"Income\": Infinity, \"Family_Size\": 2, \"Gender\": \"Male\"}]",
+     "line 1, column 'Income': value 'inf' is not a finite number"),
 ])
 def test_malformed_records_get_422_never_500(server, body, expected):
     client, _ = server

@@ -39,7 +39,7 @@ from .exceptions import ConfigError, DataError, ModelFormatError
 from .io.atomic import staging_dir, swap_directory
 from .io.reading import read_table, table_from_frame
 from .persistence import MANIFEST, LoadedModel, load_model
-from .profiling import SegmentProfile, cramers_v
+from .profiling import SegmentProfile, cramers_v, rank_features
 from .schema import Schema, category_text
 from .workflow import FLOAT_FORMAT, predict_table
 
@@ -391,12 +391,7 @@ def _profile(p: _Partial, numeric: list[str], categorical: list[str]) -> Segment
             feat_rows.append({"segment": s, "feature": f, "kind": "categorical",
                               "effect": cramers_v(np.vstack([counts, rest_counts])),
                               "n_missing": p.missing.get((f, s), 0)})
-    features = pd.DataFrame(feat_rows, columns=["segment", "feature", "kind", "effect", "n_missing"])
-    order = {f: i for i, f in enumerate(numeric + categorical)}
-    features["_order"] = features["feature"].map(order)
-    features = features.sort_values(["segment", "effect", "_order"], ascending=[True, False, True], kind="stable")
-    features["rank"] = features.groupby("segment").cumcount() + 1
-    features = features[["segment", "rank", "feature", "kind", "effect", "n_missing"]].reset_index(drop=True)
+    features = rank_features(feat_rows, numeric + categorical)
     return SegmentProfile(
         n_customers=n, numeric_features=numeric, categorical_features=categorical, sizes=sizes,
         numeric=pd.DataFrame(num_rows, columns=["segment", "feature", "mean", "median", "q1", "q3", "cohens_d"]),

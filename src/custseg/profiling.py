@@ -46,6 +46,7 @@ __all__ = [
     "SegmentProfile",
     "SegmentDescription",
     "profile_segments",
+    "rank_features",
     "describe_segments",
     "segments_markdown",
     "profile_heatmap_data",
@@ -251,12 +252,7 @@ def profile_segments(
                               "effect": cramers_v(np.vstack([counts, rest_counts])),
                               "n_missing": int((member & ~present).sum())})
 
-    features = pd.DataFrame(feat_rows, columns=["segment", "feature", "kind", "effect", "n_missing"])
-    order = {f: i for i, f in enumerate(numeric + categorical)}
-    features["_order"] = features["feature"].map(order)
-    features = features.sort_values(["segment", "effect", "_order"], ascending=[True, False, True], kind="stable")
-    features["rank"] = features.groupby("segment").cumcount() + 1
-    features = features[["segment", "rank", "feature", "kind", "effect", "n_missing"]].reset_index(drop=True)
+    features = rank_features(feat_rows, numeric + categorical)
 
     composition = None
     if known_segments is not None:
@@ -283,6 +279,18 @@ def profile_segments(
         composition=composition,
         whole_number_features=whole,
     )
+
+
+def rank_features(rows: list[dict], features: Sequence[str]) -> pd.DataFrame:
+    """Per segment, features ranked by effect (ties: in the given feature order).
+
+    ``rows`` hold ``segment, feature, kind, effect, n_missing``; the result adds ``rank``.
+    """
+    ranked = pd.DataFrame(rows, columns=["segment", "feature", "kind", "effect", "n_missing"])
+    ranked["_order"] = ranked["feature"].map({f: i for i, f in enumerate(features)})
+    ranked = ranked.sort_values(["segment", "effect", "_order"], ascending=[True, False, True], kind="stable")
+    ranked["rank"] = ranked.groupby("segment").cumcount() + 1
+    return ranked[["segment", "rank", "feature", "kind", "effect", "n_missing"]].reset_index(drop=True)
 
 
 def _summary(x: np.ndarray) -> dict[str, float]:

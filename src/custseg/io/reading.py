@@ -200,12 +200,65 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
         raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
     stored_as_text = {str(c) for c in frame.columns
                       if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])}
+    lines = np.arange(len(frame)) + first_line
+    # A column of numbers needs no round trip through text (the slow part of reading): it
+    # is checked and kept as it is, with the result the text would give.
+    numbers = {} if _numeric_tokens(na_tokens) else {
+        str(c): v for c, v in ((c, _plain_numbers(frame[c])) for c in frame.columns) if v is not None}
     # the caller's frame is left as it was: a Dask partition or a request may be reused
     text = pd.DataFrame(
-        {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns}, index=pd.RangeIndex(len(frame))
+        {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns if str(c) not in numbers},
+        index=pd.RangeIndex(len(frame))
     )
-    return _typed_table(text, source, None, na_tokens, np.arange(len(frame)) + first_line,
-                        from_text=stored_as_text, typed_file=True)
+    typed = _typed_table(text, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True)
+    if not numbers:
+        return typed
+    columns = {}
+    for c in frame.columns:
+        name = str(c)
+        if name not in numbers:
+            columns[name] = typed.frame[name]
+            continue
+        values, is_int = numbers[name]
+        finite = np.isfinite(values) | np.isnan(values)
+        bad = ~finite | (np.abs(np.where(np.isfinite(values), values, 0.0)) > MAX_ABS_VALUE)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            what = "not a finite number" if not finite[pos] else f"too large (abs > {MAX_ABS_VALUE:.0e})"
+            raise DataError(f"file {source!r}, line {int(lines[pos])}, column {name!r}: value "
+                            f"{repr(float(values[pos]))!r} is {what}; replace it with a real value or leave the "
+                            "cell empty")
+        if np.isnan(values).all():  # as the text path reads a column with nothing in it
+            columns[name] = pd.Series(np.nan, index=pd.RangeIndex(len(frame)), dtype=object)
+            continue
+        columns[name] = pd.Series(values, index=pd.RangeIndex(len(frame)))
+        if is_int:
+            typed.integer_columns.append(name)
+    typed.frame = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+    typed.integer_columns = [c for c in typed.frame.columns if c in set(typed.integer_columns)]
+    return typed
+
+
+def _numeric_tokens(na_tokens: frozenset[str]) -> bool:
+    """Whether a missing-value token is a number (then numbers must be compared as text)."""
+    for token in na_tokens:
+        try:
+            if math.isfinite(float(token)):
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def _plain_numbers(series: pd.Series) -> tuple[np.ndarray, bool] | None:
+    """(float64 values, whether integers) of a float or integer column; None where text must decide."""
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return None
+    values = series.to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_integer_dtype(series):
+        # integers of more than 15 digits are codes (account numbers), kept as text
+        return None if np.nanmax(np.abs(values), initial=0.0) >= 1e15 else (values, True)
+    return (values, False) if pd.api.types.is_float_dtype(series) else None
 
 
 def _column_as_text(series: pd.Series) -> pd.Series:
