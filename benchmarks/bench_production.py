@@ -76,7 +76,7 @@ def bench_dask(model: Path, folder: Path, rows: int, parts: int) -> list[dict]:
             customers(per, seed=i, start_id=10_000_000 + i * per).to_parquet(path, index=False)
     results = []
     for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
                 Client(lc) as client:
             client.run(lambda: __import__("custseg.distributed"))  # imports are not scoring
             peak = {"mb": 0.0}

@@ -475,7 +475,8 @@ def _client(scheduler: str | None, n_workers: int):
     if n_workers < 1:
         raise ConfigError(f"--workers must be an int >= 1. Got {n_workers} instead.")
     # one thread per worker process: scoring is numpy/torch work that holds the GIL in places
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    # dashboard on any free port: None would still take 8787 and warn when it is taken
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)  # the command prints its own one-line summary
     return Client(cluster), cluster
 
