@@ -39,7 +39,7 @@ from .exceptions import ConfigError, DataError, ModelFormatError
 from .io.atomic import staging_dir, swap_directory
 from .io.reading import read_table, table_from_frame
 from .persistence import MANIFEST, LoadedModel, load_model
-from .profiling import SegmentProfile, cramers_v, rank_features
+from .profiling import SegmentProfile, cramers_v
 from .schema import Schema, category_text
 from .workflow import FLOAT_FORMAT, predict_table
 
@@ -391,16 +391,8 @@ def _profile(p: _Partial, numeric: list[str], categorical: list[str]) -> Segment
             feat_rows.append({"segment": s, "feature": f, "kind": "categorical",
                               "effect": cramers_v(np.vstack([counts, rest_counts])),
                               "n_missing": p.missing.get((f, s), 0)})
-    features = rank_features(feat_rows, numeric + categorical)
-    return SegmentProfile(
-        n_customers=n, numeric_features=numeric, categorical_features=categorical, sizes=sizes,
-        numeric=pd.DataFrame(num_rows, columns=["segment", "feature", "mean", "median", "q1", "q3", "cohens_d"]),
-        categorical=pd.DataFrame(cat_rows, columns=["segment", "feature", "value", "count", "share",
-                                                    "share_overall", "lift", "cohens_d"]),
-        features=features,
-        overall_numeric=pd.DataFrame(overall_num, columns=["feature", "mean", "median", "q1", "q3", "n_missing"]),
-        overall_categorical=pd.DataFrame(overall_cat, columns=["feature", "value", "count", "share"]),
-        whole_number_features=[f for f in numeric if p.whole.get(f, False)])
+    return SegmentProfile.from_rows(n, numeric, categorical, sizes, num_rows, cat_rows, feat_rows, overall_num,
+                                    overall_cat, whole_number_features=[f for f in numeric if p.whole.get(f, False)])
 
 
 def _profile_parts(parts: list, numeric: list[str], categorical: list[str]):
