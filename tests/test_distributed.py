@@ -101,10 +101,12 @@ def test_score_dask_frame_matches_predict_table_and_numbers_rows_without_ids(mod
     model = load_model(model_dir)
     table = make_customers(150, seed=9).drop(columns=["Segment", "ID"])
     table.to_csv(tmp_path / "t.csv", index=False)
-    expected = predict_table(model.pipeline, model.schema, read_table(tmp_path / "t.csv")).table
+    expected = predict_table(model.pipeline, model.schema, read_table(tmp_path / "t.csv"),
+                             segment_names=model.cluster_names).table
     got = score_dask(dd.from_pandas(table, npartitions=4), model_dir).compute().reset_index(drop=True)
-    assert got["ID"].tolist() == list(range(1, 151))  # numbered through the whole table, not per partition
-    pd.testing.assert_frame_equal(got.drop(columns="ID"), expected.drop(columns="ID"), check_dtype=False)
+    assert got.columns[0] == expected.columns[0] == "Row"
+    assert got["Row"].tolist() == list(range(1, 151))  # numbered through the whole table, not per partition
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
 
 def test_profile_over_partitions_matches_the_single_table_profile(model_dir, cluster):

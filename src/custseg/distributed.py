@@ -90,36 +90,17 @@ def _worker_model(model_dir: str, digest: str) -> LoadedModel:
 
 
 # -- scoring partitions ------------------------------------------------------------------------------
-def _empty_scores(model: LoadedModel) -> pd.DataFrame:
-    columns = {"ID": pd.Series([], dtype=object), "Cluster": pd.Series([], dtype="int64")}
-    if model.pipeline.mapping_ is not None:
-        columns["Predicted_Segment"] = pd.Series([], dtype=object)
-    columns["Distance_To_Centroid"] = pd.Series([], dtype="float64")
-    columns["Reconstruction_Error"] = pd.Series([], dtype="float64")
-    return pd.DataFrame(columns)
-
-
-def _meta(model: LoadedModel, with_features: bool) -> pd.DataFrame:
-    meta = _empty_scores(model)
+def _scored(model: LoadedModel, table, first_row: int, with_features: bool, id_column: str | None) -> pd.DataFrame:
+    result = predict_table(model.pipeline, model.schema, table, id_column=id_column,
+                           segment_names=model.cluster_names)
+    out = result.table
+    if result.id_column == "Row":
+        # customers without IDs are numbered through the whole input, as one table would be
+        out["Row"] = np.arange(first_row, first_row + len(out))
     if with_features and model.schema is not None:
         for name in model.schema.feature_columns:
-            role = model.schema.column(name).role
-            meta[name] = pd.Series([], dtype="float64" if role == "numeric" else object)
-    return meta
-
-
-def _scored(model: LoadedModel, table, first_id: int, with_features: bool) -> pd.DataFrame:
-    result = predict_table(model.pipeline, model.schema, table)
-    out = result.table
-    schema = model.schema
-    if schema is None or schema.id_column is None or schema.id_column not in table.frame.columns:
-        # rows without an ID column are numbered through the whole input, as one table would be
-        out["ID"] = np.arange(first_id, first_id + len(out))
-    out["ID"] = out["ID"].astype(object)
-    if with_features and schema is not None:
-        for name in schema.feature_columns:
             col = table.frame[name].to_numpy()
-            out[name] = col.astype("float64") if schema.column(name).role == "numeric" else col.astype(object)
+            out[name] = col.astype("float64") if model.schema.column(name).role == "numeric" else col.astype(object)
     return out
 
 
@@ -131,11 +112,12 @@ class _ScoreFile:
     digest: str
     na_values: tuple[str, ...]
     with_features: bool
+    id_column: str | None = None
 
-    def __call__(self, path: str, first_id: int) -> pd.DataFrame:
+    def __call__(self, path: str, first_row: int) -> pd.DataFrame:
         model = _worker_model(self.model_dir, self.digest)
         na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *self.na_values]))
-        return _scored(model, read_table(path, na_values=na), first_id, self.with_features)
+        return _scored(model, read_table(path, na_values=na), first_row, self.with_features, self.id_column)
 
 
 @dataclass(frozen=True)
@@ -145,18 +127,20 @@ class _ScoreFrame:
     model_dir: str
     digest: str
     with_features: bool
+    meta: pd.DataFrame
+    id_column: str | None = None
 
     def __call__(self, part: pd.DataFrame, offsets: Sequence[int], partition_info: dict | None = None) -> pd.DataFrame:
         model = _worker_model(self.model_dir, self.digest)
         number = 0 if partition_info is None else int(partition_info["number"])
         if len(part) == 0:
-            return _meta(model, self.with_features)
+            return self.meta
         na = model.settings.get("data", {}).get("na_values", [])
         table = table_from_frame(part, f"partition {number}", na, first_line=offsets[number] + 2)
-        return _scored(model, table, offsets[number] + 1, self.with_features)
+        return _scored(model, table, offsets[number] + 1, self.with_features, self.id_column)
 
 
-def score_dask(frame, model_dir: str | Path, *, with_features: bool = False):
+def score_dask(frame, model_dir: str | Path, *, with_features: bool = False, id_column: str | None = None):
     """Score every partition of a Dask DataFrame with a saved model.
 
     Parameters
@@ -168,14 +152,15 @@ def score_dask(frame, model_dir: str | Path, *, with_features: bool = False):
         Model folder written by ``custseg train``, readable by every worker.
     with_features : bool, default=False
         Also keep the model's feature columns, as read (what :func:`profile_dask` needs).
+    id_column : str, optional
+        As ``custseg predict --id-column``.
 
     Returns
     -------
     dask.dataframe.DataFrame
-        Lazy: ``ID, Cluster, [Predicted_Segment,] Distance_To_Centroid,
-        Reconstruction_Error``, one row per input row, in input order. Rows of a table
-        without an ID column are numbered 1..n through the whole table, which costs one
-        pass to count the rows of each partition.
+        Lazy: the columns ``custseg predict`` writes, one row per input row, in input
+        order. Rows of a table without an ID column are numbered 1..n (column ``Row``)
+        through the whole table, which costs one pass to count the rows of each partition.
 
     Raises
     ------
@@ -183,15 +168,18 @@ def score_dask(frame, model_dir: str | Path, *, with_features: bool = False):
         When computed, the first error of any partition, as ``custseg predict`` words it
         (``partition N, line L`` where it names the file and line).
     """
-    _, dd = _dask()
     digest = model_digest(model_dir)
     model = load_model(model_dir)
+    # the output's columns (the ID column's name among them) from the first rows, scored here
+    head = frame.head(5, npartitions=-1)
+    meta = _scored(model, table_from_frame(head, "partition 0", model.settings.get("data", {}).get("na_values", [])),
+                   1, with_features, id_column).iloc[:0]
     offsets = [0] * frame.npartitions
-    if model.schema is None or model.schema.id_column is None or model.schema.id_column not in frame.columns:
+    if meta.columns[0] == "Row":
         sizes = frame.map_partitions(len).compute()
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
-    return frame.map_partitions(_ScoreFrame(str(model_dir), digest, with_features), offsets,
-                                meta=_meta(model, with_features), align_dataframes=False)
+    return frame.map_partitions(_ScoreFrame(str(model_dir), digest, with_features, meta, id_column), offsets,
+                                meta=meta, align_dataframes=False)
 
 
 def _count_rows(path: str, na_values: tuple[str, ...]) -> int:
@@ -199,11 +187,12 @@ def _count_rows(path: str, na_values: tuple[str, ...]) -> int:
 
 
 def score_files(paths: Sequence[str | Path], model_dir: str | Path, *, na_values: Sequence[str] = (),
-                with_features: bool = False):
+                with_features: bool = False, id_column: str | None = None):
     """Read and score files on the cluster, one partition per file, in the order given.
 
     Every file is read by :func:`~custseg.io.reading.read_table` on a worker and checked as
     ``custseg predict`` checks its input, so an error names the file, line, column and value.
+    The first file is also read here, to learn the output's columns.
 
     Returns
     -------
@@ -215,13 +204,13 @@ def score_files(paths: Sequence[str | Path], model_dir: str | Path, *, na_values
     if not paths:
         raise DataError("no input files to score; give --input a file or a pattern such as 'parts/*.parquet'")
     digest = model_digest(model_dir)
-    model = load_model(model_dir)
-    first_ids = [1] * len(paths)
-    if model.schema is None or model.schema.id_column is None:
+    score = _ScoreFile(str(model_dir), digest, tuple(na_values), with_features, id_column)
+    meta = score(paths[0], 1).iloc[:0]
+    first_rows = [1] * len(paths)
+    if meta.columns[0] == "Row":
         counts = dask.compute(*[dask.delayed(_count_rows)(p, tuple(na_values)) for p in paths])
-        first_ids = (np.concatenate([[0], np.cumsum(counts)[:-1]]) + 1).astype(int).tolist()
-    return dd.from_map(_ScoreFile(str(model_dir), digest, tuple(na_values), with_features), paths, first_ids,
-                       meta=_meta(model, with_features), divisions=[None] * (len(paths) + 1),
+        first_rows = (np.concatenate([[0], np.cumsum(counts)[:-1]]) + 1).astype(int).tolist()
+    return dd.from_map(score, paths, first_rows, meta=meta, divisions=[None] * (len(paths) + 1),
                        label="custseg-score", enforce_metadata=False)
 
 
@@ -474,7 +463,8 @@ def _client(scheduler: str | None, n_workers: int):
 
 
 def predict_dask(model_dir: str | Path, input: str | Path, output: str | Path, *, scheduler: str | None = None,
-                 n_workers: int = 2, na_values: Sequence[str] = (), profile: bool = True) -> DaskPredictResult:
+                 n_workers: int = 2, na_values: Sequence[str] = (), profile: bool = True,
+                 id_column: str | None = None) -> DaskPredictResult:
     """Score files on a Dask cluster and write the results into folder ``output``, atomically.
 
     ``output`` receives ``part-00000.csv``, ... (one per input file, in sorted order, each
@@ -501,8 +491,11 @@ def predict_dask(model_dir: str | Path, input: str | Path, output: str | Path, *
     client, cluster = _client(scheduler, n_workers)
     try:
         with staging_dir(output) as staged:
-            scored = score_files(files, model_dir, na_values=na_values, with_features=profile and schema is not None)
-            columns = list(_empty_scores(model).columns)
+            with_features = profile and schema is not None
+            scored = score_files(files, model_dir, na_values=na_values, with_features=with_features,
+                                 id_column=id_column)
+            features = set(schema.feature_columns) if with_features else set()
+            columns = [c for c in scored.columns if c not in features]
             names = [f"part-{i:05d}.csv" for i in range(len(files))]
             parts = scored.to_delayed()  # once: writing and profiling share each partition's scoring
             writes = [dask.delayed(_write_part)(part, columns, str(staged / name)) for part, name in zip(parts, names)]

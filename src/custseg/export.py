@@ -43,7 +43,7 @@ from .io.atomic import merge_into, staging_dir
 from .io.reading import LoadedTable, read_table
 from .persistence import MANIFEST, LoadedModel, load_model
 from .schema import Schema, category_text
-from .workflow import FLOAT_FORMAT, PredictResult, _check_ids, _id_text
+from .workflow import FLOAT_FORMAT, PredictResult, _check_ids, prediction_ids
 
 __all__ = ["export_onnx", "ExportResult", "OnnxSegmenter", "predict_onnx_file", "OPSET", "ML_OPSET"]
 
@@ -261,7 +261,8 @@ def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
             "custseg_schema": json.dumps(None if model.schema is None else model.schema.to_dict()),
             "custseg_na_values": json.dumps(list(model.settings.get("data", {}).get("na_values", []))),
             "custseg_categories": json.dumps({str(k): [str(c) for c in v]
-                                              for k, v in model.pipeline.preprocessor_.categories_.items()})}
+                                              for k, v in model.pipeline.preprocessor_.categories_.items()}),
+            "custseg_cluster_names": json.dumps({str(k): v for k, v in (model.cluster_names or {}).items()})}
     for key, value in meta.items():
         entry = onx.metadata_props.add()
         entry.key, entry.value = key, value
@@ -318,6 +319,7 @@ class OnnxSegmenter:
         self.model_sha256 = meta.get("custseg_model_sha256")
         self.na_values: list[str] = json.loads(meta.get("custseg_na_values", "[]"))
         self.categories: dict[str, list[str]] = json.loads(meta.get("custseg_categories", "{}"))
+        self.cluster_names = {int(k): v for k, v in json.loads(meta.get("custseg_cluster_names", "{}")).items()}
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -348,7 +350,7 @@ class OnnxSegmenter:
             parts.append(part)
         return pd.concat(parts, ignore_index=True)
 
-    def predict_table(self, table: LoadedTable) -> PredictResult:
+    def predict_table(self, table: LoadedTable, id_column: str | None = None) -> PredictResult:
         """Check and score a loaded table; the same columns as :func:`custseg.workflow.predict_table`."""
         frame, schema = table.frame, self.schema
         extra: list[str] = []
@@ -357,14 +359,16 @@ class OnnxSegmenter:
         missing = [c for c in self.kinds if c not in frame.columns]
         if missing:
             raise DataError(f"file {table.source!r}: columns are missing: {', '.join(map(repr, missing))}")
-        has_ids = schema is not None and schema.id_column is not None and schema.id_column in frame.columns
-        if has_ids:
-            _check_ids(table, schema.id_column)
-            ids = frame[schema.id_column].map(_id_text).to_numpy()
-        else:
-            ids = np.arange(1, len(frame) + 1)
-        out = pd.concat([pd.DataFrame({"ID": ids}), self.score(frame)], axis=1)
-        return PredictResult(table=out, extra_columns=extra, unseen_categories=self.unseen_categories(frame))
+        id_name, ids, notice = prediction_ids(frame, schema, id_column, table.source)
+        if id_name != "Row":
+            _check_ids(table, id_name)
+            extra = [c for c in extra if c != id_name]
+        scores = self.score(frame)
+        if self.cluster_names:
+            scores.insert(1, "Segment_Name", [self.cluster_names.get(int(c), "") for c in scores["Cluster"]])
+        out = pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1)
+        return PredictResult(table=out, extra_columns=extra, unseen_categories=self.unseen_categories(frame),
+                             id_column=id_name, id_notice=notice)
 
     def unseen_categories(self, frame: pd.DataFrame) -> dict[str, dict[str, int]]:
         """Categories never seen in training, per column, with their counts (they take the training mode)."""
@@ -378,11 +382,11 @@ class OnnxSegmenter:
 
 
 def predict_onnx_file(onnx_path: str | Path, input_path: str | Path, output_path: str | Path,
-                      na_values: Sequence[str] = ()) -> PredictResult:
+                      na_values: Sequence[str] = (), id_column: str | None = None) -> PredictResult:
     """``custseg predict --runtime onnx``: score a table file with an exported graph, write the CSV atomically."""
     segmenter = OnnxSegmenter(onnx_path, threads=min(4, os.cpu_count() or 1))
     na = list(dict.fromkeys([*segmenter.na_values, *na_values]))
-    result = segmenter.predict_table(read_table(input_path, na_values=na))
+    result = segmenter.predict_table(read_table(input_path, na_values=na), id_column=id_column)
     output_path = Path(output_path)
     if output_path.is_dir():
         raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")
