@@ -121,3 +121,77 @@ def test_saving_again_replaces_whole_folder_and_refuses_foreign_folder(fitted, t
         save_model(seg, foreign)
     assert (foreign / "holiday.jpg").read_bytes() == b"not a model"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+# -- the mixed-type ensemble with a consensus clusterer -----------------------------------------------------------
+def _rehash(folder, name, data):
+    """Write ``data`` as file ``name`` and re-hash the manifest: only the value checks can catch it."""
+    import hashlib
+
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def fitted_mixed():
+    from custseg import SegmentationPipeline
+    from custseg.clustering import ConsensusKMeans
+    from custseg.embedders.mixed import MixedAutoencoderEmbedder
+    from test_pipeline import FEATURES
+
+    table = make_customers(200, seed=12)
+    seg = SegmentationPipeline(
+        preprocessor="passthrough",
+        embedder=MixedAutoencoderEmbedder(**FEATURES, hidden_dims=(16,), latent_dim=3, n_members=4, max_epochs=5,
+                                          guidance_weight=1.0),
+        clusterer=ConsensusKMeans(n_init=3), n_clusters=3, random_state=0)
+    return seg.fit(table, table["Segment"]), table
+
+
+def test_mixed_ensemble_round_trip_gives_identical_predictions(fitted_mixed, tmp_path):
+    seg, table = fitted_mixed
+    assert seg.clusterer_.n_members == 4  # the pipeline passed the embedder's member count on
+    folder = save_model(seg, tmp_path / "m")
+    assert json.loads((folder / "preprocessor.json").read_text()) == {"passthrough": True}
+    loaded = load_model(folder).pipeline
+    _same_params(loaded, seg)
+    np.testing.assert_array_equal(loaded.transform(table), seg.transform(table))
+    np.testing.assert_array_equal(loaded.predict(table), seg.predict(table))
+    np.testing.assert_array_equal(loaded.agreement_, seg.agreement_)
+    scores = loaded.score_table(table)
+    assert "Agreement" in scores.columns and scores.equals(seg.score_table(table))
+    np.testing.assert_array_equal(loaded.embedder_.predict_segment_proba(table),
+                                  seg.embedder_.predict_segment_proba(table))
+    assert list(loaded.feature_names_in_) == FEATURES_ORDER
+    for name in folder.iterdir():
+        assert not _is_pickle(name.read_bytes()), name
+
+
+FEATURES_ORDER = ["Age", "Income", "Family_Size", "Gender", "Profession", "Spending"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["clusterer"].update(member_relabel=[[0, 1, 9]] * 4), "outside 0..2"),
+    (lambda c: c["clusterer"].update(block_scale=[[0.0] * 3] * 4), "not a finite"),
+    (lambda c: c["clusterer"]["params"].update(n_members=2), r"has shape \(4, 200\), expected \(2, 200\)"),
+])
+def test_mixed_refuses_edited_consensus_even_when_rehashed(fitted_mixed, tmp_path, edit, message):
+    seg, _ = fitted_mixed
+    folder = save_model(seg, tmp_path / "m")
+    clustering = json.loads((folder / "clustering.json").read_text())
+    edit(clustering)
+    _rehash(folder, "clustering.json", json.dumps(clustering).encode())
+    with pytest.raises(ModelFormatError, match=message):
+        load_model(folder)
+
+
+def test_mixed_refuses_edited_encoding_even_when_rehashed(fitted_mixed, tmp_path):
+    seg, _ = fitted_mixed
+    folder = save_model(seg, tmp_path / "m")
+    meta = json.loads((folder / "autoencoder.json").read_text())
+    meta["encoder"]["scale"][0] = -1.0
+    _rehash(folder, "autoencoder.json", json.dumps(meta).encode())
+    with pytest.raises(ModelFormatError, match="scale -1.0 is not positive"):
+        load_model(folder)

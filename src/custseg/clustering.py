@@ -21,7 +21,7 @@ from .exceptions import ConfigError
 
 __all__ = ["assign_to_centroids", "map_clusters_to_segments", "mapping_table", "batched_kmeans", "label_matching",
            "match_labels", "membership_matrix", "consensus_clustering", "member_agreement", "order_by_size",
-           "ConsensusKMeans"]
+           "cluster_means", "ConsensusKMeans"]
 
 
 def assign_to_centroids(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +365,7 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
             wide = z.transpose(1, 0, 2).reshape(len(X), -1)
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=rng).fit(wide)
             self.labels_ = order_by_size(km.labels_, k)
-            self.consensus_centers_ = _cluster_means(wide, self.labels_, k)
+            self.consensus_centers_ = cluster_means(wide, self.labels_, k)
             start = self.consensus_centers_.reshape(k, self.n_members, -1).transpose(1, 0, 2)
             self.member_labels_, self.member_centers_, _, self.n_iter_ = batched_kmeans(
                 z, k, init=start, max_iter=self.max_iter, random_state=rng)
@@ -389,6 +389,48 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
             labels = _nearest_in_membership(member, self.consensus_centers_, self.n_clusters)
         return labels, member_agreement(member, labels, self.n_clusters, self.member_relabel_)
 
+    # -- JSON state ---------------------------------------------------------------------------------------
+    _ARRAYS = {"labels_": "int", "agreement_": "float64", "member_labels_": "int", "member_centers_": "float64",
+               "member_relabel_": "int", "block_mean_": "float64", "block_scale_": "float64",
+               "consensus_centers_": "float64"}
+
+    def to_dict(self) -> dict:
+        """Parameters and fitted state as plain JSON-able data (arrays as nested lists)."""
+        check_is_fitted(self, "consensus_centers_")
+        params = self.get_params()
+        if not isinstance(params["random_state"], (int, type(None))):
+            params["random_state"] = None
+        return {"params": params, "n_features_in": int(self.n_features_in_), "n_iter": int(self.n_iter_),
+                **{name.rstrip("_"): getattr(self, name).tolist() for name in self._ARRAYS}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ConsensusKMeans":
+        """Rebuild a fitted consensus from :meth:`to_dict`'s output; the shapes are checked.
+
+        Raises
+        ------
+        ValueError
+            If an array's shape does not fit the parameters.
+        """
+        est = cls(**data["params"])
+        est.n_features_in_ = int(data["n_features_in"])
+        est.n_iter_ = int(data["n_iter"])
+        for name, dtype in cls._ARRAYS.items():
+            setattr(est, name, np.asarray(data[name.rstrip("_")], dtype=dtype))
+        k, m = est.n_clusters, est.n_members
+        width = est.n_features_in_ // m if m else 0
+        n = len(est.labels_)
+        expected = {"agreement_": (n,), "member_labels_": (m, n), "member_centers_": (m, k, width),
+                    "member_relabel_": (m, k), "block_mean_": (m, width), "block_scale_": (m, width)}
+        for name, shape in expected.items():
+            if getattr(est, name).shape != shape:
+                raise ValueError(f"ConsensusKMeans state {name.rstrip('_')!r} has shape "
+                                 f"{getattr(est, name).shape}, expected {shape}")
+        if est.consensus_centers_.ndim != 2 or len(est.consensus_centers_) != k:
+            raise ValueError(f"ConsensusKMeans state 'consensus_centers' has shape {est.consensus_centers_.shape}, "
+                             f"expected {k} rows")
+        return est
+
     def predict(self, X) -> np.ndarray:
         """Consensus cluster of each row."""
         return self._predict(X)[0]
@@ -398,7 +440,8 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
         return self._predict(X)
 
 
-def _cluster_means(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+def cluster_means(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Mean of each cluster's rows, shape (n_clusters, n_features); an empty cluster's mean is 0."""
     sums = np.zeros((n_clusters, X.shape[1]))
     np.add.at(sums, labels, X)
     counts = np.bincount(labels, minlength=n_clusters)[:, None]

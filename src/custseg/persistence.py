@@ -9,9 +9,16 @@ A model folder holds:
     the network's weights (safetensors: tensors only, no code).
 ``autoencoder.json``, ``preprocessor.json``, ``clustering.json``
     the rest of the fitted state as plain JSON; ``clustering.json`` also holds the
-    pipeline's parameters, the nested preprocessor and embedder as class name +
-    parameters, so the loaded pipeline has the saved ``get_params()`` and a ``clone``
+    pipeline's parameters, the nested preprocessor, embedder and clusterer as class name
+    + parameters, so the loaded pipeline has the saved ``get_params()`` and a ``clone``
     of it trains the saved configuration, and the training rows' ``labels_``.
+
+    Two designs are saved: the reference (a :class:`CustomerPreprocessor` and an
+    :class:`AutoencoderEmbedder`, K-Means), and the mixed-type ensemble (``"passthrough"``,
+    a :class:`MixedAutoencoderEmbedder` whose input encoding is in ``autoencoder.json``,
+    and K-Means or a :class:`ConsensusKMeans`, whose state is ``clustering.json``'s
+    ``clusterer``). ``autoencoder.json`` names its class for the mixed design;
+    ``preprocessor.json`` is ``{"passthrough": true}`` there.
 ``schema.json``, ``settings.json``
     column roles seen in training, and the run's settings.
 
@@ -33,10 +40,13 @@ import numpy as np
 import safetensors.torch
 import sklearn
 import torch
+from sklearn.preprocessing import FunctionTransformer
 
 from ._version import __version__
 from .io.writing import MODEL_MARKER, write_model_folder
+from .clustering import ConsensusKMeans
 from .embedders.autoencoder import AutoencoderEmbedder, json_params, params_from_json
+from .embedders.mixed import MixedAutoencoderEmbedder
 from .exceptions import ModelFormatError
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
@@ -77,22 +87,35 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
     ``cluster_names`` (cluster -> segment name) is saved as ``cluster_names.json`` so
     that predictions carry the name next to the number.
     """
-    if not isinstance(pipeline.embedder_, AutoencoderEmbedder) or \
-            not isinstance(pipeline.preprocessor_, CustomerPreprocessor):
-        raise TypeError("only pipelines with a CustomerPreprocessor and an AutoencoderEmbedder can be saved")
-    meta, weights = pipeline.embedder_.get_state()
+    reference = isinstance(pipeline.embedder_, AutoencoderEmbedder) and \
+        isinstance(pipeline.preprocessor_, CustomerPreprocessor)
+    mixed = isinstance(pipeline.embedder_, MixedAutoencoderEmbedder) and pipeline.preprocessor == "passthrough"
+    clusterer = getattr(pipeline, "clusterer_", None)
+    if not (reference or mixed) or not (clusterer is None or isinstance(clusterer, ConsensusKMeans)):
+        raise TypeError("only pipelines with a CustomerPreprocessor and an AutoencoderEmbedder, or 'passthrough' and "
+                        "a MixedAutoencoderEmbedder, clustered by K-Means or ConsensusKMeans, can be saved")
+    if reference:
+        meta, weights = pipeline.embedder_.get_state()
+        preprocessor = pipeline.preprocessor_.to_dict()
+    else:
+        meta = {"class": "MixedAutoencoderEmbedder", **pipeline.embedder_.to_dict()}
+        weights = pipeline.embedder_.state_tensors()
+        preprocessor = {"passthrough": True}
+    clustering = {
+        "params": _pipeline_params(pipeline),
+        "cluster_centers": pipeline.cluster_centers_.tolist(),
+        "labels": pipeline.labels_.tolist(),
+        "inertia": pipeline.inertia_,
+        "n_iter": pipeline.n_iter_,
+        "mapping": None if pipeline.mapping_ is None else {str(k): v for k, v in pipeline.mapping_.items()},
+    }
+    if clusterer is not None:  # absent for K-Means, so reference folders keep their bytes
+        clustering["clusterer"] = {"class": "ConsensusKMeans", **clusterer.to_dict()}
     files = {
         "autoencoder.safetensors": safetensors.torch.save(weights, metadata={"format": FORMAT_NAME}),
         "autoencoder.json": _json_bytes(meta),
-        "preprocessor.json": _json_bytes(pipeline.preprocessor_.to_dict()),
-        "clustering.json": _json_bytes({
-            "params": _pipeline_params(pipeline),
-            "cluster_centers": pipeline.cluster_centers_.tolist(),
-            "labels": pipeline.labels_.tolist(),
-            "inertia": pipeline.inertia_,
-            "n_iter": pipeline.n_iter_,
-            "mapping": None if pipeline.mapping_ is None else {str(k): v for k, v in pipeline.mapping_.items()},
-        }),
+        "preprocessor.json": _json_bytes(preprocessor),
+        "clustering.json": _json_bytes(clustering),
         "schema.json": _json_bytes(schema.to_dict() if schema is not None else None),
         "settings.json": _json_bytes(settings or {}),
     }
@@ -110,7 +133,8 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
 
 
 #: the classes a saved pipeline's ``preprocessor`` / ``embedder`` parameter may be rebuilt as
-_PARAMETER_CLASSES = {"CustomerPreprocessor": CustomerPreprocessor, "AutoencoderEmbedder": AutoencoderEmbedder}
+_PARAMETER_CLASSES = {"CustomerPreprocessor": CustomerPreprocessor, "AutoencoderEmbedder": AutoencoderEmbedder,
+                      "MixedAutoencoderEmbedder": MixedAutoencoderEmbedder, "ConsensusKMeans": ConsensusKMeans}
 
 
 def _pipeline_params(pipeline: SegmentationPipeline) -> dict[str, Any]:
@@ -121,9 +145,11 @@ def _pipeline_params(pipeline: SegmentationPipeline) -> dict[str, Any]:
     of it trains the same configuration.
     """
     params = json_params(pipeline)
-    for name in ("preprocessor", "embedder"):
-        est = params[name]
-        if est is None:
+    if params.get("clusterer") is None:
+        params.pop("clusterer", None)  # K-Means: reference folders keep their bytes
+    for name in ("preprocessor", "embedder", "clusterer"):
+        est = params.get(name)
+        if est is None or (name == "preprocessor" and est == "passthrough"):
             continue
         if type(est).__name__ not in _PARAMETER_CLASSES or type(est) is not _PARAMETER_CLASSES[type(est).__name__]:
             raise TypeError(f"the pipeline's {name} parameter is a {type(est).__name__}; only "
@@ -134,9 +160,9 @@ def _pipeline_params(pipeline: SegmentationPipeline) -> dict[str, Any]:
 
 def _pipeline_from_params(params: dict[str, Any]) -> SegmentationPipeline:
     params = dict(params)
-    for name in ("preprocessor", "embedder"):
+    for name in ("preprocessor", "embedder", "clusterer"):
         spec = params.get(name)
-        if spec is None:
+        if spec is None or (name == "preprocessor" and spec == "passthrough"):
             continue
         cls = _PARAMETER_CLASSES.get(spec.get("class")) if isinstance(spec, dict) else None
         if cls is None:
@@ -223,6 +249,7 @@ def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
         return ModelFormatError(f"{what}; the folder was edited or damaged: retrain or restore it")
 
     pipeline, pre, emb = model.pipeline, model.pipeline.preprocessor_, model.pipeline.embedder_
+    mixed = isinstance(emb, MixedAutoencoderEmbedder)
     k = pipeline.n_clusters
     centres = pipeline.cluster_centers_
     if not isinstance(k, int) or isinstance(k, bool) or k < 1 or centres.ndim != 2 or centres.shape[0] != k:
@@ -230,17 +257,10 @@ def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
                   f"n_clusters={k!r}")
     if not np.isfinite(centres).all():
         raise bad("clustering.json: a cluster centre is not a finite number")
-    if not (np.isfinite(pre.mean_).all() and np.isfinite(pre.scale_).all()):
-        raise bad("preprocessor.json: a mean or scale is not a finite number")
-    if (pre.scale_ <= 0).any():
-        raise bad(f"preprocessor.json: scale {float(pre.scale_[pre.scale_ <= 0][0])!r} is not positive")
-    # the saved medians, not only the rebuilt imputers (an imputer fitted on NaN forgets its column)
-    saved = json.loads(blobs["preprocessor.json"]).get("medians") or {}
-    if any(not isinstance(v, (int, float)) or not np.isfinite(v) for v in [*saved.values(), *pre.medians_.values()]):
-        raise bad("preprocessor.json: a median is not a finite number")
-    if emb.n_features_in_ != pre.n_features_in_:
-        raise bad(f"the autoencoder reads {emb.n_features_in_} features but the preprocessor gives "
-                  f"{pre.n_features_in_}")
+    if mixed:
+        _validate_mixed(pipeline, bad)
+    else:
+        _validate_reference_preprocessor(pre, emb, blobs, bad)
     for name, tensor in emb.module_.state_dict().items():
         if not torch.isfinite(tensor).all():
             raise bad(f"autoencoder.safetensors: weight {name!r} is not finite")
@@ -257,8 +277,10 @@ def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
                           f"({', '.join(sorted(known))})")
     if model.schema is not None:
         features = set(model.schema.feature_columns)
-        if features != set(map(str, pre.feature_names_in_)):
-            raise bad("schema.json and preprocessor.json name different feature columns")
+        read = emb.encoder_.feature_names_in_ if mixed else pre.feature_names_in_
+        if features != set(map(str, read)):
+            raise bad(f"schema.json and {'autoencoder.json' if mixed else 'preprocessor.json'} name different "
+                      "feature columns")
     labels = getattr(pipeline, "labels_", None)
     if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= k):
         raise bad(f"clustering.json: training label {int(labels.max() if labels.max() >= k else labels.min())} is "
@@ -267,12 +289,74 @@ def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
         raise bad("cluster_names.json does not name the model's clusters")
 
 
+def _validate_reference_preprocessor(pre, emb, blobs: dict[str, bytes], bad) -> None:
+    if not (np.isfinite(pre.mean_).all() and np.isfinite(pre.scale_).all()):
+        raise bad("preprocessor.json: a mean or scale is not a finite number")
+    if (pre.scale_ <= 0).any():
+        raise bad(f"preprocessor.json: scale {float(pre.scale_[pre.scale_ <= 0][0])!r} is not positive")
+    # the saved medians, not only the rebuilt imputers (an imputer fitted on NaN forgets its column)
+    saved = json.loads(blobs["preprocessor.json"]).get("medians") or {}
+    if any(not isinstance(v, (int, float)) or not np.isfinite(v) for v in [*saved.values(), *pre.medians_.values()]):
+        raise bad("preprocessor.json: a median is not a finite number")
+    if emb.n_features_in_ != pre.n_features_in_:
+        raise bad(f"the autoencoder reads {emb.n_features_in_} features but the preprocessor gives "
+                  f"{pre.n_features_in_}")
+
+
+def _validate_mixed(pipeline: SegmentationPipeline, bad) -> None:
+    """The mixed design's input encoding and consensus: finite numbers, positive scales, clusters in range."""
+    encoder = pipeline.embedder_.encoder_
+    if encoder.numeric_:
+        imputer, scaler = (step for _, step in encoder.transformer_.named_transformers_["numeric"].steps)
+        if not all(np.isfinite(a).all() for a in (imputer.statistics_, scaler.mean_, scaler.scale_)):
+            raise bad("autoencoder.json: a median, mean or scale of the input encoding is not a finite number")
+        if (scaler.scale_ <= 0).any():
+            raise bad(f"autoencoder.json: scale {float(scaler.scale_[scaler.scale_ <= 0][0])!r} is not positive")
+    if any(len(encoder.categories_[c]) == 0 for c in encoder.categorical_):
+        raise bad("autoencoder.json: a categorical column has no categories")
+    ck = pipeline.clusterer_
+    if ck is None:
+        return
+    k = pipeline.n_clusters
+    if ck.n_clusters != k or ck.n_members != pipeline.embedder_.n_members:
+        raise bad(f"clustering.json: the consensus has {ck.n_clusters} clusters of {ck.n_members} members, the "
+                  f"model {k} clusters of {pipeline.embedder_.n_members} members")
+    arrays = (ck.member_centers_, ck.block_mean_, ck.block_scale_, ck.consensus_centers_, ck.agreement_)
+    if not all(np.isfinite(a).all() for a in arrays) or (ck.block_scale_ <= 0).any():
+        raise bad("clustering.json: a consensus centre, mean or scale is not a finite (positive) number")
+    if ck.n_features_in_ != pipeline.cluster_centers_.shape[1]:
+        raise bad(f"clustering.json: the consensus reads {ck.n_features_in_} latent features, the model has "
+                  f"{pipeline.cluster_centers_.shape[1]}")
+    for name in ("member_relabel_", "member_labels_", "labels_"):
+        values = getattr(ck, name)
+        if values.size and (values.min() < 0 or values.max() >= k):
+            raise bad(f"clustering.json: consensus {name.rstrip('_')} names a cluster outside 0..{k - 1}")
+
+
 def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     weights = safetensors.torch.load(blobs["autoencoder.safetensors"])
-    embedder = AutoencoderEmbedder.from_state(json.loads(blobs["autoencoder.json"]), weights)
-    preprocessor = CustomerPreprocessor.from_dict(json.loads(blobs["preprocessor.json"]))
+    meta = json.loads(blobs["autoencoder.json"])
     clustering = json.loads(blobs["clustering.json"])
     pipeline = _pipeline_from_params(clustering["params"])
+    if meta.get("class", "AutoencoderEmbedder") == "MixedAutoencoderEmbedder":
+        if json.loads(blobs["preprocessor.json"]) != {"passthrough": True}:
+            raise ModelFormatError("preprocessor.json does not match the mixed-type autoencoder; retrain")
+        embedder = MixedAutoencoderEmbedder.from_dict(meta, weights)
+        preprocessor = FunctionTransformer()
+        latent_width = embedder.n_members * embedder.latent_dim
+        feature_names = embedder.encoder_.feature_names_in_.copy()
+    elif "class" not in meta:
+        embedder = AutoencoderEmbedder.from_state(meta, weights)
+        preprocessor = CustomerPreprocessor.from_dict(json.loads(blobs["preprocessor.json"]))
+        latent_width = embedder.latent_dim_
+        feature_names = preprocessor.get_feature_names_out()
+    else:
+        raise ModelFormatError(f"autoencoder.json names an unknown class {meta['class']!r}; retrain")
+    spec = clustering.get("clusterer")
+    if spec is not None and spec.get("class") != "ConsensusKMeans":
+        raise ModelFormatError(f"clustering.json names an unknown clusterer {spec.get('class')!r}; retrain")
+    pipeline.clusterer_ = None if spec is None else ConsensusKMeans.from_dict(spec)
+    pipeline.agreement_ = None if spec is None else pipeline.clusterer_.agreement_
     pipeline.preprocessor_ = preprocessor
     pipeline.embedder_ = embedder
     pipeline.cluster_centers_ = np.asarray(clustering["cluster_centers"], dtype="float64")
@@ -282,9 +366,9 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     pipeline.mapping_ = None if mapping is None else {int(k): str(v) for k, v in mapping.items()}
     if "labels" in clustering:  # folders written before labels were saved have none
         pipeline.labels_ = np.asarray(clustering["labels"], dtype=np.int64)
-    pipeline.feature_names_in_ = preprocessor.get_feature_names_out()
+    pipeline.feature_names_in_ = np.asarray(feature_names, dtype=object)
     pipeline.n_features_in_ = len(pipeline.feature_names_in_)
-    if pipeline.cluster_centers_.shape != (pipeline.n_clusters, embedder.latent_dim_):
+    if pipeline.cluster_centers_.shape != (pipeline.n_clusters, latent_width):
         raise ModelFormatError("cluster centres do not match the autoencoder's latent size; retrain")
     schema_data = json.loads(blobs["schema.json"])
     schema = Schema.from_dict(schema_data) if schema_data else None

@@ -4,7 +4,12 @@
 stores its parameters, ``fit`` returns ``self``, learned state ends in ``_``, and it
 can be cloned. The preprocessor and the embedder are parameters (cloned at fit time),
 so any sklearn transformer with ``fit``/``transform`` (PCA, say) can stand in for the
-autoencoder.
+autoencoder. An embedder that encodes the raw table itself (the mixed-type
+:class:`~custseg.embedders.mixed.MixedAutoencoderEmbedder`) takes
+``preprocessor="passthrough"``, as in an sklearn ``Pipeline``. The clusterer is a
+parameter too: K-Means by default, or a consensus of an ensemble's members
+(:class:`~custseg.clustering.ConsensusKMeans`), whose per-row ``agreement_`` the pipeline
+passes on.
 
 Example
 -------
@@ -24,12 +29,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.cluster import KMeans
-from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_array
 
 from .embedders.autoencoder import AutoencoderEmbedder
-from .clustering import assign_to_centroids, map_clusters_to_segments
+from .clustering import assign_to_centroids, cluster_means, map_clusters_to_segments
 from .exceptions import ConfigError, DataError, NotFittedError
 from .preprocessing import CustomerPreprocessor
 
@@ -41,11 +47,21 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    preprocessor : transformer, default=None
-        Turns the table into numeric features; ``CustomerPreprocessor()`` if None.
+    preprocessor : transformer or "passthrough", default=None
+        Turns the table into numeric features; ``CustomerPreprocessor()`` if None;
+        ``"passthrough"`` gives the table to the embedder as it is (for an embedder that
+        encodes it itself).
     embedder : transformer, default=None
         Learns the representation that is clustered; ``AutoencoderEmbedder()`` (the
-        reference design) if None. Its ``random_state``, if None, is set from ours.
+        reference design) if None. Its ``random_state``, if None, is set from ours. An
+        embedder with a ``guidance_weight`` parameter is given the known segments as they
+        are (None where unknown); any other one gets them as stratification groups.
+    clusterer : clusterer, default=None
+        Clusters the latent features: ``KMeans(n_clusters, n_init, max_iter)`` if None.
+        Otherwise a clone of it is fitted with our ``n_clusters`` (and, if it has an
+        ``n_members`` parameter, the embedder's ``n_members``; its ``random_state``, if
+        None, from ours). It must have ``labels_`` after fit and ``predict``; with
+        ``predict_with_agreement`` the pipeline reports each row's ``Agreement``.
     n_clusters : int, default=7
     n_init : int, default=50
     max_iter : int, default=500
@@ -59,27 +75,38 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
     labels_ : ndarray of int
         Cluster of each training row.
     inertia_ : float
+        Sum of squared latent distances of the training rows to their cluster's centre.
+    clusterer_ : fitted clusterer or None
+        The fitted ``clusterer`` (None for the built-in K-Means).
+    agreement_ : ndarray of float or None
+        Per training row, the share of ensemble members agreeing with its cluster
+        (None without a consensus clusterer).
     mapping_ : dict or None
         Cluster -> known segment by majority, if ``y`` was given to ``fit``.
     feature_names_in_ : ndarray of str
     n_features_in_ : int
 
     ``transform`` gives the latent features (it is a transformer), ``predict`` and
-    ``labels_`` the clusters (it is a clusterer).
+    ``labels_`` the clusters (it is a clusterer). With a ``clusterer`` the cluster centres
+    are the means of each cluster's latent features, and rows are assigned by the
+    clusterer (the centre is then not necessarily the nearest one).
     """
 
     _parameter_constraints = {
-        "preprocessor": [HasMethods(["fit", "transform"]), None],
+        "preprocessor": [HasMethods(["fit", "transform"]), StrOptions({"passthrough"}), None],
         "embedder": [HasMethods(["fit", "transform"]), None],
+        "clusterer": [HasMethods(["fit", "predict"]), None],
         "n_clusters": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, preprocessor=None, embedder=None, n_clusters=7, n_init=50, max_iter=500, random_state=42):
+    def __init__(self, preprocessor=None, embedder=None, n_clusters=7, n_init=50, max_iter=500, random_state=42,
+                 clusterer=None):
         self.preprocessor = preprocessor
         self.embedder = embedder
+        self.clusterer = clusterer
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
@@ -88,7 +115,8 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # the default preprocessor imputes missing values; another one says for itself
-        tags.input_tags.allow_nan = self.preprocessor is None or get_tags(self.preprocessor).input_tags.allow_nan
+        source = self.embedder if self.preprocessor == "passthrough" else self.preprocessor
+        tags.input_tags.allow_nan = source is None or get_tags(source).input_tags.allow_nan
         return tags
 
     def fit(self, X: pd.DataFrame, y=None, progress=None) -> "SegmentationPipeline":
@@ -115,24 +143,36 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             y = pd.Series(np.asarray(y, dtype=object))
             labelled = y.notna().to_numpy()
             y = y.map(str).where(y.notna(), None).to_numpy(dtype=object)
-        self.preprocessor_ = clone(self.preprocessor) if self.preprocessor is not None else CustomerPreprocessor()
+        if self.preprocessor == "passthrough":
+            # the identity: the embedder reads the table's own columns
+            self.preprocessor_ = FunctionTransformer()
+        else:
+            self.preprocessor_ = clone(self.preprocessor) if self.preprocessor is not None else CustomerPreprocessor()
         embedder = clone(self.embedder) if self.embedder is not None else AutoencoderEmbedder()
         if "random_state" in embedder.get_params() and embedder.get_params()["random_state"] is None:
             embedder.set_params(random_state=self.random_state)
         features = self.preprocessor_.fit_transform(X)
-        # unlabelled rows stratify as one more group
-        strata = None if y is None else np.where(labelled, y, "\0missing")
-        if progress is not None and "progress" in inspect.signature(embedder.fit).parameters:
-            self.embedder_ = embedder.fit(features, strata, progress=progress)
+        if y is None:
+            targets = None
+        elif "guidance_weight" in embedder.get_params():
+            targets = np.where(labelled, y, None)  # guidance learns from the known segments only
         else:
-            self.embedder_ = embedder.fit(features, strata)
+            targets = np.where(labelled, y, "\0missing")  # unlabelled rows stratify as one more group
+        if progress is not None and "progress" in inspect.signature(embedder.fit).parameters:
+            self.embedder_ = embedder.fit(features, targets, progress=progress)
+        else:
+            self.embedder_ = embedder.fit(features, targets)
         latent = np.asarray(self.embedder_.transform(features), dtype="float64")
-        km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
-                    random_state=self.random_state).fit(latent)
-        self.cluster_centers_ = km.cluster_centers_
-        self.labels_, _ = assign_to_centroids(latent, self.cluster_centers_)
-        self.inertia_ = float(km.inertia_)
-        self.n_iter_ = int(km.n_iter_)
+        self.clusterer_, self.agreement_ = None, None
+        if self.clusterer is None:
+            km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
+                        random_state=self.random_state).fit(latent)
+            self.cluster_centers_ = km.cluster_centers_
+            self.labels_, _ = assign_to_centroids(latent, self.cluster_centers_)
+            self.inertia_ = float(km.inertia_)
+            self.n_iter_ = int(km.n_iter_)
+        else:
+            self._fit_clusterer(latent, embedder)
         self.mapping_ = None
         if y is not None and labelled.any():
             self.mapping_ = map_clusters_to_segments(self.labels_[labelled], y[labelled])
@@ -142,9 +182,52 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
                     mapped = sorted(self.mapping_)
                     d = ((self.cluster_centers_[mapped] - self.cluster_centers_[c]) ** 2).sum(axis=1)
                     self.mapping_[c] = self.mapping_[mapped[int(np.argmin(d))]]
-        self.feature_names_in_ = np.asarray(self.preprocessor_.get_feature_names_out(), dtype=object)
+        if self.preprocessor != "passthrough":
+            names = self.preprocessor_.get_feature_names_out()
+        elif hasattr(self.embedder_, "feature_names_in_"):
+            names = self.embedder_.feature_names_in_  # the columns it reads (not an ID or the segment)
+        else:
+            names = [f"x{j}" for j in range(self.embedder_.n_features_in_)]
+        self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         return self
+
+    def _fit_clusterer(self, latent: np.ndarray, embedder) -> None:
+        clusterer = clone(self.clusterer)
+        params = clusterer.get_params()
+        overrides = {"n_clusters": self.n_clusters} if "n_clusters" in params else {}
+        if "n_members" in params and "n_members" in embedder.get_params():
+            overrides["n_members"] = embedder.get_params()["n_members"]
+        if "random_state" in params and params["random_state"] is None:
+            overrides["random_state"] = self.random_state
+        self.clusterer_ = clusterer.set_params(**overrides).fit(latent)
+        self.labels_ = np.asarray(self.clusterer_.labels_, dtype=int)
+        self.cluster_centers_ = cluster_means(latent, self.labels_, self.n_clusters)
+        self.inertia_ = float(((latent - self.cluster_centers_[self.labels_]) ** 2).sum())
+        self.n_iter_ = int(getattr(self.clusterer_, "n_iter_", 0))
+        self.agreement_ = getattr(self.clusterer_, "agreement_", None)
+
+    def _assign(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Cluster, latent distance to its centre and (with a consensus clusterer) agreement of each row."""
+        if self.clusterer_ is None:
+            clusters, dist = assign_to_centroids(latent, self.cluster_centers_)
+            return clusters, dist, None
+        if hasattr(self.clusterer_, "predict_with_agreement"):
+            clusters, agreement = self.clusterer_.predict_with_agreement(latent)
+        else:
+            clusters, agreement = self.clusterer_.predict(latent), None
+        clusters = np.asarray(clusters, dtype=int)
+        dist = np.sqrt(((latent - self.cluster_centers_[clusters]) ** 2).sum(axis=1))
+        return clusters, dist, agreement
+
+    def unseen_categories(self, X: pd.DataFrame) -> dict[str, dict[str, int]]:
+        """Categories of ``X`` never seen in training, per column, with their counts (from whichever part
+        encodes the categories)."""
+        self._check_fitted()
+        for part in (self.preprocessor_, self.embedder_):
+            if hasattr(part, "unseen_categories"):
+                return part.unseen_categories(X)
+        return {}
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
         """Fit, then the cluster of each training row (``labels_``)."""
@@ -164,8 +247,8 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         return np.array([f"latent_{i}" for i in range(self.cluster_centers_.shape[1])], dtype=object)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Cluster of each row (nearest centroid in the latent space)."""
-        return assign_to_centroids(self.transform(X), self.cluster_centers_)[0]
+        """Cluster of each row (nearest centroid in the latent space, or the clusterer's assignment)."""
+        return self._assign(self.transform(X))[0]
 
     def predict_segment(self, X: pd.DataFrame) -> np.ndarray:
         """Known segment of each row's cluster; needs ``y`` at fit time."""
@@ -176,15 +259,18 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         return np.array([self.mapping_[c] for c in self.predict(X)], dtype=object)
 
     def score_table(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per row: Cluster, Predicted_Segment (if mapped), Distance_To_Centroid, Reconstruction_Error."""
+        """Per row: Cluster, Predicted_Segment (if mapped), Agreement (with a consensus clusterer),
+        Distance_To_Centroid, Reconstruction_Error."""
         self._check_fitted()
         X = _table(X)
         features = self.preprocessor_.transform(X)
         latent = np.asarray(self.embedder_.transform(features), dtype="float64")
-        clusters, dist = assign_to_centroids(latent, self.cluster_centers_)
+        clusters, dist, agreement = self._assign(latent)
         out = pd.DataFrame({"Cluster": clusters}, index=X.index if isinstance(X, pd.DataFrame) else None)
         if self.mapping_ is not None:
             out["Predicted_Segment"] = [self.mapping_[c] for c in clusters]
+        if agreement is not None:
+            out["Agreement"] = agreement
         out["Distance_To_Centroid"] = dist
         out["Reconstruction_Error"] = self._reconstruction_error(features, latent)
         return out

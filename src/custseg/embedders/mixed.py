@@ -154,6 +154,20 @@ class MixedInputEncoder(TransformerMixin, BaseEstimator):
         out = self.transformer_.transform(self._input(X))
         return np.ascontiguousarray(out, dtype="float32")
 
+    def unseen_categories(self, X: pd.DataFrame) -> dict[str, dict[str, int]]:
+        """Categories of ``X`` never seen in training, per column, with their counts (they encode as all zeros)."""
+        check_is_fitted(self, "transformer_")
+        X = _as_frame(X)
+        present = [c for c in self.categorical_ if c in X.columns]
+        text = self._text(X[present]) if present else pd.DataFrame(index=X.index)
+        report = {}
+        for c in present:
+            values = text[c].dropna()
+            counts = values[~values.isin(self.categories_[c])].value_counts()
+            if len(counts):
+                report[str(c)] = {str(k): int(v) for k, v in counts.sort_index().items()}
+        return report
+
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "transformer_")
         names = list(self.numeric_) + [f"missing={c}" for c in self.indicator_columns_]
@@ -506,6 +520,12 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         else:
             table = self._as_table(X, reset=False)
         return torch.from_numpy(self.encoder_.transform(table))
+
+    def unseen_categories(self, X) -> dict[str, dict[str, int]]:
+        """Categories of table ``X`` never seen in training, per column, with their counts."""
+        if not hasattr(self, "module_"):
+            raise NotFittedError("This MixedAutoencoderEmbedder instance is not fitted yet. Call 'fit' first.")
+        return self.encoder_.unseen_categories(X) if isinstance(X, pd.DataFrame) else {}
 
     def transform_members(self, X) -> np.ndarray:
         """Latent features of every member: shape ``(n_members, n_rows, latent_dim)``, float64."""
