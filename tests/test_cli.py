@@ -166,3 +166,44 @@ def test_usage_errors_point_to_the_commands_help(argv, command, capsys):
     assert main(argv) == 1
     line, = capsys.readouterr().err.splitlines()
     assert line.startswith("Error: ") and line.endswith(f"(see '{command} --help')")
+
+
+MIXED_TOML = FAST_TOML.replace("[autoencoder]\n", '[autoencoder]\nn_members = 4\nhidden_dims = [8]\nlatent_dim = 3\n')
+
+
+def test_train_mixed_preset_writes_agreement_and_says_which_preset_ran(tmp_path, customer_files, capsys):
+    import json
+
+    config = tmp_path / "mixed.toml"
+    config.write_text(MIXED_TOML, encoding="utf-8")
+    assert _train(tmp_path, customer_files, config, "--preset", "mixed") == 0
+    assert "preset mixed" in capsys.readouterr().out
+    results = tmp_path / "results"
+    training = pd.read_csv(results / "training_results.csv")
+    assert list(training.columns) == ["ID", "True_Segment", "Cluster", "Predicted_Segment", "Agreement"]
+    assert training["Agreement"].between(0, 1).all() and training["Agreement"].max() == 1
+    summary = json.loads((results / "run_summary.json").read_text())
+    assert summary["preset"] == "mixed" and summary["autoencoder"]["members"] == 4
+    assert summary["agreement"]["mean"] == pytest.approx(training["Agreement"].mean())
+    assert "mixed-type autoencoder, ensemble of 4" in (results / "report.html").read_text()
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(tmp_path / "models"), "--input", str(customer_files[1]),
+                 "--output", str(out)]) == 0
+    predicted = pd.read_csv(out)
+    assert "Agreement" in predicted.columns
+    detailed = pd.read_csv(results / "test_predictions_detailed.csv")
+    pd.testing.assert_series_equal(predicted["Agreement"], detailed["Agreement"])
+
+
+def test_guided_needs_known_segments_and_the_mixed_design(tmp_path, customer_files, capsys):
+    config = tmp_path / "mixed.toml"
+    config.write_text(MIXED_TOML, encoding="utf-8")
+    unlabelled = tmp_path / "unlabelled.csv"
+    pd.read_csv(customer_files[0]).drop(columns="Segment").to_csv(unlabelled, index=False)
+    assert main(["train", "--train", str(unlabelled), "--config", str(config), "--preset", "mixed", "--guided",
+                 "--models-dir", str(tmp_path / "m"), "--results-dir", str(tmp_path / "r"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "has no known segments, but guidance (--guided" in err and "Traceback" not in err
+    assert main(["train", "--train", str(unlabelled), "--preset", "reference", "--guided",
+                 "--models-dir", str(tmp_path / "m"), "--results-dir", str(tmp_path / "r"), "-q"]) == 1
+    assert "--guided needs the mixed-type autoencoder" in capsys.readouterr().err

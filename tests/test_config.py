@@ -139,3 +139,42 @@ def test_bad_presets_are_refused_where_they_are_defined_or_named():
     assert "broken" not in PRESETS
     with pytest.raises(ConfigError, match=r"mine.toml: unknown preset 'refrence' \(did you mean 'reference'\?\)"):
         RunConfig.from_dict({"preset": "refrence"}, source="mine.toml")
+
+
+def test_the_mixed_and_guided_presets_hold_the_measured_ensembles():
+    from custseg.config import GUIDANCE_WEIGHT
+
+    mixed = RunConfig.from_preset("mixed").autoencoder
+    assert (mixed.kind, mixed.n_members, mixed.hidden_dims, mixed.latent_dim, mixed.max_epochs) == \
+        ("mixed", 40, (32,), 8, 10)
+    assert (mixed.categorical_loss, mixed.learning_rate, mixed.batch_size, mixed.guidance_weight) == \
+        ("mse", 0.005, 256, 0.0)
+    guided = RunConfig.from_preset("guided").autoencoder
+    assert guided.kind == "mixed" and guided.hidden_dims == (64, 32) and guided.guidance_weight == GUIDANCE_WEIGHT
+    # the default stays the reference design (the mixed ensemble misses the targets)
+    assert RunConfig().preset == "reference" and RunConfig().autoencoder.kind == "reference"
+
+
+def test_run_config_lays_preset_guided_and_overrides_together(tmp_path):
+    from custseg.config import run_config
+
+    assert run_config(preset="mixed", seed=3).seed == 3
+    guided = run_config(guided=True)  # no preset named: the guided ensemble
+    assert guided.preset == "guided" and guided.autoencoder.guidance_weight == 2.0
+    mixed_guided = run_config(preset="mixed", guided=True)
+    assert mixed_guided.preset == "mixed" and mixed_guided.autoencoder.guidance_weight == 2.0
+    with pytest.raises(ConfigError, match="--guided needs the mixed-type autoencoder, but preset 'reference'"):
+        run_config(preset="reference", guided=True)
+    path = tmp_path / "c.toml"
+    path.write_text('preset = "mixed"\n[autoencoder]\nn_members = 5\n', encoding="utf-8")
+    assert run_config(path).autoencoder.n_members == 5
+    assert run_config(path, preset="mixed").autoencoder.n_members == 5
+    with pytest.raises(ConfigError, match="names preset 'mixed' but --preset gives 'reference'"):
+        run_config(path, preset="reference")
+
+
+def test_ensemble_settings_on_the_reference_design_are_refused():
+    with pytest.raises(ConfigError, match="autoencoder.n_members applies to the mixed-type autoencoder only"):
+        RunConfig.from_dict({"autoencoder": {"n_members": 3}})
+    with pytest.raises(ConfigError, match="autoencoder.kind"):
+        RunConfig.from_dict({"autoencoder": {"kind": "deep"}})

@@ -54,11 +54,11 @@ _OPTION_NAMES = {"train": "--train", "test": "--test", "models_dir": "--models-d
                  "k_selection__silhouette_sample": "--silhouette-sample"}
 
 
-def _config(config: Optional[Path], **overrides) -> "RunConfig":
-    from .config import RunConfig, load_config
+def _config(config: Optional[Path], *, preset: Optional[str] = None, guided: bool = False,
+            **overrides) -> "RunConfig":
+    from .config import run_config
 
-    base = load_config(config) if config is not None else RunConfig()
-    return base.with_overrides(names=_OPTION_NAMES, **overrides)
+    return run_config(config, preset=preset, guided=guided, names=_OPTION_NAMES, **overrides)
 
 
 @app.command()
@@ -71,6 +71,11 @@ def train(
     clusters: Optional[int] = typer.Option(None, "--clusters", "-k", help="Number of segments [default: 7]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 42]."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any setting."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Settings to start from: 'reference' (the "
+                                         "reference autoencoder), 'mixed' (mixed-type ensemble of 40), 'guided' "
+                                         "[default: the config file's, else reference]."),
+    guided: bool = typer.Option(False, "--guided", help="Learn from the known segments too (guidance weight 2; "
+                                "the mixed-type ensemble, preset 'guided' unless --preset names one)."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding customer IDs."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Column holding known segments."),
     no_label: bool = typer.Option(False, "--no-label", help="The table has no known segments: infer none."),
@@ -84,7 +89,8 @@ def train(
     from .persistence import MANIFEST
     from .workflow import load_tables, train as run_train, write_training_outputs
 
-    cfg = _config(config, train=train, test=test, models_dir=models_dir, results_dir=results_dir,
+    cfg = _config(config, preset=preset, guided=guided, train=train, test=test, models_dir=models_dir,
+                  results_dir=results_dir,
                   n_clusters=clusters, seed=seed, id_column=id_column, label_column=label_column,
                   na_values=na_values, no_label=no_label or None)
     # every output location is checked, and locked, before the expensive work
@@ -329,7 +335,8 @@ def _print_summary(result, written) -> None:
     s = result.summary
     m = s["metrics"]
     out.print(f"custseg {__version__}: {s['data']['train']['rows']:,} customers, "
-              f"{result.config.clustering.n_clusters} clusters, {s['duration_seconds']} s")
+              f"{result.config.clustering.n_clusters} clusters, preset {result.config.preset}, "
+              f"{s['duration_seconds']} s")
     def num(name: str, spec: str = ".3f") -> str:  # None where a metric is undefined (one cluster)
         return "n/a" if m.get(name) is None else format(m[name], spec)
 

@@ -26,7 +26,7 @@ import math
 import os
 import tomllib
 from importlib import resources
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, field_validator
 from pydantic import Strict
@@ -42,6 +42,8 @@ __all__ = [
     "RunConfig",
     "PRESETS",
     "register_preset",
+    "run_config",
+    "GUIDANCE_WEIGHT",
     "preset_values",
     "load_config",
     "SHIPPED_TRAIN",
@@ -112,6 +114,15 @@ class AutoencoderConfig(_Settings):
 
     model_config = _section("autoencoder")
 
+    #: "reference": the label-encoded 16-12-8 design; "mixed": the mixed-type autoencoder
+    #: (standardized numbers, missing-value indicators, one-hot categories), an ensemble of
+    #: ``n_members`` clustered by consensus (dropout, patience, the learning-rate schedule and
+    #: validation_fraction are the reference design's only)
+    kind: Literal["reference", "mixed"] = "reference"
+    n_members: Annotated[Int, Field(ge=1, le=10_000)] = 1
+    categorical_loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    #: weight of the known-segment head in the mixed autoencoder's loss (0 = unsupervised)
+    guidance_weight: Annotated[Float, Field(ge=0.0, le=1000.0)] = 0.0
     hidden_dims: tuple[Annotated[Int, Field(ge=1, le=65536)], ...] = (16, 12)
     latent_dim: Annotated[Int, Field(ge=1, le=65536)] = 8
     dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = 0.2
@@ -346,9 +357,52 @@ def preset_values(name: str, source: str = "settings") -> dict[str, Any]:
     return _merge(RunConfig().model_dump(), {**copy.deepcopy(dict(values)), "preset": name})
 
 
+#: the weight of the known-segment head that ``--guided`` sets (best measured on the shipped data)
+GUIDANCE_WEIGHT = 2.0
+
+
+def run_config(path: str | os.PathLike | None = None, *, preset: str | None = None, guided: bool = False,
+               names: Mapping[str, str] | None = None, **overrides: Any) -> RunConfig:
+    """The settings of a run: a config file (or none) over a preset, ``guided`` and ``overrides`` on top.
+
+    Parameters
+    ----------
+    path : path, optional
+        TOML file of settings (see :func:`load_config`).
+    preset : str, optional
+        The preset the settings are laid over; the file's ``preset``, else ``"guided"`` when
+        ``guided`` and no file is given, else ``"reference"``.
+    guided : bool
+        Turn guidance by the known segments on: ``autoencoder.guidance_weight`` becomes
+        :data:`GUIDANCE_WEIGHT` unless the settings already give a weight. Needs the mixed-type
+        autoencoder (presets ``mixed`` and ``guided``).
+    names, **overrides
+        As in :meth:`RunConfig.with_overrides`.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown preset, contradicting presets, or ``guided`` on the reference design.
+    """
+    if path is not None:
+        base = load_config(path, preset)
+    else:
+        base = RunConfig.from_preset(preset or ("guided" if guided else "reference"))
+    if guided:
+        if base.autoencoder.kind != "mixed":
+            raise ConfigError(f"--guided needs the mixed-type autoencoder, but preset {base.preset!r} is the "
+                              "reference design; give --preset mixed (or leave --preset out)")
+        if base.autoencoder.guidance_weight == 0:
+            overrides["autoencoder__guidance_weight"] = GUIDANCE_WEIGHT
+    return base.with_overrides(names=names, **overrides)
+
+
 # -- reading ------------------------------------------------------------------------------------------------
-def load_config(path: str | os.PathLike) -> RunConfig:
+def load_config(path: str | os.PathLike, preset: str | None = None) -> RunConfig:
     """Read a TOML file of settings over its preset (``preset = "..."``; the reference design if absent).
+
+    ``preset``, if given, is the preset the file's settings are laid over (as ``--preset``
+    does); a file naming another preset contradicts it.
 
     Raises
     ------
@@ -372,6 +426,11 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {where!r} is not valid TOML: {exc}") from None
+    if preset is not None:
+        if values.get("preset", preset) != preset:
+            raise ConfigError(f"config file {where!r} names preset {values['preset']!r} but --preset gives "
+                              f"{preset!r}; give the preset in one place")
+        values = {**values, "preset": preset}
     return RunConfig.from_dict(values, source=where)
 
 
@@ -448,6 +507,12 @@ def _validated(model: type[RunConfig], values: dict[str, Any], source: str,
         raise ConfigError(_sentence(source, "k_selection.k_max", names,
                                     f"an int >= {ks.k_min} ({names.get('k_selection.k_min', 'k_selection.k_min')})",
                                     ks.k_max))
+    ae = config.autoencoder
+    if ae.kind == "reference" and (ae.guidance_weight > 0 or ae.n_members > 1):
+        setting = "autoencoder.guidance_weight" if ae.guidance_weight > 0 else "autoencoder.n_members"
+        raise ConfigError(f"{source}: {(names or {}).get(setting, setting)} applies to the mixed-type autoencoder "
+                          f"only, but autoencoder.kind is 'reference'; use preset 'mixed' (or 'guided'), or set "
+                          f"kind = \"mixed\"")
     return config
 
 

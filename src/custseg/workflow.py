@@ -196,6 +196,10 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     k = config.clustering.n_clusters
     label = schema.label_column
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
+    if config.autoencoder.guidance_weight > 0 and (y is None or not y.notna().any()):
+        raise DataError(f"file {train_t.source!r} has no known segments, but guidance (--guided, preset "
+                        f"{config.preset!r}) learns from them; name the segment column with --label-column, or "
+                        "train without --guided")
     pipeline = build_pipeline(config, schema)
     pipeline.fit(frame, y, progress=progress)
     used = np.unique(pipeline.labels_)
@@ -207,10 +211,11 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     if k == 1:
         result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
                               "table and the cluster metrics are undefined (n/a)")
-    echo(f"autoencoder: {len(pipeline.embedder_.history_)} epochs, best {pipeline.embedder_.best_epoch_}")
+    echo(f"autoencoder ({config.preset} preset): {len(pipeline.embedder_.history_)} epochs"
+         + (f", best {best_epoch(pipeline)}" if best_epoch(pipeline) is not None else "")
+         + (f", {pipeline.embedder_.n_members} members" if getattr(pipeline.embedder_, "n_members", 1) > 1 else ""))
 
-    features = pipeline.preprocessor_.transform(frame)
-    latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+    latent = pipeline.transform(frame)
     clusters = pipeline.labels_
     ids = _ids(frame, schema)
     known = y.to_numpy().astype(object) if y is not None else None
@@ -261,8 +266,28 @@ def _evaluate(result: TrainResult, latent: np.ndarray, known: np.ndarray | None)
                                   silhouette_sample=ks.silhouette_sample or None)
     result.k_selection.settings.update(space="autoencoder latent features", seed=config.seed)
     result.tables["k_selection"] = result.k_selection.to_frame()
-    result.tables["training_history"] = pipeline.embedder_.history_.copy()
+    result.tables["training_history"] = training_history(pipeline)
     return metrics
+
+
+def best_epoch(pipeline: SegmentationPipeline) -> int | None:
+    """The epoch whose weights the embedder kept (None when it keeps the last: no early stopping)."""
+    return getattr(pipeline.embedder_, "best_epoch_", None)
+
+
+def training_history(pipeline: SegmentationPipeline) -> pd.DataFrame:
+    """The embedder's history with the columns every run writes (epoch, loss, val_loss, lr first).
+
+    The mixed-type autoencoder has no validation split and a constant learning rate: its
+    ``val_loss`` is empty, its ``lr`` the learning rate, and its reconstruction and
+    guidance parts follow.
+    """
+    history = pipeline.embedder_.history_.copy()
+    if "val_loss" not in history:
+        history.insert(2, "val_loss", np.nan)
+    if "lr" not in history:
+        history.insert(3, "lr", float(pipeline.embedder_.learning_rate))
+    return history
 
 
 def _profile(result: TrainResult, known: np.ndarray | None) -> None:
@@ -284,6 +309,8 @@ def _row_tables(result: TrainResult, ids: pd.Series, known: np.ndarray | None) -
     training_results["Cluster"] = clusters
     if pipeline.mapping_ is not None:
         training_results["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
+    if pipeline.agreement_ is not None:  # an ensemble: the share of its members that agree, per customer
+        training_results["Agreement"] = pipeline.agreement_
     result.tables["training_results"] = training_results
     result.tables["cluster_characteristics"] = cluster_characteristics(frame, clusters, schema, pipeline.mapping_)
     if known is not None:
@@ -333,9 +360,16 @@ def _summary(result: TrainResult, metrics: dict, train_t: LoadedTable, test_info
                      **test_info},
         },
         "schema": result.schema.to_dict(),
-        "autoencoder": {"epochs": len(history), "best_epoch": pipeline.embedder_.best_epoch_,
-                        "stopped_early": pipeline.embedder_.stopped_early_,
-                        "best_val_loss": _none_if_nan(history["val_loss"].min())},
+        "preset": config.preset,
+        "autoencoder": {"preset": config.preset, "kind": config.autoencoder.kind, "epochs": len(history),
+                        "best_epoch": best_epoch(pipeline),
+                        "stopped_early": bool(getattr(pipeline.embedder_, "stopped_early_", False)),
+                        "best_val_loss": _none_if_nan(history["val_loss"].min()),
+                        "members": int(getattr(pipeline.embedder_, "n_members", 1)),
+                        "guidance_weight": float(getattr(pipeline.embedder_, "guidance_weight", 0.0))},
+        "agreement": None if pipeline.agreement_ is None else {
+            "mean": float(np.mean(pipeline.agreement_)),
+            "share_at_least_0.9": float(np.mean(pipeline.agreement_ >= 0.9))},
         "metrics": {k_: _none_if_nan(v) for k_, v in metrics.items()},
         "mapping": None if pipeline.mapping_ is None else {str(c): s for c, s in pipeline.mapping_.items()},
     }
@@ -361,7 +395,7 @@ def _draw(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca
     sampled = "every customer" if len(tsne_idx) == len(clusters) else "stratified sample"
     return {
         "training_history": render_png(
-            plots.plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_), dpi),
+            plots.plot_training_history(result.tables["training_history"], best_epoch(pipeline)), dpi),
         "optimal_clusters": render_png(
             plots.plot_k_selection(result.k_selection, chosen_k=config.clustering.n_clusters), dpi),
         "clusters_pca": render_png(plots.plot_maps(
@@ -457,7 +491,7 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
     if id_name != "Row":
         _check_ids(table, id_name)
         extra = [c for c in extra if c != id_name]
-    unseen = pipeline.preprocessor_.unseen_categories(frame)
+    unseen = pipeline.unseen_categories(frame)
     scores = pipeline.score_table(frame).reset_index(drop=True)
     if segment_names:
         scores.insert(1, "Segment_Name", [segment_names.get(int(c), "") for c in scores["Cluster"]])
@@ -679,8 +713,8 @@ def run_k_selection(config: RunConfig, *, min_stability: float = MIN_STABILITY,
     pipeline.set_params(n_init=1)
     pipeline.fit(frame, None if y is None else y.map(lambda v: v if pd.isna(v) else _id_text(v)))
     epochs = len(pipeline.embedder_.history_)
-    progress(f"autoencoder: {epochs} epochs (best {pipeline.embedder_.best_epoch_}); "
-             f"scanning k={ks.k_min}..{ks.k_max} on {pipeline.embedder_.latent_dim} latent features")
+    progress(f"autoencoder: {epochs} epochs (best {best_epoch(pipeline)}); "
+             f"scanning k={ks.k_min}..{ks.k_max} on {pipeline.cluster_centers_.shape[1]} latent features")
     latent = pipeline.transform(frame)
     selection = select_k(latent, range(ks.k_min, ks.k_max + 1), n_resamples=ks.n_resamples, n_init=ks.n_init,
                          random_state=config.seed, silhouette_sample=ks.silhouette_sample or None,

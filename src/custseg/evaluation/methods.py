@@ -24,7 +24,9 @@ from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import FunctionTransformer
 
 from ..config import RunConfig
+from ..clustering import ConsensusKMeans
 from ..embedders.autoencoder import AutoencoderEmbedder
+from ..embedders.mixed import MixedAutoencoderEmbedder
 from ..exceptions import ConfigError, DataError, NotFittedError
 from ..pipeline import SegmentationPipeline
 from ..preprocessing import CustomerPreprocessor
@@ -227,11 +229,26 @@ def _fit_kprototypes(frame, schema, n_clusters, seed, config) -> FittedClusterin
 
 
 def build_pipeline(config: RunConfig, schema: Schema) -> SegmentationPipeline:
-    """The reference method: the segmentation pipeline a run's settings describe.
+    """The segmentation pipeline a run's settings describe.
 
-    ``custseg train`` fits it; the comparison fits it as ``autoencoder_kmeans``.
+    ``autoencoder.kind = "reference"``: the reference design (label-encoded features, the
+    16-12-8 autoencoder, K-Means). ``"mixed"``: the table goes as it is to a
+    :class:`~custseg.embedders.mixed.MixedAutoencoderEmbedder` of ``n_members`` members and
+    a :class:`~custseg.clustering.ConsensusKMeans` clusters them (one member: K-Means).
+    ``custseg train`` fits it; the comparison fits the reference one as ``autoencoder_kmeans``.
     """
     ae = config.autoencoder
+    if ae.kind == "mixed":
+        return SegmentationPipeline(
+            preprocessor="passthrough",
+            embedder=MixedAutoencoderEmbedder(
+                **feature_roles(schema), hidden_dims=tuple(ae.hidden_dims), latent_dim=ae.latent_dim,
+                n_members=ae.n_members, guidance_weight=ae.guidance_weight, max_epochs=ae.max_epochs,
+                batch_size=ae.batch_size, learning_rate=ae.learning_rate, categorical_loss=ae.categorical_loss,
+                n_threads=ae.n_threads, random_state=config.seed),
+            clusterer=ConsensusKMeans(n_members=ae.n_members) if ae.n_members > 1 else None,
+            n_clusters=config.clustering.n_clusters, n_init=config.clustering.n_init,
+            max_iter=config.clustering.max_iter, random_state=config.seed)
     return SegmentationPipeline(
         preprocessor=CustomerPreprocessor(numeric=schema.names("numeric"), categorical=schema.names("categorical"),
                                           ordinal=schema.ordinal_orders or None),

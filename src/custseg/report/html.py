@@ -148,10 +148,23 @@ def _quality_section(summary: dict) -> dict:
 
 def _training_section(summary: dict, history: pd.DataFrame | None, image: str | None) -> dict:
     out = {"image": image, "facts": []}
+    ae = summary.get("autoencoder") or {}
+    preset = summary.get("preset") or ae.get("preset")
+    if preset:  # which design ran: the reference autoencoder, or the mixed-type ensemble
+        design = (f"mixed-type autoencoder, ensemble of {ae.get('members', 1)}" if ae.get("kind") == "mixed"
+                  else "reference autoencoder")
+        if ae.get("guidance_weight"):
+            design += f", guided by the known segments (weight {ae['guidance_weight']:g})"
+        out["facts"].append(("preset", f"{preset} ({design})"))
+    agreement = summary.get("agreement")
+    if agreement:
+        out["facts"].append(("members agreeing with a customer's segment",
+                             f"{agreement['mean']:.0%} on average; {agreement['share_at_least_0.9']:.0%} of "
+                             "customers have at least 90% of members agreeing"))
     if history is not None and len(history):
         watched = "val_loss" if "val_loss" in history and history["val_loss"].notna().any() else "loss"
         best = history.loc[history[watched].idxmin()]
-        out["facts"] = [
+        out["facts"] += [
             ("epochs run", f"{len(history):,}"),
             (f"best {'validation' if watched == 'val_loss' else 'training'} loss",
              f"{best[watched]:.4g} (epoch {int(best['epoch'])})"),

@@ -88,9 +88,14 @@ def render_png(axes, dpi: int, *, tight: bool = False) -> bytes:
 def plot_training_history(history: pd.DataFrame, best_epoch: int | None = None, axes=None) -> np.ndarray:
     """Loss and MAE per epoch (training and validation), learning-rate drops marked: two panels."""
     fig, axes, made = _panels(axes, 2, (6.4, 4.2))
-    for ax, metric, label in ((axes[0], "loss", "MSE loss"), (axes[1], "mae", "mean absolute error")):
+    # the mixed-type autoencoder has no MAE but a reconstruction part of its loss, and no validation split
+    second = ("mae", "mean absolute error") if "mae" in history else ("reconstruction", "reconstruction loss")
+    first = ("loss", "MSE loss" if "mae" in history else "loss")
+    for ax, metric, label in ((axes[0], *first), (axes[1], *second)):
+        if metric not in history:
+            continue
         ax.plot(history["epoch"], history[metric], color=_PALETTE[0], label="training")
-        if history[f"val_{metric}"].notna().any():
+        if f"val_{metric}" in history and history[f"val_{metric}"].notna().any():
             ax.plot(history["epoch"], history[f"val_{metric}"], color=_PALETTE[1], label="validation")
         drops = history["epoch"][history["lr"].diff() < 0]
         for i, epoch in enumerate(drops):
