@@ -9,7 +9,7 @@ import pytest
 from conftest import make_customers
 from custseg.cli import main
 from custseg.clustering import map_clusters_to_segments
-from custseg.evaluation.comparison import SUPERVISED_NAME, compare_methods, returning_customers
+from custseg.evaluation.comparison import SUPERVISED_NAME, compare_methods, comparison_markdown, returning_customers
 from custseg.evaluation.methods import METHODS, ReferenceEncoder
 from custseg.workflow import write_comparison
 from custseg.config import RunConfig
@@ -195,3 +195,35 @@ def test_compare_command_rejects_zero_seeds(tmp_path, customer_files, capsys):
     assert line.startswith("Error: Invalid value for '--seeds': ") and "1" in line
     assert line.endswith("(see 'custseg compare --help')")
     assert not (tmp_path / "comparison.csv").exists()
+
+
+def test_methods_that_learn_the_segments_are_scored_on_held_out_folds(tables, monkeypatch):
+    """A method that memorises the segments would score 1.0 in-sample; held out, it scores what it predicts."""
+    from custseg.evaluation.methods import FittedClustering, Method
+
+    train, test, schema = tables
+    fits = []
+
+    def memorise(frame, schema, n_clusters, seed, config):
+        codes = frame[schema.label_column].astype("category").cat.codes.to_numpy()
+        fits.append(len(frame))
+        # new customers all land in cluster 0: without the segment there is nothing to go on
+        return FittedClustering(labels=codes, space=None, predict=lambda f: np.zeros(len(f), dtype=int))
+
+    monkeypatch.setitem(METHODS, "memorise", Method("memorise", "Memorise", "none", memorise,
+                                                    uses_known_segments=True))
+    res = compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(1,), methods=["memorise"],
+                          supervised=False, config=fast_config())
+    row = res.runs.iloc[0]
+    assert row["scoring"] == "held-out (5-fold)"
+    assert fits == [N_TRAIN] + [N_TRAIN - N_TRAIN // 5] * 5  # one fit on every row, then one per fold
+    largest = train["Segment"].value_counts(normalize=True).iloc[0]
+    assert row["mapped_accuracy"] <= largest + 0.05 and row["ari"] == pytest.approx(0.0, abs=1e-9)
+    md = comparison_markdown(res)
+    assert "**Memorise** (uses known segments; scored held-out (5-fold))" in md
+
+
+def test_guided_ensemble_is_held_out_and_the_mixed_one_in_sample(result):
+    scoring = result.summary.set_index("method")["scoring"]
+    assert scoring["guided_ensemble"] == "held-out (5-fold)" and scoring["mixed_ensemble"] == "in-sample"
+    assert METHODS["guided_ensemble"].uses_known_segments and not METHODS["mixed_ensemble"].uses_known_segments

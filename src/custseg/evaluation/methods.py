@@ -151,12 +151,16 @@ class Method:
         What its own space is.
     fit : callable
         ``fit(frame, schema, n_clusters, seed, config) -> FittedClustering``.
+    uses_known_segments : bool
+        True if fitting learns from the known segments (the label column of ``frame``):
+        the comparison then scores it on held-out folds, never on rows it learned from.
     """
 
     name: str
     label: str
     space: str
     fit: Callable[..., FittedClustering]
+    uses_known_segments: bool = False
 
 
 def _fit_segmentation(pipeline: SegmentationPipeline, frame: pd.DataFrame, y) -> FittedClustering:
@@ -271,6 +275,28 @@ def _fit_autoencoder(frame, schema, n_clusters, seed, config) -> FittedClusterin
     return _fit_segmentation(build_pipeline(config, schema), frame, y)
 
 
+def _mixed_config(config: RunConfig, seed: int, n_clusters: int, guided: bool) -> RunConfig:
+    """``config`` with the mixed-type ensemble: its own autoencoder settings if it is one, else preset
+    'mixed''s (or 'guided''s); seed and k from the comparison."""
+    preset = "guided" if guided else "mixed"
+    autoencoder = config.autoencoder if config.autoencoder.kind == "mixed" else \
+        RunConfig.from_preset(preset).autoencoder
+    autoencoder = autoencoder.model_copy(update={"guidance_weight": (
+        autoencoder.guidance_weight or RunConfig.from_preset("guided").autoencoder.guidance_weight) if guided else 0.0})
+    out = config.model_copy(deep=True, update={"autoencoder": autoencoder, "seed": seed})
+    out.clustering.n_clusters = n_clusters
+    return out
+
+
+def _fit_mixed_ensemble(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    return _fit_segmentation(build_pipeline(_mixed_config(config, seed, n_clusters, False), schema), frame, None)
+
+
+def _fit_guided_ensemble(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    y = frame[schema.label_column].map(lambda v: v if pd.isna(v) else category_text(v))
+    return _fit_segmentation(build_pipeline(_mixed_config(config, seed, n_clusters, True), schema), frame, y)
+
+
 #: Every clustering method of the comparison, in the order of its tables. Extend this to add one.
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("kmeans_features", "K-Means on features",
@@ -286,6 +312,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "cost is the squared Euclidean distance", _fit_kprototypes),
     Method("autoencoder_kmeans", "Autoencoder + K-Means (custseg)",
            "the autoencoder's latent features (reference design)", _fit_autoencoder),
+    Method("mixed_ensemble", "Mixed-type autoencoder ensemble + consensus K-Means (preset 'mixed')",
+           "the members' latent features side by side (consensus K-Means standardizes each member's block)",
+           _fit_mixed_ensemble),
+    Method("guided_ensemble", "Guided mixed-type ensemble + consensus K-Means (preset 'guided')",
+           "the members' latent features side by side, trained with a known-segment head", _fit_guided_ensemble,
+           uses_known_segments=True),
 ]}
 
 
