@@ -205,6 +205,37 @@ def select_k(
     out.print("Wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
 
 
+@app.command()
+def drift(
+    reference: str = typer.Option(..., "--reference", help="Reference table, e.g. the training customers (CSV or Parquet)."),
+    new: str = typer.Option(..., "--new", help="New customers to compare with the reference."),
+    output: str = typer.Option("results", "--output", help="Folder for drift.csv, drift.md and plots/drift.png."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model folder: its column roles, and the shift in predicted segments."),
+    na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the classifier test's folds and bootstrap."),
+) -> None:
+    """How the new customers differ from the reference: per feature, as a whole, by segment, returning customers."""
+    from .workflow import drift_tables, write_drift
+
+    report = drift_tables(reference, new, model_dir=model, na_values=na_values, random_state=seed)
+    written = write_drift(report, output)
+    drifted = report.drifted_features
+    out.print(f"Drifted features: {', '.join(drifted) if drifted else 'none'} "
+              f"(of {len(report.features[report.features['kind'] != 'missing'])})", markup=False)
+    c = report.classifier
+    if c:
+        out.print(f"Classifier two-sample test: ROC AUC {c['auc']:.3f} (95% interval {c['low']:.3f} to "
+                  f"{c['high']:.3f}; 0.5 = indistinguishable)", markup=False)
+    if report.segment_test is not None:
+        t = report.segment_test
+        out.print(f"Segment shares: PSI {t['psi']:.3f}, p = {t['p_value']:.3g}"
+                  + (" (shifted)" if t["drifted"] else ""), markup=False)
+    if report.returning is not None:
+        r = report.returning
+        out.print(f"Returning customers: {r['ids_in_both']:,} ({r['share_of_new']:.1%} of the new table)", markup=False)
+    out.print("Wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
+
+
 def _check_sampling(seeds: int, silhouette_sample: int) -> None:
     if seeds < 1:
         raise ConfigError(f"--seeds must be an int >= 1. Got {seeds} instead.")

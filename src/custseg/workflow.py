@@ -463,3 +463,63 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def drift_tables(reference_path: str | Path, new_path: str | Path, *, model_dir: str | Path | None = None,
+                 na_values: list[str] | tuple[str, ...] = (), random_state: int = 0):
+    """Read two tables and compare them with :func:`custseg.monitoring.drift_report`.
+
+    The column roles come from the model in ``model_dir`` if given (and both tables are
+    then scored, so the shift in predicted segments is reported), else they are inferred
+    from the reference table; known segments present in both tables are compared too.
+
+    Returns
+    -------
+    DriftReport
+    """
+    from .monitoring import drift_report
+
+    ref_segments = new_segments = None
+    if model_dir is not None:
+        model = load_model(model_dir)
+        na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
+        ref_t, new_t = read_table(reference_path, na_values=na), read_table(new_path, na_values=na)
+        schema = model.schema
+        if schema is None:
+            raise DataError(f"model folder {str(model_dir)!r} holds no schema; retrain it with 'custseg train'")
+        for t in (ref_t, new_t):
+            schema.check(t.frame, t.source, t.line_of)
+        column = "Predicted_Segment" if model.pipeline.mapping_ is not None else "Cluster"
+        ref_segments = model.pipeline.score_table(ref_t.frame)[column].to_numpy()
+        new_segments = model.pipeline.score_table(new_t.frame)[column].to_numpy()
+    else:
+        ref_t, new_t = read_table(reference_path, na_values=na_values), read_table(new_path, na_values=na_values)
+        schema = infer_schema(ref_t.frame, integer_columns=ref_t.integer_columns,
+                              other_columns=list(new_t.frame.columns), source=ref_t.source, line_of=ref_t.line_of)
+        schema.check(new_t.frame, new_t.source, new_t.line_of)
+        label = schema.label_column
+        if label is not None and label in new_t.frame.columns:
+            ref_segments, new_segments = ref_t.frame[label].to_numpy(), new_t.frame[label].to_numpy()
+    return drift_report(ref_t.frame, new_t.frame, schema, reference_segments=ref_segments,
+                        new_segments=new_segments, random_state=random_state)
+
+
+def write_drift(report, output_dir: str | Path, dpi: int = 100) -> list[Path]:
+    """Write drift.csv, drift.md and plots/drift.png into ``output_dir``, atomically."""
+    from .monitoring import DRIFT_COLUMNS, drift_markdown
+    from .report.plots import _figure, plot_drift
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DataError(f"--output {str(output_dir)!r} is a file; give a folder for drift.csv, drift.md and the figure")
+    fig, axes = _figure(1, 1, size=(6.4, 4.2))
+    plot_drift(report.features, ax=axes[0], psi_threshold=report.settings.get("psi_threshold", 0.1))
+    fig.tight_layout()
+    png = render_png(fig, dpi)
+    with staging_dir(output_dir) as staged:
+        report.features[DRIFT_COLUMNS].to_csv(staged / "drift.csv", index=False, float_format=FLOAT_FORMAT,
+                                              lineterminator="\n")
+        (staged / "drift.md").write_text(drift_markdown(report), encoding="utf-8")
+        (staged / "plots").mkdir()
+        (staged / "plots" / "drift.png").write_bytes(png)
+        return merge_into(staged, output_dir)

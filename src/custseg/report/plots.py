@@ -19,6 +19,9 @@ __all__ = [
     "plot_k_selection",
     "plot_maps",
     "plot_cluster_distribution",
+    "plot_reliability",
+    "plot_drift",
+    "plot_confidence",
 ]
 
 # Okabe & Ito (2008) colour-blind-safe palette, then Paul Tol's "muted" for more groups. Okabe-Ito's
@@ -148,3 +151,62 @@ def plot_cluster_distribution(clusters: np.ndarray, cluster_names: dict, segment
         axes[1].legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
+
+
+def _axes(ax, size=(5.2, 4.2)):
+    """``ax`` itself, or the one axes of a new figure."""
+    if ax is not None:
+        return ax
+    return _figure(1, 1, size=size)[1][0]
+
+
+def plot_reliability(table: pd.DataFrame, ax=None, label: str = "Segment_Probability"):
+    """Reliability diagram from :func:`custseg.monitoring.reliability_table`: observed accuracy against probability.
+
+    Points on the diagonal are calibrated; marker area grows with the rows in the bin.
+    Returns the axes.
+    """
+    ax = _axes(ax)
+    used = table[table["count"] > 0]
+    ax.plot([0, 1], [0, 1], color="#999999", lw=1, ls="--", label="perfectly calibrated")
+    sizes = 20 + 180 * used["count"] / max(int(used["count"].max()) if len(used) else 1, 1)
+    ax.plot(used["mean_probability"], used["accuracy"], color=_PALETTE[0], lw=1)
+    ax.scatter(used["mean_probability"], used["accuracy"], s=sizes, color=_PALETTE[0], zorder=3,
+               label=f"{label} (area: rows)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"mean {label} in the bin")
+    ax.set_ylabel("share predicted correctly")
+    ax.set_title("Reliability of the segment probability")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    return ax
+
+
+def plot_confidence(confidence, groups, ax=None, label: str = "Segment_Probability"):
+    """Distribution of a confidence column per group (segment or cluster), as box plots. Returns the axes."""
+    ax = _axes(ax, size=(6.4, 4.2))
+    frame = pd.DataFrame({"p": np.asarray(confidence, dtype="float64"), "g": np.asarray(groups).astype(str)})
+    frame = frame[np.isfinite(frame["p"])]
+    keys = sorted(frame["g"].unique())
+    ax.boxplot([frame.loc[frame["g"] == k, "p"].to_numpy() for k in keys], tick_labels=keys, showfliers=False)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted segment")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} per predicted segment")
+    return ax
+
+
+def plot_drift(features: pd.DataFrame, ax=None, psi_threshold: float = 0.1):
+    """PSI per feature from a drift table (drift.csv), drifted features highlighted. Returns the axes."""
+    ax = _axes(ax, size=(6.4, 4.2))
+    rows = features[features["kind"] != "missing"]
+    psi = rows["psi"].fillna(0.0).to_numpy()
+    colours = [_PALETTE[5] if d else _PALETTE[0] for d in rows["drifted"]]
+    ax.barh(range(len(rows)), psi, color=colours)
+    ax.set_yticks(range(len(rows)), rows["feature"].tolist(), fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(psi_threshold, color="#999999", ls="--", lw=1, label=f"PSI {psi_threshold:g}")
+    ax.set_xlabel("population stability index (new vs reference)")
+    ax.set_title("Drift per feature (orange: drifted)")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    return ax
