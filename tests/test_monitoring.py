@@ -273,3 +273,90 @@ def test_summary_line_counts_unusual_customers(shipped):
     assert summary.lines()[0] == (f"{n} customers ({100 * n / len(held_out):.3g}%) are unlike any training "
                                   "customer: see column Unusual")
     assert (scored["Reason"].iloc[:10] == "unseen category Profession='Astronaut'").all()
+
+
+# -- through the command line: train, then predict corrupted copies ----------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import FAST_TOML, make_customers
+    from custseg.cli import main
+
+    root = tmp_path_factory.mktemp("monitored")
+    (root / "fast.toml").write_text(FAST_TOML, encoding="utf-8")
+    make_customers(240, seed=1).to_csv(root / "train.csv", index=False)
+    new = make_customers(60, seed=2, start_id=1200).drop(columns="Segment")
+    assert main(["train", "--train", str(root / "train.csv"), "--config", str(root / "fast.toml"),
+                 "--models-dir", str(root / "models"), "--results-dir", str(root / "results"), "-q"]) == 0
+    return root, new
+
+
+def _predict(root, frame, *options):
+    from custseg.cli import main
+
+    frame.to_csv(root / "in.csv", index=False)
+    code = main(["predict", "--model", str(root / "models"), "--input", str(root / "in.csv"),
+                 "--output", str(root / "out.csv"), *options])
+    return code, (pd.read_csv(root / "out.csv", keep_default_na=False) if code == 0 else None)
+
+
+def test_predict_flags_corrupted_customers_with_a_reason(trained, capsys):
+    root, new = trained
+    bad = new.copy()
+    bad["Age"] = bad["Age"].astype(float)
+    bad.loc[0, "Age"] = bad.loc[0, "Age"] * 1000 if bad.loc[0, "Age"] > 0 else 40_000
+    bad.loc[1, "Income"] = 1e40
+    bad.loc[2, ["Age", "Income", "Family_Size", "Gender", "Profession", "Spending"]] = np.nan
+    bad.loc[3, "Profession"] = "Astronaut"
+    code, out = _predict(root, bad)
+    assert code == 0
+    assert out["Unusual"].iloc[:4].tolist() == [True, True, True, True]
+    assert "Age far outside training range" in out["Reason"].iloc[0]
+    assert "Income value overflows float32" in out["Reason"].iloc[1]
+    assert out["Reason"].iloc[2] == "all features missing"
+    assert out["Reason"].iloc[3] == "unseen category Profession='Astronaut'"
+    printed = capsys.readouterr().out
+    assert "are unlike any training customer: see column Unusual" in printed
+    assert "have every feature missing" in printed
+
+
+def test_strict_names_the_first_bad_line(trained, capsys):
+    root, new = trained
+    bad = new.copy()
+    bad.loc[5, "Profession"] = "Astronaut"
+    code, _ = _predict(root, bad, "--strict")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: file ") and "line 7: unseen category Profession='Astronaut'" in err
+    assert "--strict" in err and "Traceback" not in err
+
+
+def test_probabilities_add_one_column_per_cluster(trained):
+    root, new = trained
+    code, out = _predict(root, new, "--probabilities")
+    assert code == 0
+    p = out[["P_Cluster_0", "P_Cluster_1", "P_Cluster_2"]].to_numpy(dtype=float)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(p[np.arange(len(p)), out["Cluster"]], out["Confidence"], atol=1e-5)
+    assert (out["Second_Cluster"] != out["Cluster"]).all()
+
+
+def test_unusual_threshold_is_configurable_at_predict_time(trained):
+    root, new = trained
+    _, default = _predict(root, new)
+    _, loose = _predict(root, new, "--unusual-above", "50")
+    assert loose["Unusual"].sum() > default["Unusual"].sum()
+    assert (loose["Novelty"] == default["Novelty"]).all()
+
+
+def test_monitor_is_saved_as_checksummed_json_and_round_trips(trained):
+    from custseg.persistence import load_model
+
+    root, new = trained
+    manifest = json.loads((root / "models" / "manifest.json").read_text())
+    assert "monitoring.json" in manifest["files"]
+    model = load_model(root / "models")
+    assert model.monitor is not None
+    _, out = _predict(root, new)
+    detailed = pd.read_csv(root / "results" / "training_results.csv", keep_default_na=False)
+    assert {"Confidence", "Segment_Probability", "Novelty", "Unusual", "Reason"} <= set(detailed.columns)
+    assert out["Segment_Probability"].between(0, 1).all()

@@ -114,15 +114,22 @@ def predict(
     input: str = typer.Option(..., "--input", help="Table of customers to assign (CSV or Parquet)."),
     output: str = typer.Option(..., "--output", help="CSV file to write."),
     na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Add a column P_Cluster_<c> per cluster."),
+    strict: bool = typer.Option(False, "--strict", help="Stop with an error on out-of-range values, overflows, unseen categories or empty rows/columns."),
+    unusual_above: Optional[float] = typer.Option(None, "--unusual-above", help="Training percentile of Novelty above which a customer is Unusual [default: 99]."),
 ) -> None:
     """Assign customers to segments with a saved model."""
     from .workflow import predict_file
 
-    result = predict_file(model, input, output, na_values=na_values)
+    result = predict_file(model, input, output, na_values=na_values, probabilities=probabilities, strict=strict,
+                          unusual_above=unusual_above)
     out.print(f"Wrote {len(result.table):,} rows to {output}")
+    if result.novelty is not None:
+        for line in result.novelty.lines():
+            out.print(line, markup=False, soft_wrap=True)
     if result.extra_columns:
         out.print(f"Ignored columns not used by the model: {', '.join(result.extra_columns)}")
-    for column, values in result.unseen_categories.items():
+    for column, values in (result.unseen_categories.items() if result.novelty is None else ()):
         shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:5])
         out.print(f"Unseen categories in {column} (assigned the training mode): {shown}")
 

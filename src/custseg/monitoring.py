@@ -72,6 +72,7 @@ __all__ = [
     "SoftAssigner",
     "NoveltyDetector",
     "NoveltySummary",
+    "CustomerMonitor",
     "expected_calibration_error",
     "reliability_table",
     "DriftReport",
@@ -566,18 +567,18 @@ class NoveltyDetector(BaseEstimator):
                 kind_masks["overflow"] |= overflow
                 kind_masks["out_of_range"] |= far
             else:
-                raw = X[col]
-                present = raw.notna().to_numpy()
+                # canonical text of each distinct value only: a million rows hold a handful of categories
+                codes, uniques = pd.factorize(X[col], use_na_sentinel=True)
+                present = codes >= 0
                 summary.missing_per_column[col] = int(n - present.sum())
                 any_present |= present
-                text = raw[present].map(category_text)
-                unseen_vals = text[~text.isin(self.categories_[col])]
-                if len(unseen_vals):
-                    mask = np.zeros(n, dtype=bool)
-                    mask[np.flatnonzero(present)[~text.isin(self.categories_[col]).to_numpy()]] = True
-                    shown = unseen_vals.map(lambda s: f"unseen category {col}={s!r}").to_numpy()
-                    add("unseen_category", mask, shown,
-                        {f"{col}={k!r}": int(v) for k, v in unseen_vals.value_counts().items()})
+                texts = np.array([category_text(u) for u in uniques], dtype=object)
+                unseen_u = ~np.isin(texts, self.categories_[col]) if len(texts) else np.zeros(0, dtype=bool)
+                if unseen_u.any():
+                    mask = present & unseen_u[np.where(present, codes, 0)]
+                    row_text = texts[codes[mask]]
+                    add("unseen_category", mask, [f"unseen category {col}={t!r}" for t in row_text],
+                        {f"{col}={t!r}": int(v) for t, v in pd.Series(row_text).value_counts().items()})
                     kind_masks["unseen_category"] |= mask
         all_missing = ~any_present if self.feature_names_in_ else np.zeros(n, dtype=bool)
         add("all_missing", all_missing, "all features missing", "all features")
@@ -630,6 +631,80 @@ class NoveltyDetector(BaseEstimator):
                 raise ValueError(f"{name} must hold {len(_GRID)} values")
             setattr(det, name + "_", arr)
         return det
+
+
+class CustomerMonitor(BaseEstimator):
+    """Confidence and novelty columns of scored customers: a :class:`SoftAssigner` and a :class:`NoveltyDetector`.
+
+    Parameters
+    ----------
+    numeric, categorical : list of str, optional
+        Feature columns by kind (see :class:`NoveltyDetector`).
+    threshold : float, default=99.0
+        ``Unusual`` above this training percentile of ``Novelty``.
+    range_factor : float, default=0.5
+        See :class:`NoveltyDetector`.
+    temperature : float, optional
+        Fixed temperature of the soft assignment; fitted if None.
+    random_state : int, default=0
+
+    Attributes
+    ----------
+    soft_ : SoftAssigner
+    novelty_ : NoveltyDetector
+    """
+
+    def __init__(self, numeric=None, categorical=None, threshold=99.0, range_factor=0.5, temperature=None,
+                 random_state=0):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.threshold = threshold
+        self.range_factor = range_factor
+        self.temperature = temperature
+        self.random_state = random_state
+
+    def fit(self, X: pd.DataFrame, latent, reconstruction_error, clusters, centers, segments=None,
+            mapping=None) -> "CustomerMonitor":
+        """Fit on the training rows as read, their latent features, errors, clusters and known segments."""
+        centers = np.asarray(centers, dtype="float64")
+        self.soft_ = SoftAssigner(temperature=self.temperature, random_state=self.random_state).fit(
+            latent, clusters, centers, segments, mapping)
+        dist = _squared_distances(latent, centers)[np.arange(len(latent)), np.asarray(clusters, dtype=int)]
+        self.novelty_ = NoveltyDetector(threshold=self.threshold, range_factor=self.range_factor,
+                                        numeric=self.numeric, categorical=self.categorical).fit(
+            X, reconstruction_error, dist)
+        return self
+
+    def score(self, X: pd.DataFrame, latent, reconstruction_error, clusters,
+              probabilities: bool = False) -> tuple[pd.DataFrame, NoveltySummary]:
+        """``Confidence, Second_Cluster[, Segment_Probability, Second_Segment], Novelty, Unusual, Reason[, P_Cluster_*]``.
+
+        Returns the columns (index of ``X``) and the summary of the guards.
+        """
+        if not hasattr(self, "soft_"):
+            raise NotFittedError("This CustomerMonitor instance is not fitted yet. Call 'fit' first.")
+        clusters = np.asarray(clusters, dtype=int)
+        sq = _squared_distances(latent, self.soft_.cluster_centers_)
+        soft = self.soft_.score(latent, clusters, probabilities=probabilities)
+        novelty, summary = self.novelty_.score(X, reconstruction_error, sq[np.arange(len(sq)), clusters])
+        first = [c for c in soft.columns if not c.startswith("P_Cluster_")]
+        extra = [c for c in soft.columns if c.startswith("P_Cluster_")]
+        out = pd.concat([soft[first].set_axis(X.index), novelty, soft[extra].set_axis(X.index)], axis=1)
+        return out, summary
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fitted state as plain JSON-able data (monitoring.json of a model folder)."""
+        if not hasattr(self, "soft_"):
+            raise NotFittedError("This CustomerMonitor instance is not fitted yet. Call 'fit' first.")
+        return {"params": self.get_params(), "soft_assignment": self.soft_.to_dict(),
+                "novelty": self.novelty_.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CustomerMonitor":
+        mon = cls(**data["params"])
+        mon.soft_ = SoftAssigner.from_dict(data["soft_assignment"])
+        mon.novelty_ = NoveltyDetector.from_dict(data["novelty"])
+        return mon
 
 
 # ================================================================================================

@@ -11,6 +11,8 @@ A model folder holds:
     the rest of the fitted state as plain JSON.
 ``schema.json``, ``settings.json``
     column roles seen in training, and the run's settings.
+``monitoring.json`` (when written by ``custseg train``)
+    the confidence and novelty model (:class:`~custseg.monitoring.CustomerMonitor`).
 
 :func:`load_model` checks the manifest first and refuses any folder whose format it
 does not know or whose files do not match their checksums. Nothing in it executes
@@ -35,6 +37,7 @@ from ._version import __version__
 from .io.atomic import staging_dir, swap_directory
 from .embedders.autoencoder import AutoencoderEmbedder
 from .exceptions import ModelFormatError
+from .monitoring import CustomerMonitor
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
 from .schema import Schema
@@ -54,6 +57,7 @@ class LoadedModel:
     schema: Schema | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    monitor: CustomerMonitor | None = None
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -65,7 +69,7 @@ def _sha256(data: bytes) -> str:
 
 
 def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
-                settings: dict[str, Any] | None = None) -> dict[str, bytes]:
+                settings: dict[str, Any] | None = None, monitor: CustomerMonitor | None = None) -> dict[str, bytes]:
     """The bytes of every file of a model folder, manifest included."""
     if not isinstance(pipeline.embedder_, AutoencoderEmbedder) or \
             not isinstance(pipeline.preprocessor_, CustomerPreprocessor):
@@ -86,6 +90,8 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
         "schema.json": _json_bytes(schema.to_dict() if schema is not None else None),
         "settings.json": _json_bytes(settings or {}),
     }
+    if monitor is not None:
+        files["monitoring.json"] = _json_bytes(monitor.to_dict())
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -98,9 +104,9 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
 
 
 def save_model(pipeline: SegmentationPipeline, path: str | os.PathLike, *, schema: Schema | None = None,
-               settings: dict[str, Any] | None = None) -> Path:
-    """Save a fitted pipeline to folder ``path``, atomically (see :mod:`custseg.atomic`)."""
-    files = model_files(pipeline, schema, settings)
+               settings: dict[str, Any] | None = None, monitor: CustomerMonitor | None = None) -> Path:
+    """Save a fitted pipeline (and its monitor) to folder ``path``, atomically (see :mod:`custseg.atomic`)."""
+    files = model_files(pipeline, schema, settings, monitor)
     with staging_dir(path) as staged:
         write_files(staged, files)
         swap_directory(staged, path, marker=MANIFEST)
@@ -180,8 +186,11 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
         raise ModelFormatError("cluster centres do not match the autoencoder's latent size; retrain")
     schema_data = json.loads(blobs["schema.json"])
     schema = Schema.from_dict(schema_data) if schema_data else None
+    monitor = CustomerMonitor.from_dict(json.loads(blobs["monitoring.json"])) if "monitoring.json" in blobs else None
+    if monitor is not None and monitor.soft_.cluster_centers_.shape != pipeline.cluster_centers_.shape:
+        raise ModelFormatError("monitoring.json does not match the model's clusters; retrain")
     return LoadedModel(pipeline=pipeline, schema=schema, settings=json.loads(blobs["settings.json"]),
-                       manifest=manifest)
+                       manifest=manifest, monitor=monitor)
 
 
 def _read_json(file: Path, where: str) -> Any:

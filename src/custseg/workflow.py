@@ -23,13 +23,14 @@ from threadpoolctl import threadpool_limits
 from ._version import __version__
 from .io.atomic import merge_into, staging_dir
 from .embedders.autoencoder import AutoencoderEmbedder
-from .clustering import mapping_table
+from .clustering import assign_to_centroids, mapping_table
 from .evaluation.selection import scan_k
 from .config import RunConfig
 from .exceptions import DataError
 from .io.reading import LoadedTable, missing_report, read_table
 from .report.maps import pca_coordinates, tsne_coordinates
 from .evaluation.metrics import external_metrics, internal_metrics
+from .monitoring import CustomerMonitor, NoveltySummary
 from .persistence import load_model, model_files, save_model, write_files, MANIFEST
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
@@ -61,6 +62,8 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
     train_table: pd.DataFrame | None = None
     test_table: pd.DataFrame | None = None
+    #: confidence and novelty of scored customers (monitoring.json in the model folder)
+    monitor: CustomerMonitor | None = None
 
 
 def _noop(*_args, **_kwargs) -> None:
@@ -174,7 +177,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     pipeline = build_pipeline(config, schema)
     pipeline.fit(frame, y, progress=progress)
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
-                         test_table=None if test_t is None else test_t.frame)
+                         test_table=None if test_t is None else test_t.frame,
+                         monitor=fit_monitor(pipeline, schema, frame, y, random_state=config.seed))
     echo(f"autoencoder: {len(pipeline.embedder_.history_)} epochs, best {pipeline.embedder_.best_epoch_}")
 
     features = pipeline.preprocessor_.transform(frame)
@@ -232,6 +236,10 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
     training_results["Cluster"] = clusters
     if pipeline.mapping_ is not None:
         training_results["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
+    if result.monitor is not None:
+        scored, novelty = score_frame(pipeline, frame, result.monitor)
+        monitor_columns = [c for c in scored.columns if c not in _PIPELINE_COLUMNS]
+        training_results = pd.concat([training_results, scored[monitor_columns].reset_index(drop=True)], axis=1)
     result.tables["training_results"] = training_results
     result.tables["cluster_characteristics"] = cluster_characteristics(frame, clusters, schema, pipeline.mapping_)
     if has_known:
@@ -247,7 +255,7 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
 
     test_info: dict[str, Any] = {}
     if test_t is not None:
-        scored = predict_table(pipeline, schema, test_t)
+        scored = predict_table(pipeline, schema, test_t, result.monitor)
         result.tables["test_predictions_detailed"] = scored.table
         if pipeline.mapping_ is not None:
             result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
@@ -373,10 +381,73 @@ class PredictResult:
     table: pd.DataFrame
     extra_columns: list[str]
     unseen_categories: dict[str, dict[str, int]]
+    #: what the per-column guards saw (None without a monitor)
+    novelty: NoveltySummary | None = None
 
 
-def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable) -> PredictResult:
-    """Score a loaded table: ID, Cluster, Predicted_Segment, Distance_To_Centroid, Reconstruction_Error."""
+#: the columns of SegmentationPipeline.score_table; score_frame adds the monitor's after them
+_PIPELINE_COLUMNS = ("Cluster", "Predicted_Segment", "Distance_To_Centroid", "Reconstruction_Error")
+
+
+def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFrame, y=None, *,
+                threshold: float = 99.0, random_state: int = 0) -> CustomerMonitor:
+    """Fit the confidence and novelty model of a fitted pipeline on its training rows (see :mod:`custseg.monitoring`)."""
+    features = pipeline.preprocessor_.transform(frame)
+    latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+    clusters, _ = assign_to_centroids(latent, pipeline.cluster_centers_)
+    error = _reconstruction_error(pipeline, features, latent)
+    segments = None if y is None else np.asarray(y, dtype=object)
+    monitor = CustomerMonitor(numeric=schema.names("numeric"),
+                              categorical=schema.names("categorical") + schema.names("ordinal"),
+                              threshold=threshold, random_state=random_state)
+    return monitor.fit(frame[schema.feature_columns], latent, error, clusters, pipeline.cluster_centers_, segments,
+                       pipeline.mapping_)
+
+
+def _reconstruction_error(pipeline: SegmentationPipeline, features: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    # decoding the latent features already computed: the same numbers as reconstruction_error(), one encode fewer
+    if hasattr(pipeline.embedder_, "decode"):
+        return np.mean((pipeline.embedder_.decode(latent) - features) ** 2, axis=1)
+    return pipeline._reconstruction_error(features, latent)
+
+
+def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor | None = None,
+                probabilities: bool = False) -> tuple[pd.DataFrame, NoveltySummary | None]:
+    """The pipeline's scores of ``frame`` and, with a monitor, its confidence and novelty columns.
+
+    Without a monitor this is ``pipeline.score_table(frame)``. With one, the features and
+    latent features are computed once and shared by both.
+    """
+    if monitor is None:
+        return pipeline.score_table(frame), None
+    features = pipeline.preprocessor_.transform(frame)
+    # a value beyond float32 becomes inf in the network: expected, and flagged by the monitor's overflow guard
+    with np.errstate(over="ignore", invalid="ignore"):
+        latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+        clusters, dist = assign_to_centroids(latent, pipeline.cluster_centers_)
+        error = _reconstruction_error(pipeline, features, latent)
+    out = pd.DataFrame({"Cluster": clusters}, index=frame.index)
+    if pipeline.mapping_ is not None:
+        out["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
+    out["Distance_To_Centroid"] = dist
+    out["Reconstruction_Error"] = error
+    columns = monitor.novelty_.feature_names_in_
+    monitored, summary = monitor.score(frame[[c for c in columns if c in frame.columns]], latent,
+                                       out["Reconstruction_Error"].to_numpy(), clusters, probabilities=probabilities)
+    return pd.concat([out, monitored], axis=1), summary
+
+
+def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable,
+                  monitor: CustomerMonitor | None = None, *, probabilities: bool = False,
+                  strict: bool = False) -> PredictResult:
+    """Score a loaded table: ID, Cluster, Predicted_Segment, Distance_To_Centroid, Reconstruction_Error.
+
+    With a ``monitor`` also Confidence, Second_Cluster, Segment_Probability, Second_Segment,
+    Novelty, Unusual, Reason (and P_Cluster_<c> with ``probabilities``). With ``strict``, any
+    data problem a guard finds (a number far outside the training range, a value that
+    overflows float32, an unseen category, a row or a column entirely empty) is a
+    :class:`~custseg.exceptions.DataError` naming the first such line.
+    """
     frame = table.frame
     extra: list[str] = []
     if schema is not None:
@@ -384,22 +455,39 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
         if schema.id_column is not None and schema.id_column in frame.columns:
             _check_ids(table, schema.id_column)
     unseen = pipeline.preprocessor_.unseen_categories(frame)
-    scores = pipeline.score_table(frame)
+    scores, novelty = score_frame(pipeline, frame, monitor, probabilities)
+    if strict and novelty is not None and novelty.problems():
+        flagged = (scores["Reason"] != "") & ~scores["Reason"].str.startswith("novelty above").to_numpy()
+        where = ""
+        if flagged.any():
+            pos = int(np.argmax(flagged.to_numpy()))
+            where = f", line {table.line_of(pos)}: {scores['Reason'].iloc[pos]}"
+        raise DataError(f"file {table.source!r}{where}; " + "; ".join(novelty.problems())
+                        + " (--strict); fix or remove these customers, or score without --strict")
     if schema is not None and schema.id_column is not None and schema.id_column in frame.columns:
         ids = frame[schema.id_column].map(_id_text)
     else:
         ids = pd.Series(np.arange(1, len(frame) + 1), index=frame.index)
     out = pd.concat([pd.DataFrame({"ID": ids.to_numpy()}), scores.reset_index(drop=True)], axis=1)
-    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen)
+    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen, novelty=novelty)
 
 
 def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
-                 na_values: list[str] | tuple[str, ...] = ()) -> PredictResult:
-    """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically."""
+                 na_values: list[str] | tuple[str, ...] = (), *, probabilities: bool = False, strict: bool = False,
+                 unusual_above: float | None = None) -> PredictResult:
+    """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically.
+
+    ``probabilities``, ``strict``: see :func:`predict_table`. ``unusual_above`` replaces
+    the model's training percentile above which a customer is ``Unusual`` (99).
+    """
     model = load_model(model_dir)
     # the tokens the model was trained with, and any more given now
     na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
-    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na))
+    monitor = model.monitor
+    if monitor is not None and unusual_above is not None:
+        monitor.novelty_.set_params(threshold=unusual_above)._validate_params()
+    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na), monitor,
+                           probabilities=probabilities, strict=strict)
     output_path = Path(output_path)
     if output_path.is_dir():
         raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")
@@ -419,7 +507,7 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
     """
     models_dir = Path(models_dir or result.config.models_dir)
     results_dir = Path(results_dir or result.config.results_dir)
-    files = model_files(result.pipeline, result.schema, result.config.to_dict())
+    files = model_files(result.pipeline, result.schema, result.config.to_dict(), monitor=result.monitor)
     with staging_dir(models_dir) as staged_models, staging_dir(results_dir) as staged_results:
         write_files(staged_models, files)
         for name, table in result.tables.items():
