@@ -11,9 +11,10 @@ EXPECTED_RESULTS = {
     "training_history.csv", "clustering_metrics.csv", "k_selection.csv", "training_results.csv",
     "submission.csv", "test_predictions_detailed.csv", "cluster_characteristics.csv", "segment_profiles.csv",
     "segments.md", "report.html", "run_summary.json", "maps.csv", "cluster_segment_crosstab.csv",
+    "calibration.csv", "drift.csv", "drift.md",
 }
 EXPECTED_PLOTS = {"training_history.png", "clusters_tsne.png", "clusters_pca.png", "cluster_distribution.png",
-                  "optimal_clusters.png"}
+                  "optimal_clusters.png", "reliability.png", "confidence.png", "drift.png"}
 
 
 def _train(tmp_path, customer_files, fast_config, *extra):

@@ -360,3 +360,28 @@ def test_monitor_is_saved_as_checksummed_json_and_round_trips(trained):
     detailed = pd.read_csv(root / "results" / "training_results.csv", keep_default_na=False)
     assert {"Confidence", "Segment_Probability", "Novelty", "Unusual", "Reason"} <= set(detailed.columns)
     assert out["Segment_Probability"].between(0, 1).all()
+
+
+def test_out_of_fold_calibration_is_kept_and_round_trips():
+    z, clusters, centers, segments = _two_groups()
+    soft = SoftAssigner().fit(z, clusters, centers, segments)
+    assert soft.calibration_["count"].sum() == len(z)
+    assert 0 <= soft.calibration_error_ <= 0.05
+    back = SoftAssigner.from_dict(json.loads(json.dumps(soft.to_dict(), allow_nan=False)))
+    pd.testing.assert_frame_equal(back.calibration_, soft.calibration_)
+
+
+def test_confidence_by_segment_and_extreme_customers():
+    from custseg.monitoring import confidence_by_segment, extreme_customers
+
+    scored = pd.DataFrame({"ID": ["a", "b", "c", "d"], "Predicted_Segment": ["A", "A", "B", "B"],
+                           "Segment_Probability": [0.9, 0.3, 0.6, 0.4], "Novelty": [10.0, 99.5, 50.0, 100.0],
+                           "Unusual": [False, True, False, True]})
+    frame = pd.DataFrame({"ID": ["a", "b", "c", "d"], "Age": [30, 40, 50, 60]})
+    table = confidence_by_segment(scored).set_index("Predicted_Segment")
+    assert table.loc["A", "mean"] == pytest.approx(0.6) and table.loc["B", "below_half"] == 0.5
+    assert table.loc["B", "unusual"] == 0.5
+    top = extreme_customers(scored, frame, "Novelty", n=2)
+    assert top["ID"].tolist() == ["d", "b"] and top["Age"].tolist() == [60, 40]
+    low = extreme_customers(scored, frame, "Segment_Probability", n=1, largest=False)
+    assert low["ID"].tolist() == ["b"]

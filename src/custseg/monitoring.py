@@ -75,6 +75,8 @@ __all__ = [
     "CustomerMonitor",
     "expected_calibration_error",
     "reliability_table",
+    "confidence_by_segment",
+    "extreme_customers",
     "DriftReport",
     "drift_report",
     "drift_markdown",
@@ -129,6 +131,11 @@ class SoftAssigner(BaseEstimator):
         ``P(segment | cluster)`` from all training rows, add-one smoothed.
     mapping_ : dict or None
         Cluster -> predicted segment (the pipeline's majority mapping).
+    calibration_ : DataFrame or None
+        Reliability table (:func:`reliability_table`) of ``Segment_Probability`` on
+        out-of-fold training rows at the fitted temperature; None if ``T`` was given.
+    calibration_error_ : float or None
+        Its expected calibration error.
 
     Examples
     --------
@@ -166,6 +173,7 @@ class SoftAssigner(BaseEstimator):
         k = len(centers)
         self.cluster_centers_ = centers
         self.segments_, self.segment_given_cluster_, self.mapping_ = None, None, None
+        self.calibration_, self.calibration_error_ = None, None
         # the shared variance of the isotropic mixture: mean within-cluster squared distance per dimension
         sigma2 = max(float(sq[np.arange(len(sq)), clusters].mean()) / max(centers.shape[1], 1), 1e-12)
         default_t = 2.0 * sigma2
@@ -205,6 +213,12 @@ class SoftAssigner(BaseEstimator):
         res = optimize.minimize_scalar(loss, bounds=(centre - 12, centre + 12), method="bounded",
                                        options={"xatol": 1e-4})
         self.temperature_ = float(np.exp(res.x))
+        # out-of-fold reliability of Segment_Probability at the fitted temperature: the held-out check
+        predicted = np.array([self.segments_.index(self.mapping_[c]) for c in range(k)])[lab_clusters]
+        seg_p = np.einsum("nk,nks->ns", _softmax_neg(lab_sq, self.temperature_), oof)
+        prob = seg_p[np.arange(len(codes)), predicted]
+        self.calibration_ = reliability_table(prob, predicted == codes)
+        self.calibration_error_ = expected_calibration_error(prob, predicted == codes)
         return self
 
     def _check_fitted(self) -> None:
@@ -273,7 +287,10 @@ class SoftAssigner(BaseEstimator):
                 "temperature": self.temperature_, "segments": self.segments_,
                 "segment_given_cluster": None if self.segment_given_cluster_ is None
                 else self.segment_given_cluster_.tolist(),
-                "mapping": None if self.mapping_ is None else {str(k): v for k, v in self.mapping_.items()}}
+                "mapping": None if self.mapping_ is None else {str(k): v for k, v in self.mapping_.items()},
+                "calibration": None if self.calibration_ is None else
+                {c: [None if pd.isna(v) else float(v) for v in self.calibration_[c]] for c in self.calibration_},
+                "calibration_error": self.calibration_error_}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SoftAssigner":
@@ -284,6 +301,9 @@ class SoftAssigner(BaseEstimator):
         table = data["segment_given_cluster"]
         soft.segment_given_cluster_ = None if table is None else np.asarray(table, dtype="float64")
         soft.mapping_ = None if data["mapping"] is None else {int(k): str(v) for k, v in data["mapping"].items()}
+        soft.calibration_ = None if data.get("calibration") is None else \
+            pd.DataFrame(data["calibration"], dtype="float64").astype({"count": "int64"})
+        soft.calibration_error_ = data.get("calibration_error")
         if soft.segment_given_cluster_ is not None and \
                 soft.segment_given_cluster_.shape != (len(soft.cluster_centers_), len(soft.segments_)):
             raise ValueError("segment_given_cluster does not match the clusters and segments")
@@ -705,6 +725,39 @@ class CustomerMonitor(BaseEstimator):
         mon.soft_ = SoftAssigner.from_dict(data["soft_assignment"])
         mon.novelty_ = NoveltyDetector.from_dict(data["novelty"])
         return mon
+
+
+def confidence_by_segment(scored: pd.DataFrame, column: str = "Segment_Probability",
+                          by: str = "Predicted_Segment") -> pd.DataFrame:
+    """Distribution of a confidence column per segment: customers, mean, quartiles, share below 0.5, share Unusual."""
+    if by not in scored.columns:
+        by = "Cluster"
+    if column not in scored.columns:
+        column = "Confidence"
+    g = scored.groupby(scored[by].astype(str), sort=True)
+    out = pd.DataFrame({"customers": g.size(), "mean": g[column].mean(), "q25": g[column].quantile(0.25),
+                        "median": g[column].median(), "q75": g[column].quantile(0.75),
+                        "below_half": g[column].apply(lambda v: float((v < 0.5).mean()))})
+    if "Unusual" in scored.columns:
+        out["unusual"] = g["Unusual"].mean()
+    return out.rename_axis(by).reset_index()
+
+
+def extreme_customers(scored: pd.DataFrame, frame: pd.DataFrame, column: str, n: int = 10,
+                      largest: bool = True, keep: Sequence[str] = ()) -> pd.DataFrame:
+    """The ``n`` customers with the largest (or smallest) ``column``, with their attributes.
+
+    ``scored`` and ``frame`` are aligned row by row (same length and order). Ties keep
+    table order, so the result is deterministic.
+    """
+    values = pd.to_numeric(scored[column], errors="coerce").to_numpy(dtype="float64")
+    key = np.where(np.isnan(values), -np.inf if largest else np.inf, values)
+    order = np.argsort(-key if largest else key, kind="stable")[:n]
+    shown = [c for c in ["ID", "Predicted_Segment", "Cluster", *keep, column] if c in scored.columns]
+    shown = list(dict.fromkeys(shown))
+    left = scored.iloc[order][shown].reset_index(drop=True)
+    right = frame.iloc[order].drop(columns=[c for c in frame.columns if c in left.columns]).reset_index(drop=True)
+    return pd.concat([left, right], axis=1)
 
 
 # ================================================================================================

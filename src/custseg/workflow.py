@@ -64,6 +64,8 @@ class TrainResult:
     test_table: pd.DataFrame | None = None
     #: confidence and novelty of scored customers (monitoring.json in the model folder)
     monitor: CustomerMonitor | None = None
+    #: how the test table differs from the training table (DriftReport), if there is one
+    drift: Any = None
 
 
 def _noop(*_args, **_kwargs) -> None:
@@ -236,6 +238,7 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
     training_results["Cluster"] = clusters
     if pipeline.mapping_ is not None:
         training_results["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
+    novelty = None
     if result.monitor is not None:
         scored, novelty = score_frame(pipeline, frame, result.monitor)
         monitor_columns = [c for c in scored.columns if c not in _PIPELINE_COLUMNS]
@@ -261,6 +264,7 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
             result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
                 columns={"Predicted_Segment": "Segmentation"})
         test_info = {"rows": len(test_t.frame), "extra_columns": scored.extra_columns,
+                     "novelty": None if scored.novelty is None else scored.novelty.to_dict(),
                      "unseen_categories": scored.unseen_categories,
                      "missing": missing_report(test_t.frame).to_dict(orient="records")}
         if schema.id_column is not None:
@@ -286,6 +290,36 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
         "metrics": {k_: _none_if_nan(v) for k_, v in metrics.items()},
         "mapping": None if pipeline.mapping_ is None else {str(c): s for c, s in pipeline.mapping_.items()},
     }
+    _monitoring_outputs(result, test_t, novelty, test_info.get("novelty"))
+
+
+def _monitoring_outputs(result: TrainResult, test_t, train_novelty, test_novelty) -> None:
+    """Calibration of the segment probability, novelty counts and, with a test table, its drift from training."""
+    from .monitoring import drift_markdown, drift_report
+
+    monitor, summary = result.monitor, result.summary
+    if monitor is None:
+        return
+    soft = monitor.soft_
+    info: dict[str, Any] = {"temperature": soft.temperature_, "calibration_error_out_of_fold": soft.calibration_error_,
+                            "unusual_above": monitor.threshold,
+                            "train": None if train_novelty is None else train_novelty.to_dict(),
+                            "test": test_novelty}
+    if soft.calibration_ is not None:
+        result.tables["calibration"] = soft.calibration_
+    if test_t is not None:
+        train_scored = result.tables["training_results"]
+        test_scored = result.tables["test_predictions_detailed"]
+        column = "Predicted_Segment" if "Predicted_Segment" in test_scored else "Cluster"
+        drift = drift_report(result.train_table, test_t.frame, result.schema,
+                             reference_segments=train_scored[column].to_numpy(),
+                             new_segments=test_scored[column].to_numpy(), random_state=result.config.seed)
+        result.drift = drift
+        result.tables["drift"] = drift.features
+        result.texts["drift.md"] = drift_markdown(drift)
+        info["drift"] = {"drifted_features": drift.drifted_features, "classifier": drift.classifier,
+                         "segment_shift": drift.segment_test, "returning": drift.returning}
+    summary["monitoring"] = info
 
 
 def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> None:
@@ -307,7 +341,33 @@ def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> Non
         pca_xy, clusters, names, "PCA", known,
         axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)", f"PC 2 ({pca_var[1]:.0%} of variance)")), dpi)
     result.figures["cluster_distribution"] = render_png(plot_cluster_distribution(clusters, names, known), dpi)
+    _draw_monitoring(result, dpi)
     result.summary["cluster_names"] = {str(c): n for c, n in names.items()}
+
+
+def _draw_monitoring(result: TrainResult, dpi: int) -> None:
+    """Reliability of the segment probability, confidence per segment, drift per feature."""
+    from .report.plots import _figure, plot_confidence, plot_drift, plot_reliability
+
+    scored = result.tables.get("training_results")
+    if "calibration" in result.tables:
+        fig, axes = _figure(1, 1, size=(5.2, 4.4))
+        plot_reliability(result.tables["calibration"], ax=axes[0])
+        axes[0].set_title("Segment_Probability on out-of-fold training rows")
+        fig.tight_layout()
+        result.figures["reliability"] = render_png(fig, dpi)
+    if scored is not None and "Confidence" in scored:
+        label = "Segment_Probability" if "Segment_Probability" in scored else "Confidence"
+        group = "Predicted_Segment" if "Predicted_Segment" in scored else "Cluster"
+        fig, axes = _figure(1, 1)
+        plot_confidence(scored[label], scored[group], ax=axes[0], label=label)
+        fig.tight_layout()
+        result.figures["confidence"] = render_png(fig, dpi)
+    if result.drift is not None:
+        fig, axes = _figure(1, 1)
+        plot_drift(result.drift.features, ax=axes[0], psi_threshold=result.drift.settings["psi_threshold"])
+        fig.tight_layout()
+        result.figures["drift"] = render_png(fig, dpi)
 
 
 def _draw_tsne(result: TrainResult, known, tsne_idx: np.ndarray, tsne_xy: np.ndarray) -> None:
