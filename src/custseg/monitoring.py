@@ -209,9 +209,13 @@ class SoftAssigner(BaseEstimator):
             p = (_softmax_neg(lab_sq, np.exp(log_t)) * true).sum(axis=1)
             return float(-np.log(np.maximum(p, 1e-12)).mean())
 
+        # the loss can be flat over decades of T (near-hard assignments): a coarse grid first finds the right
+        # basin, then Brent's method refines within one grid step of it
         centre = np.log(default_t)
-        res = optimize.minimize_scalar(loss, bounds=(centre - 12, centre + 12), method="bounded",
-                                       options={"xatol": 1e-4})
+        grid = centre + np.linspace(-12.0, 12.0, 49)
+        best = int(np.argmin([loss(g) for g in grid]))
+        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+        res = optimize.minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
         self.temperature_ = float(np.exp(res.x))
         # out-of-fold reliability of Segment_Probability at the fitted temperature: the held-out check
         predicted = np.array([self.segments_.index(self.mapping_[c]) for c in range(k)])[lab_clusters]

@@ -44,6 +44,9 @@ REPORT_SECTIONS = [
     ("known-segments", "Segments and the known segments"),
     ("metrics", "Metrics"),
     ("predictions", "New customers"),
+    ("confidence", "How sure the assignments are"),
+    ("unusual", "Unusual customers"),
+    ("drift", "How the new customers differ"),
 ]
 
 
@@ -434,6 +437,76 @@ def _predictions_section(run: _Run, profile: SegmentProfile, names: dict) -> dic
     return out
 
 
+def _scored_with_attributes(run: _Run) -> tuple[pd.DataFrame, pd.DataFrame, str] | None:
+    """The scored rows the monitoring sections describe: the new customers if any, else the training ones."""
+    scored = run.csv("test_predictions_detailed.csv")
+    if scored is not None and "Confidence" in scored and run.test is not None and len(run.test) == len(scored):
+        return scored, run.test, "new customers"
+    results = run.training_results
+    if "Confidence" in results and len(results) == len(run.train):
+        return results, run.train, "training customers"
+    return None
+
+
+def _attributes(run: _Run, frame: pd.DataFrame) -> pd.DataFrame:
+    keep = run.schema.feature_columns if run.schema is not None else list(frame.columns)
+    return frame[[c for c in keep if c in frame.columns]]
+
+
+def _confidence_section(run: _Run) -> dict | None:
+    from ..monitoring import confidence_by_segment, extreme_customers
+
+    picked = _scored_with_attributes(run)
+    if picked is None:
+        return None
+    scored, frame, who = picked
+    column = "Segment_Probability" if "Segment_Probability" in scored else "Confidence"
+    monitoring = run.summary.get("monitoring") or {}
+    per_segment = confidence_by_segment(scored, column).rename(
+        columns={"customers": "Customers", "mean": "Mean", "q25": "25%", "median": "Median", "q75": "75%",
+                 "below_half": "Below 0.5", "unusual": "Unusual"})
+    keep = [c for c in ("Second_Segment", "Second_Cluster") if c in scored]
+    uncertain = extreme_customers(scored, _attributes(run, frame), column, n=10, largest=False, keep=keep)
+    if "ID" in uncertain:
+        uncertain["ID"] = _id_keys(uncertain["ID"])
+    return {"who": who, "column": column, "n": len(scored),
+            "ece": monitoring.get("calibration_error_out_of_fold"),
+            "reliability": run.png("reliability.png"), "figure": run.png("confidence.png"),
+            "table": _table(per_segment.round(3), pct=["Below 0.5", "Unusual"]),
+            "uncertain": _table(uncertain.round(3))}
+
+
+def _unusual_section(run: _Run) -> dict | None:
+    from ..monitoring import extreme_customers
+
+    picked = _scored_with_attributes(run)
+    if picked is None or "Novelty" not in picked[0]:
+        return None
+    scored, frame, who = picked
+    monitoring = run.summary.get("monitoring") or {}
+    side = monitoring.get("test" if who == "new customers" else "train") or {}
+    unusual = scored["Unusual"].astype(str).str.lower().eq("true")
+    top = extreme_customers(scored.assign(Reason=scored["Reason"].fillna("")), _attributes(run, frame), "Novelty",
+                            n=10, keep=["Reason"])
+    if "ID" in top:
+        top["ID"] = _id_keys(top["ID"])
+    return {"who": who, "n": len(scored), "count": int(unusual.sum()), "share": float(unusual.mean()),
+            "threshold": monitoring.get("unusual_above", 99), "lines": side.get("lines", []),
+            "table": _table(top.round(3))}
+
+
+def _drift_section(run: _Run) -> dict | None:
+    table = run.csv("drift.csv")
+    info = (run.summary.get("monitoring") or {}).get("drift")
+    if table is None or info is None:
+        return None
+    shown = table.assign(drifted=table["drifted"].map(lambda v: "yes" if str(v).lower() == "true" else "no"))
+    return {"drifted": info.get("drifted_features", []), "classifier": info.get("classifier") or {},
+            "segments": info.get("segment_shift"), "returning": info.get("returning"),
+            "figure": run.png("drift.png"), "table": _table(shown.round(4)),
+            "highlight": [str(v).lower() == "true" for v in table["drifted"]]}
+
+
 def _cards(descriptions: list[SegmentDescription], colours: dict) -> list[dict]:
     return [{"segment": d.segment, "name": d.name, "traits": d.traits, "colour": colours[d.segment],
              "known": known_segments_text(d.composition), "size": f"{d.size:,}", "share": f"{100 * d.share:.0f}%"}
@@ -499,6 +572,9 @@ def build_report(models_dir: str | os.PathLike = "models", results_dir: str | os
         "known": _known_section(run, clusters, known, names),
         "metrics": _metrics_section(run),
         "predictions": _predictions_section(run, profile, names),
+        "confidence": _confidence_section(run),
+        "unusual": _unusual_section(run),
+        "drift": _drift_section(run),
     }
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
