@@ -8,7 +8,10 @@ A model folder holds:
 ``autoencoder.safetensors``
     the network's weights (safetensors: tensors only, no code).
 ``autoencoder.json``, ``preprocessor.json``, ``clustering.json``
-    the rest of the fitted state as plain JSON.
+    the rest of the fitted state as plain JSON; ``clustering.json`` also holds the
+    pipeline's parameters, the nested preprocessor and embedder as class name +
+    parameters, so the loaded pipeline has the saved ``get_params()`` and a ``clone``
+    of it trains the saved configuration, and the training rows' ``labels_``.
 ``schema.json``, ``settings.json``
     column roles seen in training, and the run's settings.
 ``monitoring.json`` (when written by ``custseg train``)
@@ -35,7 +38,7 @@ import torch
 
 from ._version import __version__
 from .io.atomic import staging_dir, swap_directory
-from .embedders.autoencoder import AutoencoderEmbedder
+from .embedders.autoencoder import AutoencoderEmbedder, json_params, params_from_json
 from .exceptions import ModelFormatError
 from .monitoring import CustomerMonitor
 from .pipeline import SegmentationPipeline
@@ -80,9 +83,9 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
         "autoencoder.json": _json_bytes(meta),
         "preprocessor.json": _json_bytes(pipeline.preprocessor_.to_dict()),
         "clustering.json": _json_bytes({
-            "params": {"n_clusters": pipeline.n_clusters, "n_init": pipeline.n_init,
-                       "max_iter": pipeline.max_iter, "random_state": pipeline.random_state},
+            "params": _pipeline_params(pipeline),
             "cluster_centers": pipeline.cluster_centers_.tolist(),
+            "labels": pipeline.labels_.tolist(),
             "inertia": pipeline.inertia_,
             "n_iter": pipeline.n_iter_,
             "mapping": None if pipeline.mapping_ is None else {str(k): v for k, v in pipeline.mapping_.items()},
@@ -101,6 +104,42 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
     }
     files[MANIFEST] = _json_bytes(manifest)
     return files
+
+
+#: the classes a saved pipeline's ``preprocessor`` / ``embedder`` parameter may be rebuilt as
+_PARAMETER_CLASSES = {"CustomerPreprocessor": CustomerPreprocessor, "AutoencoderEmbedder": AutoencoderEmbedder}
+
+
+def _pipeline_params(pipeline: SegmentationPipeline) -> dict[str, Any]:
+    """The pipeline's own parameters, the nested estimators as class name + their parameters.
+
+    These are the parameters as given (``pipeline.embedder``, not the fitted
+    ``embedder_``), so a loaded pipeline has the same ``get_params()`` and ``clone``
+    of it trains the same configuration.
+    """
+    params = json_params(pipeline)
+    for name in ("preprocessor", "embedder"):
+        est = params[name]
+        if est is None:
+            continue
+        if type(est).__name__ not in _PARAMETER_CLASSES or type(est) is not _PARAMETER_CLASSES[type(est).__name__]:
+            raise TypeError(f"the pipeline's {name} parameter is a {type(est).__name__}; only "
+                            f"{', '.join(_PARAMETER_CLASSES)} can be saved")
+        params[name] = {"class": type(est).__name__, "params": json_params(est)}
+    return params
+
+
+def _pipeline_from_params(params: dict[str, Any]) -> SegmentationPipeline:
+    params = dict(params)
+    for name in ("preprocessor", "embedder"):
+        spec = params.get(name)
+        if spec is None:
+            continue
+        cls = _PARAMETER_CLASSES.get(spec.get("class")) if isinstance(spec, dict) else None
+        if cls is None:
+            raise ModelFormatError(f"clustering.json names an unknown {name} {spec!r}; retrain")
+        params[name] = cls(**params_from_json(spec["params"]))
+    return SegmentationPipeline(**params)
 
 
 def save_model(pipeline: SegmentationPipeline, path: str | os.PathLike, *, schema: Schema | None = None,
@@ -173,7 +212,7 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     embedder = AutoencoderEmbedder.from_state(json.loads(blobs["autoencoder.json"]), weights)
     preprocessor = CustomerPreprocessor.from_dict(json.loads(blobs["preprocessor.json"]))
     clustering = json.loads(blobs["clustering.json"])
-    pipeline = SegmentationPipeline(**clustering["params"])
+    pipeline = _pipeline_from_params(clustering["params"])
     pipeline.preprocessor_ = preprocessor
     pipeline.embedder_ = embedder
     pipeline.cluster_centers_ = np.asarray(clustering["cluster_centers"], dtype="float64")
@@ -181,8 +220,11 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     pipeline.n_iter_ = int(clustering["n_iter"])
     mapping = clustering["mapping"]
     pipeline.mapping_ = None if mapping is None else {int(k): str(v) for k, v in mapping.items()}
+    if "labels" in clustering:  # folders written before labels were saved have none
+        pipeline.labels_ = np.asarray(clustering["labels"], dtype=np.int64)
     pipeline.feature_names_in_ = preprocessor.get_feature_names_out()
-    if pipeline.cluster_centers_.shape != (pipeline.n_clusters, embedder.latent_dim):
+    pipeline.n_features_in_ = len(pipeline.feature_names_in_)
+    if pipeline.cluster_centers_.shape != (pipeline.n_clusters, embedder.latent_dim_):
         raise ModelFormatError("cluster centres do not match the autoencoder's latent size; retrain")
     schema_data = json.loads(blobs["schema.json"])
     schema = Schema.from_dict(schema_data) if schema_data else None

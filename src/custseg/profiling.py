@@ -38,6 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats.contingency import association
 
 from .exceptions import DataError
 from .schema import category_text
@@ -315,17 +316,17 @@ def cohens_d(inside: np.ndarray, rest: np.ndarray) -> float:
 def cramers_v(counts: np.ndarray) -> float:
     """Cramér's V of a contingency table (no bias correction); 0 if it has one row or column.
 
+    Empty rows and columns are dropped first; the value is
+    :func:`scipy.stats.contingency.association` (``method="cramer"``, no continuity correction).
+
     >>> cramers_v(np.array([[10, 0], [0, 10]]))
     1.0
     """
-    counts = np.asarray(counts, dtype="float64")
+    counts = np.asarray(counts, dtype=np.int64)  # association takes counts only
     counts = counts[counts.sum(axis=1) > 0][:, counts.sum(axis=0) > 0]
     if min(counts.shape) < 2:
         return 0.0
-    total = counts.sum()
-    expected = counts.sum(axis=1, keepdims=True) * counts.sum(axis=0, keepdims=True) / total
-    chi2 = float(((counts - expected) ** 2 / expected).sum())
-    return math.sqrt(chi2 / (total * (min(counts.shape) - 1)))
+    return float(association(counts, method="cramer", correction=False))
 
 
 def _abs_correlation(member: np.ndarray, x: np.ndarray) -> float:
