@@ -466,7 +466,7 @@ def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFr
 
 def _reconstruction_error(pipeline: SegmentationPipeline, features: np.ndarray, latent: np.ndarray) -> np.ndarray:
     # decoding the latent features already computed: the same numbers as reconstruction_error(), one encode fewer
-    if hasattr(pipeline.embedder_, "decode"):
+    if hasattr(pipeline.embedder_, "decode") and np.isfinite(latent).all():
         return np.mean((pipeline.embedder_.decode(latent) - features) ** 2, axis=1)
     return pipeline._reconstruction_error(features, latent)
 
@@ -481,7 +481,11 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
     if monitor is None:
         return pipeline.score_table(frame), None
     features = pipeline.preprocessor_.transform(frame)
-    # a value beyond float32 becomes inf in the network: expected, and flagged by the monitor's overflow guard
+    # The network computes in float32. A value it cannot represent is imputed like a missing one (0 after
+    # scaling) so the row can be scored at all; the monitor's guards flag the row Unusual and name the value.
+    unrepresentable = ~(np.abs(features) <= np.finfo(np.float32).max)
+    if unrepresentable.any():
+        features = np.where(unrepresentable, 0.0, features)
     with np.errstate(over="ignore", invalid="ignore"):
         latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
         clusters, dist = assign_to_centroids(latent, pipeline.cluster_centers_)
