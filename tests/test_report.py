@@ -81,6 +81,12 @@ def write_fake_run(root: Path) -> tuple[Path, Path]:
         "data": {"train": {"path": settings["data"]["train"], "rows": 300},
                  "test": {"path": settings["data"]["test"], "rows": 80}},
         "autoencoder": {"epochs": 20, "best_epoch": 20, "stopped_early": False},
+        "monitoring": {"calibration_error_out_of_fold": 0.031, "unusual_above": 99.0,
+                       "test": {"lines": ["1 customer (1.25%) are unlike any training customer: see column Unusual"]},
+                       "drift": {"drifted_features": ["Age"],
+                                 "classifier": {"auc": 0.71, "low": 0.65, "high": 0.77, "drifted": True},
+                                 "segment_shift": {"psi": 0.02, "p_value": 0.3, "drifted": False},
+                                 "returning": {"ids_in_both": 50, "share_of_new": 0.625, "all_attributes_match": 50}}},
         "duration_seconds": 12.5}))
     epochs = np.arange(1, 21)
     pd.DataFrame({"epoch": epochs, "loss": 1 / epochs, "val_loss": 1.1 / epochs + 0.01, "mae": 0.5 / epochs,
@@ -94,17 +100,28 @@ def write_fake_run(root: Path) -> tuple[Path, Path]:
     pd.DataFrame({"ID": train["ID"], "True_Segment": segments, "Cluster": clusters,
                   "Predicted_Segment": [SEGMENT_OF_CLUSTER[c] for c in clusters]}).to_csv(
         results / "training_results.csv", index=False)
+    novelty = np.linspace(0, 100, 80)
+    reason = np.where(novelty > 99, "Age far outside training range (18 to 70)", "")
     pd.DataFrame({"ID": test["ID"], "Cluster": test_clusters,
                   "Predicted_Segment": [SEGMENT_OF_CLUSTER[c] for c in test_clusters],
-                  "Distance_To_Centroid": rng.random(80), "Reconstruction_Error": rng.random(80)}).to_csv(
+                  "Distance_To_Centroid": rng.random(80), "Reconstruction_Error": rng.random(80),
+                  "Confidence": np.linspace(0.34, 1.0, 80), "Second_Cluster": (test_clusters + 1) % 3,
+                  "Segment_Probability": np.linspace(0.9, 0.25, 80), "Second_Segment": "D",
+                  "Novelty": novelty, "Unusual": novelty > 99, "Reason": reason}).to_csv(
         results / "test_predictions_detailed.csv", index=False)
+    pd.DataFrame({"feature": ["Age", "Age", "Gender", "Gender"], "kind": ["numeric", "missing", "categorical", "missing"],
+                  "test": ["Kolmogorov-Smirnov", "chi-square (missing share)", "chi-square", "chi-square (missing share)"],
+                  "statistic": [0.2, 0.0, 0.1, 0.0], "p_value": [1e-6, 1.0, 0.7, 1.0], "psi": [0.3, np.nan, 0.001, np.nan],
+                  "effect": [0.4, 0.0, 0.01, 0.0], "drifted": [True, False, False, False]}).to_csv(
+        results / "drift.csv", index=False)
     centre = np.array([[0, 0], [4, 0], [2, 3]])[clusters]
     tsne = centre + rng.normal(0, 0.5, (300, 2))
     tsne[::3] = np.nan  # rows outside the t-SNE sample
     pd.DataFrame({"ID": train["ID"], "Cluster": clusters, "pca_1": centre[:, 0] + rng.normal(0, 0.6, 300),
                   "pca_2": centre[:, 1] + rng.normal(0, 0.6, 300), "tsne_1": tsne[:, 0], "tsne_2": tsne[:, 1]}
                  ).to_csv(results / "maps.csv", index=False)
-    for name in ("training_history", "optimal_clusters", "clusters_pca", "clusters_tsne", "cluster_distribution"):
+    for name in ("training_history", "optimal_clusters", "clusters_pca", "clusters_tsne", "cluster_distribution",
+                 "reliability", "confidence", "drift"):
         _png(results / "plots" / f"{name}.png")
     return models, results
 
@@ -163,8 +180,8 @@ def test_every_section_is_there_with_a_heading(report_html):
 
 def test_every_image_is_an_embedded_png(report_html):
     images = [attrs for tag, attrs in _tags(report_html) if tag == "img"]
-    # training, k, PCA and t-SNE maps, sizes, heatmap
-    assert len(images) == 6
+    # training, k, PCA and t-SNE maps, sizes, heatmap, reliability, confidence per segment, drift
+    assert len(images) == 9
     for attrs in images:
         assert re.fullmatch(r"data:image/png;base64,[A-Za-z0-9+/]{200,}=*", attrs["src"])
         assert attrs.get("alt")
@@ -235,3 +252,19 @@ def test_write_segment_outputs(tmp_path):
     markdown = paths["segments"].read_text(encoding="utf-8")
     assert markdown.startswith("# Customer segments\n")
     assert markdown.count("\n## Segment ") == 3
+
+
+def test_monitoring_sections_show_customers_with_their_attributes(report_html):
+    text = _text(report_html)
+    confidence = text[text.index('<section id="confidence">'):text.index('<section id="unusual">')]
+    assert "expected calibration error 0.031" in confidence
+    # the least sure new customer (last row: probability 0.25) comes first, with its age and profession
+    assert "Second_Segment</th>" in confidence and "Age</th>" in confidence
+    assert confidence.index("0.25") < confidence.index("0.258")
+    unusual = text[text.index('<section id="unusual">'):text.index('<section id="drift">')]
+    assert "1 of 80 new customers (1.2%) are Unusual." in unusual
+    assert "Age far outside training range (18 to 70)" in unusual and "Profession</th>" in unusual
+    drift = text[text.index('<section id="drift">'):]
+    assert "Drifted features: <strong>Age</strong>" in drift
+    assert "ROC AUC 0.710 (95% interval 0.650 to 0.770" in drift and "the new customers are distinguishable" in drift
+    assert "50 new customers (62.5%) are training customers by ID" in drift

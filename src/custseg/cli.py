@@ -124,12 +124,12 @@ def predict(
     result = predict_file(model, input, output, na_values=na_values, probabilities=probabilities, strict=strict,
                           unusual_above=unusual_above)
     out.print(f"Wrote {len(result.table):,} rows to {output}")
-    if result.novelty is not None:
-        for line in result.novelty.lines():
+    if result.novelty is not None:  # unseen categories are listed per column below
+        for line in result.novelty.lines(unseen=False):
             out.print(line, markup=False, soft_wrap=True)
     if result.extra_columns:
         out.print(f"Ignored columns not used by the model: {', '.join(result.extra_columns)}")
-    for column, values in (result.unseen_categories.items() if result.novelty is None else ()):
+    for column, values in result.unseen_categories.items():
         shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:5])
         out.print(f"Unseen categories in {column} (assigned the training mode): {shown}")
 

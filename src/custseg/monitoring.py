@@ -94,8 +94,11 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # ================================================================================================
 def _squared_distances(latent: np.ndarray, centers: np.ndarray) -> np.ndarray:
     latent = np.asarray(latent, dtype="float64")
-    sq = (latent ** 2).sum(axis=1)[:, None] - 2 * latent @ centers.T + (centers ** 2).sum(axis=1)[None, :]
-    return np.maximum(sq, 0.0)
+    centers = np.asarray(centers, dtype="float64")
+    sq = latent @ (-2.0 * centers.T)
+    sq += (latent ** 2).sum(axis=1)[:, None]
+    sq += (centers ** 2).sum(axis=1)[None, :]
+    return np.maximum(sq, 0.0, out=sq)  # rounding can take a zero distance just below 0
 
 
 def _softmax_neg(sq: np.ndarray, temperature: float) -> np.ndarray:
@@ -234,6 +237,9 @@ class SoftAssigner(BaseEstimator):
         self._check_fitted()
         return _softmax_neg(_squared_distances(latent, self.cluster_centers_), self.temperature_)
 
+    def _proba_from_distances(self, sq: np.ndarray) -> np.ndarray:
+        return _softmax_neg(sq.copy(), self.temperature_)
+
     def segment_proba(self, cluster_proba: np.ndarray) -> np.ndarray:
         """``P(segment | x) = sum_c P(c | x) P(segment | c)``, shape (n, n_segments)."""
         self._check_fitted()
@@ -241,7 +247,7 @@ class SoftAssigner(BaseEstimator):
             raise NotFittedError("This SoftAssigner was fitted without known segments; it has no segment probabilities.")
         return cluster_proba @ self.segment_given_cluster_
 
-    def score(self, latent, clusters=None, probabilities: bool = False) -> pd.DataFrame:
+    def score(self, latent, clusters=None, probabilities: bool = False, _sq: np.ndarray | None = None) -> pd.DataFrame:
         """The confidence columns of scored rows.
 
         Parameters
@@ -260,7 +266,8 @@ class SoftAssigner(BaseEstimator):
             predicted segment, the mapping of the assigned cluster) and
             ``Second_Segment`` (the most probable other segment).
         """
-        proba = self.predict_proba(latent)
+        self._check_fitted()
+        proba = self.predict_proba(latent) if _sq is None else self._proba_from_distances(_sq)
         n = len(proba)
         rows = np.arange(n)
         clusters = np.argmax(proba, axis=1) if clusters is None else np.asarray(clusters, dtype=int)
@@ -273,7 +280,9 @@ class SoftAssigner(BaseEstimator):
             predicted = np.array([lookup[self.mapping_[c]] for c in range(len(self.cluster_centers_))])[clusters]
             out["Segment_Probability"] = seg_p[rows, predicted]
             seg_p[rows, predicted] = -1.0
-            out["Second_Segment"] = np.asarray(self.segments_, dtype=object)[np.argmax(seg_p, axis=1)]
+            # object dtype on purpose: pandas would otherwise convert a million strings to Arrow text
+            out["Second_Segment"] = pd.Series(np.asarray(self.segments_, dtype=object)[np.argmax(seg_p, axis=1)],
+                                              dtype=object)
         frame = pd.DataFrame(out)
         if probabilities:
             for c in range(proba.shape[1]):
@@ -410,16 +419,25 @@ class NoveltySummary:
         Guard kind -> {detail text -> rows}, e.g. ``{"Profession='Astronaut'": 3}``.
     missing_per_column : dict
         Feature column -> rows where it was empty (for ``column_missing``).
+    unseen_categories : dict
+        Column -> {unseen category -> rows}, as
+        :meth:`~custseg.preprocessing.CustomerPreprocessor.unseen_categories` reports them.
     """
 
     rows: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     details: dict[str, dict[str, int]] = field(default_factory=dict)
     missing_per_column: dict[str, int] = field(default_factory=dict)
+    unseen_categories: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __add__(self, other: "NoveltySummary") -> "NoveltySummary":
         out = NoveltySummary(self.rows + other.rows, dict(self.counts), {k: dict(v) for k, v in self.details.items()},
-                             dict(self.missing_per_column))
+                             dict(self.missing_per_column), {k: dict(v) for k, v in self.unseen_categories.items()})
+        for col, d in other.unseen_categories.items():
+            mine = out.unseen_categories.setdefault(col, {})
+            for t, v in d.items():
+                mine[t] = mine.get(t, 0) + v
+            out.unseen_categories[col] = dict(sorted(mine.items()))
         for k, v in other.counts.items():
             out.counts[k] = out.counts.get(k, 0) + v
         for k, d in other.details.items():
@@ -437,8 +455,11 @@ class NoveltySummary:
             return []
         return [c for c, n in self.missing_per_column.items() if n == self.rows]
 
-    def lines(self) -> list[str]:
-        """One line per guard that fired, e.g. '312 customers (12%) are unlike any training customer: ...'."""
+    def lines(self, unseen: bool = True) -> list[str]:
+        """One line per guard that fired, e.g. '312 customers (12%) are unlike any training customer: ...'.
+
+        ``unseen=False`` leaves out the unseen-category line (for a caller that lists them per column).
+        """
         n = self.rows
         out = []
 
@@ -457,7 +478,7 @@ class NoveltySummary:
             out.append(f"{share(c['out_of_range'])} have a number far outside the training range: {top('out_of_range')}")
         if c.get("overflow"):
             out.append(f"{share(c['overflow'])} have a value that overflows float32: {top('overflow')}")
-        if c.get("unseen_category"):
+        if c.get("unseen_category") and unseen:
             out.append(f"{share(c['unseen_category'])} have a category never seen in training (imputed with the "
                        f"training mode): {top('unseen_category')}")
         if c.get("all_missing"):
@@ -556,7 +577,7 @@ class NoveltyDetector(BaseEstimator):
         """Per row the reasons of the guards that fired ('' if none), and the summary counts."""
         self._check_fitted()
         n = len(X)
-        reason = pd.Series([""] * n, dtype=object)
+        reason = pd.Series(np.full(n, "", dtype=object))
         summary = NoveltySummary(rows=n)
         any_present = np.zeros(n, dtype=bool)
         f = float(self.range_factor)
@@ -591,18 +612,25 @@ class NoveltyDetector(BaseEstimator):
                 kind_masks["overflow"] |= overflow
                 kind_masks["out_of_range"] |= far
             else:
-                # canonical text of each distinct value only: a million rows hold a handful of categories
-                codes, uniques = pd.factorize(X[col], use_na_sentinel=True)
-                present = codes >= 0
+                raw = X[col]
+                present = raw.notna().to_numpy()
                 summary.missing_per_column[col] = int(n - present.sum())
                 any_present |= present
-                texts = np.array([category_text(u) for u in uniques], dtype=object)
-                unseen_u = ~np.isin(texts, self.categories_[col]) if len(texts) else np.zeros(0, dtype=bool)
-                if unseen_u.any():
-                    mask = present & unseen_u[np.where(present, codes, 0)]
-                    row_text = texts[codes[mask]]
+                # a hash lookup of the values as they are settles nearly every row; only the rest (numbers
+                # written as 1.0, true novelties) need their canonical text
+                suspect = np.flatnonzero(present & ~raw.isin(self.categories_[col]).to_numpy())
+                if len(suspect):
+                    codes, uniques = pd.factorize(raw.iloc[suspect])
+                    texts = np.array([category_text(u) for u in uniques], dtype=object)[codes]
+                    new_rows = ~np.isin(texts, self.categories_[col])
+                    mask = np.zeros(n, dtype=bool)
+                    mask[suspect[new_rows]] = True
+                    row_text = texts[new_rows]
+                if len(suspect) and mask.any():
+                    counts = pd.Series(row_text).value_counts().sort_index()
+                    summary.unseen_categories[col] = {str(t): int(v) for t, v in counts.items()}
                     add("unseen_category", mask, [f"unseen category {col}={t!r}" for t in row_text],
-                        {f"{col}={t!r}": int(v) for t, v in pd.Series(row_text).value_counts().items()})
+                        {f"{col}={t!r}": int(v) for t, v in counts.items()})
                     kind_masks["unseen_category"] |= mask
         all_missing = ~any_present if self.feature_names_in_ else np.zeros(n, dtype=bool)
         add("all_missing", all_missing, "all features missing", "all features")
@@ -633,7 +661,8 @@ class NoveltyDetector(BaseEstimator):
         reason = np.where(high & ~guarded, f"novelty above the training {float(self.threshold):g}th percentile",
                           reason)
         summary.counts["unusual"] = int(unusual.sum())
-        return pd.DataFrame({"Novelty": novelty, "Unusual": unusual, "Reason": reason}, index=X.index), summary
+        return pd.DataFrame({"Novelty": novelty, "Unusual": unusual,
+                             "Reason": pd.Series(reason, index=X.index, dtype=object)}, index=X.index), summary
 
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()
@@ -709,7 +738,7 @@ class CustomerMonitor(BaseEstimator):
             raise NotFittedError("This CustomerMonitor instance is not fitted yet. Call 'fit' first.")
         clusters = np.asarray(clusters, dtype=int)
         sq = _squared_distances(latent, self.soft_.cluster_centers_)
-        soft = self.soft_.score(latent, clusters, probabilities=probabilities)
+        soft = self.soft_.score(latent, clusters, probabilities=probabilities, _sq=sq)
         novelty, summary = self.novelty_.score(X, reconstruction_error, sq[np.arange(len(sq)), clusters])
         first = [c for c in soft.columns if not c.startswith("P_Cluster_")]
         extra = [c for c in soft.columns if c.startswith("P_Cluster_")]

@@ -492,7 +492,8 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
         error = _reconstruction_error(pipeline, features, latent)
     out = pd.DataFrame({"Cluster": clusters}, index=frame.index)
     if pipeline.mapping_ is not None:
-        out["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
+        segment_of = np.array([pipeline.mapping_[c] for c in range(len(pipeline.cluster_centers_))], dtype=object)
+        out["Predicted_Segment"] = pd.Series(segment_of[clusters], index=frame.index, dtype=object)
     out["Distance_To_Centroid"] = dist
     out["Reconstruction_Error"] = error
     columns = monitor.novelty_.feature_names_in_
@@ -518,8 +519,9 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
         extra = schema.check(frame, table.source, table.line_of)
         if schema.id_column is not None and schema.id_column in frame.columns:
             _check_ids(table, schema.id_column)
-    unseen = pipeline.preprocessor_.unseen_categories(frame)
     scores, novelty = score_frame(pipeline, frame, monitor, probabilities)
+    # the monitor's guards already found the unseen categories; without one, ask the preprocessor
+    unseen = novelty.unseen_categories if novelty is not None else pipeline.preprocessor_.unseen_categories(frame)
     if strict and novelty is not None and novelty.problems():
         flagged = (scores["Reason"] != "") & ~scores["Reason"].str.startswith("novelty above").to_numpy()
         where = ""

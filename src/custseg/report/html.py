@@ -486,7 +486,7 @@ def _unusual_section(run: _Run) -> dict | None:
     monitoring = run.summary.get("monitoring") or {}
     side = monitoring.get("test" if who == "new customers" else "train") or {}
     unusual = scored["Unusual"].astype(str).str.lower().eq("true")
-    top = extreme_customers(scored.assign(Reason=scored["Reason"].fillna("")), _attributes(run, frame), "Novelty",
+    top = extreme_customers(scored.assign(Reason=scored["Reason"].astype(object).fillna("")), _attributes(run, frame), "Novelty",
                             n=10, keep=["Reason"])
     if "ID" in top:
         top["ID"] = _id_keys(top["ID"])
