@@ -48,7 +48,7 @@ def main(rows: int = 1_000_000, repeats: int = 3) -> dict[str, float]:
         for _ in range(repeats):
             for name, mon in (("without", None), ("with", monitor)):
                 started, started_cpu = time.perf_counter(), time.process_time()
-                predict_table(pipeline, schema, table, mon)
+                predict_table(pipeline, schema, table, monitor=mon)
                 wall[name].append(time.perf_counter() - started)
                 cpu[name].append(time.process_time() - started_cpu)
     result = {f"{kind}_{name}": statistics.median(t[name]) for kind, t in (("wall", wall), ("cpu", cpu))

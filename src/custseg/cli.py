@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -86,8 +87,12 @@ def train(
     no_label: bool = typer.Option(False, "--no-label", help="The table has no known segments: infer none."),
     na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
+    strict: bool = typer.Option(False, "--strict", help="Make label warnings (rare or near-duplicate known "
+                                "segments) errors."),
 ) -> None:
     """Fit the segmentation on a table, evaluate it, assign new customers, save model and results."""
+    from .io.atomic import check_output_folders, output_lock
+    from .persistence import MANIFEST
     from .workflow import load_tables, train as run_train, write_training_outputs
 
     _positive_k(clusters)
@@ -98,14 +103,25 @@ def train(
                   na_values=na_values, infer_label=False if no_label else None)
     if no_label:
         cfg.data.label_column = None
-    tables = load_tables(cfg)
-    if not quiet:
-        _print_roles(tables[2], tables[0])
-    bar = _EpochProgress(cfg.autoencoder.max_epochs, enabled=not quiet)
-    with bar:
-        result = run_train(cfg, progress=bar.update, echo=bar.echo, tables=tables)
-    written = write_training_outputs(result)
+    # every output location is checked, and locked, before the expensive work
+    check_output_folders(cfg.models_dir, cfg.results_dir, marker=MANIFEST)
+    with output_lock(cfg.models_dir, cfg.results_dir):
+        tables = load_tables(cfg, strict=strict)
+        if not quiet:
+            _print_roles(tables[2], tables[0])
+        _notes([*tables[2].warnings, *tables[2].exclusion_notes()], "Warning")
+        bar = _EpochProgress(cfg.autoencoder.max_epochs, enabled=not quiet)
+        with bar:
+            result = run_train(cfg, progress=bar.update, echo=bar.echo, tables=tables)
+        _notes(result.notices)
+        written = write_training_outputs(result)
     _print_summary(result, written)
+
+
+def _notes(lines, kind: str = "Note") -> None:
+    """Sentences the user must see even under --quiet (they change what the output means)."""
+    for line in lines:
+        err.print(f"{kind}: {line}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -117,12 +133,16 @@ def predict(
     probabilities: bool = typer.Option(False, "--probabilities", help="Add a column P_Cluster_<c> per cluster."),
     strict: bool = typer.Option(False, "--strict", help="Stop with an error on out-of-range values, overflows, unseen categories or empty rows/columns."),
     unusual_above: Optional[float] = typer.Option(None, "--unusual-above", help="Training percentile of Novelty above which a customer is Unusual [default: 99]."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding customer IDs (default: the "
+                                            "training ID column, else one named like an ID)."),
 ) -> None:
     """Assign customers to segments with a saved model."""
     from .workflow import predict_file
 
-    result = predict_file(model, input, output, na_values=na_values, probabilities=probabilities, strict=strict,
-                          unusual_above=unusual_above)
+    result = predict_file(model, input, output, na_values=na_values, id_column=id_column,
+                          probabilities=probabilities, strict=strict, unusual_above=unusual_above)
+    if result.id_notice:
+        _notes([result.id_notice])
     out.print(f"Wrote {len(result.table):,} rows to {output}")
     if result.novelty is not None:  # unseen categories are listed per column below
         for line in result.novelty.lines(unseen=False):
@@ -140,8 +160,10 @@ def report(
     results_dir: str = typer.Option("results", "--results-dir", help="Results folder written by 'custseg train'."),
 ) -> None:
     """Write results/report.html: one self-contained page describing the run and its segments."""
+    from .io.atomic import recover
     from .report.html import build_report
 
+    recover(models_dir, results_dir)
     out.print(f"Wrote {build_report(models_dir, results_dir)}")
 
 
@@ -336,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _is_main_thread() else None
     try:
-        code = app(args=argv, prog_name="custseg", standalone_mode=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = app(args=argv, prog_name="custseg", standalone_mode=False)
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130) and returns its code
             raise KeyboardInterrupt
+        _notes(_warning_sentences(caught))
         return code if isinstance(code, int) else 0
     except CustsegError as exc:
         if _state["debug"]:
@@ -360,6 +385,27 @@ def main(argv: list[str] | None = None) -> int:
         _state["debug"] = False
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _warning_sentences(caught) -> list[str]:
+    """Python warnings raised during a command, as one plain sentence each (no file, line or class path).
+
+    Recorded rather than shown raw: a ConvergenceWarning or a RuntimeWarning from numpy
+    means something to a developer, not to the analyst running the command.
+    """
+    sentences = []
+    for w in caught:
+        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
+        kind = w.category.__name__
+        if kind == "ConvergenceWarning":
+            text = f"K-Means found fewer distinct groups than clusters asked for ({text}); consider fewer --clusters"
+        elif "tight_layout" in text or "Tight layout" in text:
+            text = "a figure's labels are too long for it to lay out neatly; the figure is still written"
+        elif kind == "RuntimeWarning":
+            text = f"a numeric computation met an undefined value ({text}); affected numbers are shown as n/a"
+        if text not in sentences:
+            sentences.append(text)
+    return sentences
 
 
 def _is_main_thread() -> bool:

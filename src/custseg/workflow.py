@@ -8,6 +8,7 @@ saved model. The CLI is a thin layer over these three.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 import platform
@@ -21,12 +22,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ._version import __version__
-from .io.atomic import merge_into, staging_dir
+from .io.atomic import (check_output_file, check_output_folders, commit_outputs, merge_into, output_lock, recover,
+                        staging_dir)
 from .embedders.autoencoder import AutoencoderEmbedder
 from .clustering import assign_to_centroids, mapping_table
 from .evaluation.selection import scan_k
 from .config import RunConfig
 from .exceptions import DataError
+from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .report.maps import pca_coordinates, tsne_coordinates
 from .evaluation.metrics import external_metrics, internal_metrics
@@ -66,19 +69,23 @@ class TrainResult:
     monitor: CustomerMonitor | None = None
     #: how the test table differs from the training table (DriftReport), if there is one
     drift: Any = None
+    #: sentences that change what the results mean (one cluster...), for the user even under --quiet
+    notices: list[str] = field(default_factory=list)
 
 
 def _noop(*_args, **_kwargs) -> None:
     return None
 
 
-def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Schema]:
+def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable, LoadedTable | None, Schema]:
     """Read the training (and test) table, infer the schema, and check both tables against it.
 
     Every check of the input happens here, before any training, so a bad table fails
-    in a second with one message.
+    in a second with one message. ``strict`` makes the schema's label warnings errors.
     """
     data = config.data
+    # the default tables come from the package when custseg runs outside a clone of the repository
+    data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
     train_t = read_table(data.train, na_values=data.na_values)
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
@@ -93,7 +100,7 @@ def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Sch
         numeric=data.numeric, categorical=data.categorical, ordinal=data.ordinal, exclude=data.exclude,
         integer_columns=train_t.integer_columns,
         other_columns=None if test_t is None else list(test_t.frame.columns), source=train_t.source,
-        line_of=train_t.line_of)
+        line_of=train_t.line_of, strict=strict)
     for table in (train_t, test_t):
         if table is not None and schema.id_column is not None:
             _check_ids(table, schema.id_column)
@@ -178,9 +185,16 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
     pipeline = build_pipeline(config, schema)
     pipeline.fit(frame, y, progress=progress)
+    used = np.unique(pipeline.labels_)
+    if len(used) < k:  # K-Means can leave a centre without customers; reporting it as a segment would be false
+        raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
+                        f"customers' latent features allow no more distinct groups); give --clusters {len(used)}")
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
                          test_table=None if test_t is None else test_t.frame,
                          monitor=fit_monitor(pipeline, schema, frame, y, random_state=config.seed))
+    if k == 1:
+        result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
+                              "table and the cluster metrics are undefined (n/a)")
     echo(f"autoencoder: {len(pipeline.embedder_.history_)} epochs, best {pipeline.embedder_.best_epoch_}")
 
     features = pipeline.preprocessor_.transform(frame)
@@ -258,7 +272,10 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
 
     test_info: dict[str, Any] = {}
     if test_t is not None:
-        scored = predict_table(pipeline, schema, test_t, result.monitor)
+        scored = predict_table(pipeline, schema, test_t,
+                               segment_names={int(d.segment): d.name for d in result.descriptions},
+                               monitor=result.monitor)
+        scored.table = scored.table.rename(columns={scored.id_column: "ID"})
         result.tables["test_predictions_detailed"] = scored.table
         if pipeline.mapping_ is not None:
             result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
@@ -381,7 +398,8 @@ def _draw_tsne(result: TrainResult, known, tsne_idx: np.ndarray, tsne_xy: np.nda
     result.figures["clusters_tsne"] = render_png(plot_maps(
         tsne_xy, clusters[tsne_idx], cluster_names(result), "t-SNE",
         None if known is None else known[tsne_idx],
-        axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, stratified sample)", "t-SNE 2")),
+        axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers"
+                     + (", stratified sample)" if len(tsne_idx) < len(clusters) else ", every customer)"), "t-SNE 2")),
         result.config.plots.dpi)
     result.summary["tsne_points"] = int(len(tsne_idx))
 
@@ -419,17 +437,18 @@ def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: S
         if mapping is not None:
             row["Predicted_Segment"] = mapping.get(int(c), "")
         row["Size"] = len(part)
-        row["Share"] = len(part) / len(frame)
+        row["Share"] = round(len(part) / len(frame), 4)
+        # rounded for people: 2 decimals for values in the table's units, 4 for shares
         for name in schema.feature_columns:
             col = part[name]
             if schema.column(name).role == "numeric":
-                row[f"{name}_mean"] = col.mean()
-                row[f"{name}_median"] = col.median()
+                row[f"{name}_mean"] = round(float(col.mean()), 2)
+                row[f"{name}_median"] = round(float(col.median()), 2)
             else:
                 counts = col.dropna().map(_id_text).value_counts()
                 counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
                 row[f"{name}_top"] = counts.index[0] if len(counts) else ""
-                row[f"{name}_top_share"] = counts.iloc[0] / counts.sum() if len(counts) else np.nan
+                row[f"{name}_top_share"] = round(float(counts.iloc[0] / counts.sum()), 4) if len(counts) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -441,6 +460,10 @@ class PredictResult:
     table: pd.DataFrame
     extra_columns: list[str]
     unseen_categories: dict[str, dict[str, int]]
+    #: name of the output's first column: the table's own ID column, or "Row" (row numbers)
+    id_column: str = "ID"
+    #: a sentence for the user when the IDs are not the training ID column (or there are none)
+    id_notice: str | None = None
     #: what the per-column guards saw (None without a monitor)
     novelty: NoveltySummary | None = None
 
@@ -502,10 +525,59 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
     return pd.concat([out, monitored], axis=1), summary
 
 
+def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | None = None,
+                   source: str = "input") -> tuple[str, pd.Series, str | None]:
+    """The column that identifies the customers of a table to be scored: ``(name, values, notice)``.
+
+    The given ``id_column`` wins; then the ID column seen in training; then the one
+    column of ``frame`` named like an identifier with all values different. Without any,
+    customers are numbered 1..n in table order (column ``Row``) and ``notice`` says so:
+    renumbered IDs must never pass for real ones.
+    """
+    if id_column is not None:
+        if id_column not in frame.columns:
+            from .schema import _did_you_mean
+
+            raise DataError(f"file {source!r}: --id-column {id_column!r} is not in the table"
+                            f"{_did_you_mean(id_column, frame.columns)}; its columns are "
+                            f"{', '.join(map(str, frame.columns))}")
+        return id_column, frame[id_column].map(_id_text), None
+    trained = schema.id_column if schema is not None else None
+    if trained is not None and trained in frame.columns:
+        return trained, frame[trained].map(_id_text), None
+    found = _find_id_column(frame, schema)
+    if found is not None:
+        was = f"the model was trained with {trained!r}" if trained else "the model names no ID column"
+        return found, frame[found].map(_id_text), (f"IDs taken from column {found!r} ({was}); "
+                                                   "give --id-column to choose another")
+    why = (f"the ID column {trained!r} of the training table is not in it" if trained
+           else "the model names no ID column and none was found")
+    return "Row", pd.Series(np.arange(1, len(frame) + 1), index=frame.index), (
+        f"file {source!r} has no ID column ({why}): customers are numbered 1..{len(frame)} in table order in "
+        "column 'Row'; give --id-column to use one of its columns")
+
+
+def _find_id_column(frame: pd.DataFrame, schema: Schema | None) -> str | None:
+    """The one column named like an identifier, not a feature, with every value present and different."""
+    from .schema import _PREFERRED_ID, _named_like_id
+
+    used = set(schema.feature_columns) | {schema.label_column} if schema is not None else set()
+    candidates = [c for c in frame.columns if c not in used and _named_like_id(str(c))
+                  and frame[c].notna().all() and frame[c].is_unique]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _PREFERRED_ID.match(str(c).strip())]
+    return candidates[0] if len(candidates) == 1 else None
+
+
 def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable,
+                  id_column: str | None = None, segment_names: dict[int, str] | None = None,
                   monitor: CustomerMonitor | None = None, *, probabilities: bool = False,
                   strict: bool = False) -> PredictResult:
-    """Score a loaded table: ID, Cluster, Predicted_Segment, Distance_To_Centroid, Reconstruction_Error.
+    """Score a loaded table: its ID column, Cluster, Segment_Name, Predicted_Segment, Distance_To_Centroid,
+    Reconstruction_Error.
+
+    The first column keeps the table's own ID column name and values (see :func:`prediction_ids`);
+    the output has exactly one row per input row, in input order.
 
     With a ``monitor`` also Confidence, Second_Cluster, Segment_Probability, Second_Segment,
     Novelty, Unusual, Reason (and P_Cluster_<c> with ``probabilities``). With ``strict``, any
@@ -517,46 +589,52 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
     extra: list[str] = []
     if schema is not None:
         extra = schema.check(frame, table.source, table.line_of)
-        if schema.id_column is not None and schema.id_column in frame.columns:
-            _check_ids(table, schema.id_column)
+    id_name, ids, notice = prediction_ids(frame, schema, id_column, table.source)
+    if id_name != "Row":
+        _check_ids(table, id_name)
+        extra = [c for c in extra if c != id_name]
     scores, novelty = score_frame(pipeline, frame, monitor, probabilities)
+    scores = scores.reset_index(drop=True)
     # the monitor's guards already found the unseen categories; without one, ask the preprocessor
     unseen = novelty.unseen_categories if novelty is not None else pipeline.preprocessor_.unseen_categories(frame)
     if strict and novelty is not None and novelty.problems():
-        flagged = (scores["Reason"] != "") & ~scores["Reason"].str.startswith("novelty above").to_numpy()
+        flagged = ((scores["Reason"] != "") & ~scores["Reason"].str.startswith("novelty above")).to_numpy()
         where = ""
         if flagged.any():
-            pos = int(np.argmax(flagged.to_numpy()))
+            pos = int(np.argmax(flagged))
             where = f", line {table.line_of(pos)}: {scores['Reason'].iloc[pos]}"
         raise DataError(f"file {table.source!r}{where}; " + "; ".join(novelty.problems())
                         + " (--strict); fix or remove these customers, or score without --strict")
-    if schema is not None and schema.id_column is not None and schema.id_column in frame.columns:
-        ids = frame[schema.id_column].map(_id_text)
-    else:
-        ids = pd.Series(np.arange(1, len(frame) + 1), index=frame.index)
-    out = pd.concat([pd.DataFrame({"ID": ids.to_numpy()}), scores.reset_index(drop=True)], axis=1)
-    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen, novelty=novelty)
+    if segment_names:
+        scores.insert(1, "Segment_Name", [segment_names.get(int(c), "") for c in scores["Cluster"]])
+    out = pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1)
+    if len(out) != len(frame):  # the promise of this function; cheap to keep checking
+        raise DataError(f"file {table.source!r}: {len(frame)} rows in but {len(out)} scored; please report this bug")
+    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen, id_column=id_name,
+                         id_notice=notice, novelty=novelty)
 
 
 def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
-                 na_values: list[str] | tuple[str, ...] = (), *, probabilities: bool = False, strict: bool = False,
+                 na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None, *,
+                 probabilities: bool = False, strict: bool = False,
                  unusual_above: float | None = None) -> PredictResult:
     """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically.
 
     ``probabilities``, ``strict``: see :func:`predict_table`. ``unusual_above`` replaces
     the model's training percentile above which a customer is ``Unusual`` (99).
     """
+    check_output_file(output_path, {"--input": input_path, "--model": None})
+    recover(model_dir)
     model = load_model(model_dir)
     # the tokens the model was trained with, and any more given now
     na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
     monitor = model.monitor
     if monitor is not None and unusual_above is not None:
         monitor.novelty_.set_params(threshold=unusual_above)._validate_params()
-    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na), monitor,
-                           probabilities=probabilities, strict=strict)
+    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na), id_column=id_column,
+                           segment_names=model.cluster_names, monitor=monitor, probabilities=probabilities,
+                           strict=strict)
     output_path = Path(output_path)
-    if output_path.is_dir():
-        raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")
     with staging_dir(output_path) as staged:
         staged_file = staged / output_path.name
         result.table.to_csv(staged_file, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
@@ -573,8 +651,14 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
     """
     models_dir = Path(models_dir or result.config.models_dir)
     results_dir = Path(results_dir or result.config.results_dir)
-    files = model_files(result.pipeline, result.schema, result.config.to_dict(), monitor=result.monitor)
-    with staging_dir(models_dir) as staged_models, staging_dir(results_dir) as staged_results:
+    check_output_folders(models_dir, results_dir, marker=MANIFEST)
+    files = model_files(result.pipeline, result.schema, result.config.to_dict(),
+                        cluster_names={int(d.segment): d.name for d in result.descriptions}, monitor=result.monitor)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(models_dir, results_dir))
+        recover(models_dir, results_dir)  # a run killed mid-commit is completed before this one starts
+        staged_models = stack.enter_context(staging_dir(models_dir))
+        staged_results = stack.enter_context(staging_dir(results_dir))
         write_files(staged_models, files)
         for name, table in result.tables.items():
             table.to_csv(staged_results / f"{name}.csv", index=False, float_format=FLOAT_FORMAT,
@@ -587,10 +671,8 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
         for name, text in result.texts.items():
             (staged_results / name).write_text(text, encoding="utf-8")
         build_report(staged_models, staged_results)
-        from .io.atomic import swap_directory
-
-        swap_directory(staged_models, models_dir, marker=MANIFEST)
-        moved = merge_into(staged_results, results_dir)
+        # models and results move together: after a crash at any point the pair is old+old or new+new
+        moved = commit_outputs(staged_models, models_dir, staged_results, results_dir)
     return {"models": sorted(models_dir.iterdir()), "results": moved}
 
 

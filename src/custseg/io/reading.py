@@ -14,6 +14,7 @@ column and the value, and says how to fix it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import gzip
@@ -49,8 +50,22 @@ _FOREIGN_MAGIC = {
 _SNIFF_LINES = 100
 # a number written with a decimal comma, as semicolon-separated exports from Excel do: 1,5 or -0,25
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
-#: Larger magnitudes than this are refused: squaring them in the scaler overflows float64.
-MAX_ABS_VALUE = 1e150
+#: Larger magnitudes than this are refused with an error naming the cell. The network
+#: computes in float32 (1e40 is infinite there) and the profiles round through int64
+#: (whole numbers above ~9.2e18 overflow); 1e15 is still exact in float64 and is far
+#: beyond any amount a customer table holds.
+MAX_ABS_VALUE = 1e15
+#: Longest field the CSV parser accepts: the csv module's default (128 KiB) raised a bare
+#: ``csv.Error``; longer values are read, then handled as text (and truncated in plots).
+MAX_FIELD_CHARS = 2**31 - 1
+# formatted amounts: optional sign, currency before or after, thousands separators,
+# percent. "$1,200", "45,600 EUR", "12%", "-3.5 %", "EUR 1.200,50" is NOT accepted
+# (a decimal comma with thousands dots is ambiguous next to "1.200" = 1.2).
+_CURRENCY = r"(?:[$\u20ac\u00a3\u00a5]|EUR|USD|GBP|CHF|JPY|INR|CAD|AUD)"
+_FORMATTED_NUMBER = re.compile(
+    rf"^(?P<sign1>[-+]?)\s*(?P<pre>{_CURRENCY})?\s*(?P<sign2>[-+]?)"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+    rf"\s*(?P<post>{_CURRENCY}|%)?$", re.IGNORECASE)
 
 
 @dataclass
@@ -152,7 +167,18 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
         except (OSError, EOFError, gzip.BadGzipFile):
             raise DataError(f"file {source!r} is gzip-compressed but damaged (truncated?); "
                             "compress it again, or give the plain CSV") from None
-    return _read_csv_bytes(raw, source, na_tokens)
+    with _large_fields():
+        return _read_csv_bytes(raw, source, na_tokens)
+
+
+@contextlib.contextmanager
+def _large_fields():
+    """Let the csv module read fields longer than its 128 KiB default, then restore the limit."""
+    previous = csv.field_size_limit(MAX_FIELD_CHARS)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _read_parquet(p: Path, source: str, na_tokens: frozenset[str]) -> LoadedTable:
@@ -196,9 +222,11 @@ def _decode(raw: bytes, source: str) -> str:
         if raw.startswith(magic):
             raise DataError(f"file {source!r} is {what}, not a CSV table; export the sheet as CSV (UTF-8) "
                             "or save it as Parquet")
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"file {source!r} holds binary data (NUL bytes), not a CSV table; "
-                        "give a CSV (UTF-8) or Parquet file")
+    nul = raw.find(b"\x00")
+    if nul >= 0:  # anywhere in the file, not only near the start
+        line = raw[:nul].count(b"\n") + 1
+        raise DataError(f"file {source!r}, line {line}: a NUL byte (binary data), not CSV text; "
+                        "give a CSV (UTF-8) or Parquet file, or remove the NUL bytes")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -228,10 +256,20 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> Loade
         rows: list[list[str]] = []
         lines: list[int] = []
         previous = header_line
+        one_column = len(header) == 1
+        trailing_blank = 0
         for fields in reader:
             first, line = previous + 1, reader.line_num
             previous = line
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
+            if one_column:
+                # In a one-column table a missing value IS an empty line: keep it as a row, so that
+                # the row count in equals the row count out. Only empty lines at the end are padding.
+                if not fields:
+                    fields = [""]
+                    trailing_blank += 1
+                else:
+                    trailing_blank = 0
+            elif not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
             rows.append(fields)
             lines.append(first)
@@ -240,6 +278,8 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> Loade
     except csv.Error as exc:
         raise DataError(f"file {source!r}, line {reader.line_num}: cannot parse CSV ({exc}); a quoted value is "
                         "probably never closed: fix the quoting") from None
+    if trailing_blank:
+        del rows[-trailing_blank:], lines[-trailing_blank:]
     if header and not header[-1] and len(header) > 1 and all(len(r) < len(header) or not r[-1].strip() for r in rows):
         # every line ends with the delimiter (some exports do this): drop the empty last column
         header = header[:-1]
@@ -386,6 +426,11 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
             numbers = pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce")
             notes.append("decimal commas read as decimal points")
             present = present.str.replace(",", ".", regex=False)
+        if len(present) and numbers.isna().any() and typed_file is False:
+            parsed = _formatted_numbers(present)
+            if parsed is not None:
+                numbers, note = parsed
+                notes.append(note)
         if len(present) and not numbers.isna().any():
             numbers = numbers.astype("float64")
             finite = np.isfinite(numbers.to_numpy())
@@ -395,7 +440,7 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
                 pos = int(np.flatnonzero(~missing.to_numpy())[at])
                 value = col.iloc[pos]
                 infinite = bool(re.fullmatch(r"[-+]?(inf|infinity)", str(value).strip(), re.IGNORECASE))
-                what = "not a finite number" if infinite else f"too large (abs > {MAX_ABS_VALUE:.0e})"
+                what = "not a finite number" if infinite else f"too large for the model (abs > {MAX_ABS_VALUE:.0e})"
                 raise DataError(
                     f"file {source!r}, line {int(lines[pos])}, column {name!r}: value {value!r} is {what}; "
                     "replace it with a real value or leave the cell empty"
@@ -423,6 +468,34 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(text)))
     return LoadedTable(frame=frame, source=source, delimiter=delimiter, integer_columns=integer_columns,
                        numeric_from_text=numeric_from_text, line_numbers=lines)
+
+
+def _formatted_numbers(present: pd.Series) -> tuple[pd.Series, str] | None:
+    """Amounts written for people ("$1,200", "45,600 EUR", "12%") as numbers, or None.
+
+    Only when every value parses and the column has one unit: a column mixing EUR and
+    USD, or percent and plain numbers, has no single meaning and stays text (and is then
+    excluded with a reason the user sees). Percent values keep their scale (12% -> 12).
+    """
+    if not (present.map(type) == str).all():
+        return None
+    matches = [_FORMATTED_NUMBER.match(v) for v in present]
+    if not all(matches):
+        return None
+    units = {((m.group("pre") or "") + (m.group("post") or "")).upper() for m in matches}
+    thousands = any("," in m.group("num") for m in matches)
+    if len(units) > 1 or (units == {""} and not thousands):
+        return None
+    values = []
+    for m in matches:
+        negative = "-" in (m.group("sign1") + m.group("sign2"))
+        values.append((-1.0 if negative else 1.0) * float(m.group("num").replace(",", "")))
+    unit = units.pop()
+    what = ("percent signs removed (12% read as 12)" if unit == "%"
+            else f"currency {unit!r} removed" if unit else "")
+    note = "; ".join(x for x in ("formatted numbers parsed", what, "thousands separators removed" if thousands else "")
+                     if x)
+    return pd.Series(values, index=present.index, dtype="float64"), note
 
 
 def _is_code(present: pd.Series) -> bool:
