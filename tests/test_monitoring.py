@@ -304,19 +304,29 @@ def test_predict_flags_corrupted_customers_with_a_reason(trained, capsys):
     bad = new.copy()
     bad["Age"] = bad["Age"].astype(float)
     bad.loc[0, "Age"] = bad.loc[0, "Age"] * 1000 if bad.loc[0, "Age"] > 0 else 40_000
-    bad.loc[1, "Income"] = 1e40
+    bad.loc[1, "Income"] = bad["Income"].max() * 1000
     bad.loc[2, ["Age", "Income", "Family_Size", "Gender", "Profession", "Spending"]] = np.nan
     bad.loc[3, "Profession"] = "Astronaut"
     code, out = _predict(root, bad)
     assert code == 0
     assert out["Unusual"].iloc[:4].tolist() == [True, True, True, True]
     assert "Age far outside training range" in out["Reason"].iloc[0]
-    assert "Income value overflows float32" in out["Reason"].iloc[1]
+    assert "Income far outside training range" in out["Reason"].iloc[1]
     assert out["Reason"].iloc[2] == "all features missing"
     assert out["Reason"].iloc[3] == "unseen category Profession='Astronaut'"
     printed = capsys.readouterr().out
     assert "are unlike any training customer: see column Unusual" in printed
     assert "have every feature missing" in printed
+
+
+def test_a_value_no_float_can_hold_is_an_error_naming_line_and_column(trained, capsys):
+    root, new = trained
+    bad = new.copy()
+    bad.loc[1, "Income"] = 1e40
+    code, _ = _predict(root, bad)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and "line 3, column 'Income'" in err
 
 
 def test_strict_names_the_first_bad_line(trained, capsys):
