@@ -80,6 +80,7 @@ __all__ = [
     "DriftReport",
     "drift_report",
     "drift_markdown",
+    "classifier_two_sample_test",
     "population_stability_index",
     "GUARD_KINDS",
 ]
@@ -971,8 +972,8 @@ def drift_report(reference: pd.DataFrame, new: pd.DataFrame, schema: Schema, *,
                      bool(p < alpha and abs(effect) >= share_threshold)])
     features = pd.DataFrame(rows, columns=DRIFT_COLUMNS)
 
-    clf = (_classifier_test(reference, new, schema, n_folds=n_folds, n_bootstrap=n_bootstrap,
-                            random_state=random_state) if classifier else {})
+    clf = (classifier_two_sample_test(reference, new, schema, n_folds=n_folds, n_bootstrap=n_bootstrap,
+                                      random_state=random_state) if classifier else {})
     segments = segment_test = None
     if reference_segments is not None and new_segments is not None:
         segments, segment_test = _segment_shift(reference_segments, new_segments, alpha, psi_threshold)
@@ -1006,8 +1007,16 @@ def _weighted_auc(inverse: np.ndarray, n_scores: int, pos_weight: np.ndarray, ne
     return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
-def _classifier_test(reference: pd.DataFrame, new: pd.DataFrame, schema: Schema, *, n_folds: int,
-                     n_bootstrap: int, random_state: int) -> dict[str, Any]:
+def classifier_two_sample_test(reference: pd.DataFrame, new: pd.DataFrame, schema: Schema, *, n_folds: int = 5,
+                               n_bootstrap: int = 200, random_state: int = 0) -> dict[str, Any]:
+    """Can a classifier tell the new rows from the reference rows? (See :func:`drift_report`.)
+
+    Returns
+    -------
+    dict
+        ``auc`` (out-of-fold ROC AUC, 0.5 = indistinguishable), ``low``/``high`` (95%
+        stratified bootstrap interval), ``folds``, ``model``, ``drifted`` (``low > 0.5``).
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     both = pd.concat([reference, new], ignore_index=True)

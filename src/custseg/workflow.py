@@ -33,7 +33,7 @@ from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .report.maps import pca_coordinates, tsne_coordinates
 from .evaluation.metrics import external_metrics, internal_metrics
-from .monitoring import CustomerMonitor, NoveltySummary
+from .monitoring import CustomerMonitor, NoveltySummary, classifier_two_sample_test
 from .persistence import load_model, model_files, save_model, write_files, MANIFEST
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
@@ -210,11 +210,16 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):
         tsne_job = pool.submit(tsne_coordinates, latent, clusters, max_points=config.plots.tsne_max_points,
                                perplexity=config.plots.tsne_perplexity, random_state=config.seed)
+        # the drift's classifier test needs only the two tables: it follows the t-SNE map on the second thread
+        drift_job = None if test_t is None else pool.submit(
+            classifier_two_sample_test, frame, test_t.frame, schema, random_state=config.seed)
         _evaluate(result, latent, ids, known if has_known else None, test_t, echo)
         result.summary["data"]["train"].update(delimiter=train_t.delimiter,
                                                numeric_from_text=train_t.numeric_from_text)
         _draw(result, latent, ids, known if has_known else None)
         tsne_idx, tsne_xy = tsne_job.result()
+        if drift_job is not None:
+            _add_drift_classifier(result, drift_job.result())
     _draw_tsne(result, known if has_known else None, tsne_idx, tsne_xy)
     result.summary["duration_seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -330,13 +335,25 @@ def _monitoring_outputs(result: TrainResult, test_t, train_novelty, test_novelty
         column = "Predicted_Segment" if "Predicted_Segment" in test_scored else "Cluster"
         drift = drift_report(result.train_table, test_t.frame, result.schema,
                              reference_segments=train_scored[column].to_numpy(),
-                             new_segments=test_scored[column].to_numpy(), random_state=result.config.seed)
+                             new_segments=test_scored[column].to_numpy(), classifier=False,
+                             random_state=result.config.seed)
         result.drift = drift
         result.tables["drift"] = drift.features
-        result.texts["drift.md"] = drift_markdown(drift)
         info["drift"] = {"drifted_features": drift.drifted_features, "classifier": drift.classifier,
                          "segment_shift": drift.segment_test, "returning": drift.returning}
+        result.texts["drift.md"] = drift_markdown(drift)
     summary["monitoring"] = info
+
+
+def _add_drift_classifier(result: TrainResult, classifier: dict[str, Any]) -> None:
+    """The classifier two-sample test, computed on the second thread, into the drift report and summary."""
+    from .monitoring import drift_markdown
+
+    if result.drift is None:
+        return
+    result.drift.classifier = classifier
+    result.texts["drift.md"] = drift_markdown(result.drift)
+    result.summary["monitoring"]["drift"]["classifier"] = classifier
 
 
 def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> None:
