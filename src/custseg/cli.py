@@ -135,10 +135,40 @@ def predict(
     unusual_above: Optional[float] = typer.Option(None, "--unusual-above", help="Training percentile of Novelty above which a customer is Unusual [default: 99]."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding customer IDs (default: the "
                                             "training ID column, else one named like an ID)."),
+    engine: str = typer.Option("local", "--engine", help="'local' (this process) or 'dask' (a Dask cluster: "
+                               "--input may be a pattern such as 'parts/*.parquet', --output a folder)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); "
+                                            "a local cluster when not given. With --engine dask only."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes of the local Dask cluster."),
+    runtime: str = typer.Option("torch", "--runtime", help="'torch' (the model folder) or 'onnx' (a graph written "
+                                "by 'custseg export'; give its path with --model)."),
 ) -> None:
     """Assign customers to segments with a saved model."""
     from .workflow import predict_file
 
+    if engine not in ("local", "dask"):
+        raise ConfigError(f"--engine must be 'local' or 'dask'. Got {engine!r} instead.")
+    if runtime not in ("torch", "onnx"):
+        raise ConfigError(f"--runtime must be 'torch' or 'onnx'. Got {runtime!r} instead.")
+    if scheduler is not None and engine != "dask":
+        raise ConfigError("--scheduler needs --engine dask")
+    if engine == "dask":
+        if runtime != "torch":
+            raise ConfigError("--engine dask scores with the model folder: leave out --runtime onnx")
+        from .distributed import predict_dask
+
+        done = predict_dask(model, input, output, scheduler=scheduler, n_workers=workers, na_values=na_values,
+                            id_column=id_column)
+        out.print(f"Wrote {done.rows:,} rows from {len(done.parts)} part{'s' if len(done.parts) != 1 else ''} to "
+                  f"{output} ({done.workers} Dask worker{'s' if done.workers != 1 else ''}, {done.scheduler}); "
+                  "segment_profiles.csv: quartiles approximate", markup=False, soft_wrap=True)
+        return
+    if runtime == "onnx":
+        from .export import predict_onnx_file
+
+        result = predict_onnx_file(model, input, output, na_values=na_values, id_column=id_column)
+        out.print(f"Wrote {len(result.table):,} rows to {output} (onnxruntime)", markup=False, soft_wrap=True)
+        return
     result = predict_file(model, input, output, na_values=na_values, id_column=id_column,
                           probabilities=probabilities, strict=strict, unusual_above=unusual_above)
     if result.id_notice:
@@ -152,6 +182,37 @@ def predict(
     for column, values in result.unseen_categories.items():
         shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:5])
         out.print(f"Unseen categories in {column} (assigned the training mode): {shown}")
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("models", "--model", help="Model folder written by 'custseg train'."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Server processes, each with the model loaded once."),
+    max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Larger request bodies get HTTP 413."),
+) -> None:
+    """Serve the model over HTTP: POST /predict, POST /predict/csv, GET /health, GET /model."""
+    from .serve import serve as run_server
+
+    if max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb must be > 0. Got {max_body_mb} instead.")
+    err.print(f"custseg {__version__}: serving {model} on http://{host}:{port} (Ctrl+C stops)", markup=False,
+              soft_wrap=True)
+    run_server(model, host=host, port=port, workers=workers, max_body_bytes=int(max_body_mb * 1024 * 1024))
+
+
+@app.command()
+def export(
+    model: str = typer.Option("models", "--model", help="Model folder written by 'custseg train'."),
+    onnx: str = typer.Option(..., "--onnx", help="ONNX file to write (e.g. segmenter.onnx)."),
+) -> None:
+    """Write the model as one ONNX graph: raw customer columns in; cluster, distances, segment out."""
+    from .export import export_onnx
+
+    done = export_onnx(model, onnx)
+    out.print(f"Wrote {done.path} ({done.size_bytes:,} bytes): inputs {', '.join(done.inputs)}; "
+              f"outputs {', '.join(done.outputs)}", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -47,6 +47,7 @@ __all__ = [
     "SegmentProfile",
     "SegmentDescription",
     "profile_segments",
+    "rank_features",
     "describe_segments",
     "segments_markdown",
     "profile_heatmap_data",
@@ -108,6 +109,22 @@ class SegmentProfile:
     overall_categorical: pd.DataFrame
     composition: pd.DataFrame | None = None
     whole_number_features: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_rows(cls, n_customers: int, numeric: list[str], categorical: list[str], sizes: pd.DataFrame,
+                  num_rows: list[dict], cat_rows: list[dict], feat_rows: list[dict], overall_num: list[dict],
+                  overall_cat: list[dict], *, composition: pd.DataFrame | None = None,
+                  whole_number_features: Sequence[str] = ()) -> "SegmentProfile":
+        """A profile from its rows (dicts), with the features ranked (see :func:`rank_features`)."""
+        return cls(
+            n_customers=n_customers, numeric_features=numeric, categorical_features=categorical, sizes=sizes,
+            numeric=pd.DataFrame(num_rows, columns=["segment", "feature", "mean", "median", "q1", "q3", "cohens_d"]),
+            categorical=pd.DataFrame(cat_rows, columns=["segment", "feature", "value", "count", "share",
+                                                        "share_overall", "lift", "cohens_d"]),
+            features=rank_features(feat_rows, numeric + categorical),
+            overall_numeric=pd.DataFrame(overall_num, columns=["feature", "mean", "median", "q1", "q3", "n_missing"]),
+            overall_categorical=pd.DataFrame(overall_cat, columns=["feature", "value", "count", "share"]),
+            composition=composition, whole_number_features=list(whole_number_features))
 
     @property
     def segments(self) -> list:
@@ -252,13 +269,6 @@ def profile_segments(
                               "effect": cramers_v(np.vstack([counts, rest_counts])),
                               "n_missing": int((member & ~present).sum())})
 
-    features = pd.DataFrame(feat_rows, columns=["segment", "feature", "kind", "effect", "n_missing"])
-    order = {f: i for i, f in enumerate(numeric + categorical)}
-    features["_order"] = features["feature"].map(order)
-    features = features.sort_values(["segment", "effect", "_order"], ascending=[True, False, True], kind="stable")
-    features["rank"] = features.groupby("segment").cumcount() + 1
-    features = features[["segment", "rank", "feature", "kind", "effect", "n_missing"]].reset_index(drop=True)
-
     composition = None
     if known_segments is not None:
         known = pd.Series(np.asarray(known_segments, dtype=object))
@@ -270,20 +280,20 @@ def profile_segments(
         composition["count"] = composition["count"].astype(int)
         composition["share"] = composition["count"] / composition.groupby("segment")["count"].transform("sum")
 
-    return SegmentProfile(
-        n_customers=n,
-        numeric_features=numeric,
-        categorical_features=categorical,
-        sizes=sizes,
-        numeric=pd.DataFrame(num_rows, columns=["segment", "feature", "mean", "median", "q1", "q3", "cohens_d"]),
-        categorical=pd.DataFrame(cat_rows, columns=["segment", "feature", "value", "count", "share",
-                                                    "share_overall", "lift", "cohens_d"]),
-        features=features,
-        overall_numeric=pd.DataFrame(overall_num, columns=["feature", "mean", "median", "q1", "q3", "n_missing"]),
-        overall_categorical=pd.DataFrame(overall_cat, columns=["feature", "value", "count", "share"]),
-        composition=composition,
-        whole_number_features=whole,
-    )
+    return SegmentProfile.from_rows(n, numeric, categorical, sizes, num_rows, cat_rows, feat_rows, overall_num,
+                                    overall_cat, composition=composition, whole_number_features=whole)
+
+
+def rank_features(rows: list[dict], features: Sequence[str]) -> pd.DataFrame:
+    """Per segment, features ranked by effect (ties: in the given feature order).
+
+    ``rows`` hold ``segment, feature, kind, effect, n_missing``; the result adds ``rank``.
+    """
+    ranked = pd.DataFrame(rows, columns=["segment", "feature", "kind", "effect", "n_missing"])
+    ranked["_order"] = ranked["feature"].map({f: i for i, f in enumerate(features)})
+    ranked = ranked.sort_values(["segment", "effect", "_order"], ascending=[True, False, True], kind="stable")
+    ranked["rank"] = ranked.groupby("segment").cumcount() + 1
+    return ranked[["segment", "rank", "feature", "kind", "effect", "n_missing"]].reset_index(drop=True)
 
 
 def _summary(x: np.ndarray) -> dict[str, float]:

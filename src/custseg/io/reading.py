@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..exceptions import DataError
 
-__all__ = ["LoadedTable", "read_table", "DEFAULT_NA_VALUES", "missing_report"]
+__all__ = ["LoadedTable", "read_table", "read_table_bytes", "table_from_frame", "DEFAULT_NA_VALUES", "missing_report"]
 
 #: Tokens read as missing in every file (compared after stripping spaces).
 DEFAULT_NA_VALUES = frozenset(
@@ -158,9 +158,20 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
         raise DataError(f"file {source!r} cannot be read (permission denied); fix its permissions") from None
     except OSError as exc:
         raise DataError(f"file {source!r} cannot be read ({exc.strerror}); check the path") from None
+    return read_table_bytes(raw, source, na_values, parquet=p.suffix.lower() in {".parquet", ".pq"})
+
+
+def read_table_bytes(raw: bytes, source: str, na_values: list[str] | tuple[str, ...] = (), *,
+                     parquet: bool = False) -> LoadedTable:
+    """Read a table from the bytes of a file, exactly as :func:`read_table` reads the file.
+
+    For tables that arrive without a file on disk (an HTTP upload); errors name ``source``.
+    ``parquet`` says the name ends in ``.parquet`` (content that does not start with
+    Parquet's magic bytes is then reported as a damaged Parquet file).
+    """
     na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
-    if raw.startswith(_PARQUET_MAGIC) or (p.suffix.lower() in {".parquet", ".pq"} and raw.strip()):
-        return _read_parquet(p, source, na_tokens)
+    if raw.startswith(_PARQUET_MAGIC) or (parquet and raw.strip()):
+        return _read_parquet(raw, source, na_tokens)
     if raw.startswith(_GZIP_MAGIC):
         try:
             raw = gzip.decompress(raw)
@@ -181,23 +192,99 @@ def _large_fields():
         csv.field_size_limit(previous)
 
 
-def _read_parquet(p: Path, source: str, na_tokens: frozenset[str]) -> LoadedTable:
+def _read_parquet(raw: bytes, source: str, na_tokens: frozenset[str]) -> LoadedTable:
     try:
-        frame = pd.read_parquet(p)
+        frame = pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises many types for damaged files
         raise DataError(f"file {source!r} is not a readable Parquet file ({type(exc).__name__}); "
                         "re-export it, or give a CSV file") from None
+    return table_from_frame(frame, source, na_tokens)
+
+
+def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str] | list[str] | tuple[str, ...]" = (),
+                     first_line: int = 2) -> LoadedTable:
+    """Check and type a table that is already in memory, exactly as :func:`read_table` reads a Parquet file.
+
+    For the tables that do not come from a file custseg opens: a Dask partition, the
+    records of an HTTP request. Values are read through their text, so a number sent as
+    ``"42"`` and one sent as ``42`` give the same table, and errors name ``source``,
+    the line (row position + ``first_line``), the column and the value.
+
+    Parameters
+    ----------
+    frame : DataFrame
+    source : str
+        What to call the table in error messages.
+    na_values : sequence of str
+        Extra tokens read as missing, besides :data:`DEFAULT_NA_VALUES`.
+    first_line : int, default=2
+        The "line" of the first row (2: as if a header line came first).
+    """
+    na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
     _check_header([str(c) for c in frame.columns], source)
     if len(frame) == 0:
         raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
     stored_as_text = {str(c) for c in frame.columns
                       if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])}
-    frame.columns = [str(c) for c in frame.columns]
+    lines = np.arange(len(frame)) + first_line
+    # A column of numbers needs no round trip through text (the slow part of reading): it
+    # is checked and kept as it is, with the result the text would give.
+    numbers = {} if _numeric_tokens(na_tokens) else {
+        str(c): v for c, v in ((c, _plain_numbers(frame[c])) for c in frame.columns) if v is not None}
+    # the caller's frame is left as it was: a Dask partition or a request may be reused
     text = pd.DataFrame(
-        {c: _column_as_text(frame[c]) for c in frame.columns}, index=pd.RangeIndex(len(frame))
+        {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns if str(c) not in numbers},
+        index=pd.RangeIndex(len(frame))
     )
-    return _typed_table(text, source, None, na_tokens, np.arange(len(frame)) + 2, from_text=stored_as_text,
-                        typed_file=True)
+    typed = _typed_table(text, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True)
+    if not numbers:
+        return typed
+    columns = {}
+    for c in frame.columns:
+        name = str(c)
+        if name not in numbers:
+            columns[name] = typed.frame[name]
+            continue
+        values, is_int = numbers[name]
+        finite = np.isfinite(values) | np.isnan(values)
+        bad = ~finite | (np.abs(np.where(np.isfinite(values), values, 0.0)) > MAX_ABS_VALUE)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            what = "not a finite number" if not finite[pos] else f"too large (abs > {MAX_ABS_VALUE:.0e})"
+            raise DataError(f"file {source!r}, line {int(lines[pos])}, column {name!r}: value "
+                            f"{repr(float(values[pos]))!r} is {what}; replace it with a real value or leave the "
+                            "cell empty")
+        if np.isnan(values).all():  # as the text path reads a column with nothing in it
+            columns[name] = pd.Series(np.nan, index=pd.RangeIndex(len(frame)), dtype=object)
+            continue
+        columns[name] = pd.Series(values, index=pd.RangeIndex(len(frame)))
+        if is_int:
+            typed.integer_columns.append(name)
+    typed.frame = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+    typed.integer_columns = [c for c in typed.frame.columns if c in set(typed.integer_columns)]
+    return typed
+
+
+def _numeric_tokens(na_tokens: frozenset[str]) -> bool:
+    """Whether a missing-value token is a number (then numbers must be compared as text)."""
+    for token in na_tokens:
+        try:
+            if math.isfinite(float(token)):
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def _plain_numbers(series: pd.Series) -> tuple[np.ndarray, bool] | None:
+    """(float64 values, whether integers) of a float or integer column; None where text must decide."""
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return None
+    values = series.to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_integer_dtype(series):
+        # integers of more than 15 digits are codes (account numbers), kept as text
+        return None if np.nanmax(np.abs(values), initial=0.0) >= 1e15 else (values, True)
+    return (values, False) if pd.api.types.is_float_dtype(series) else None
 
 
 def _column_as_text(series: pd.Series) -> pd.Series:
