@@ -282,7 +282,8 @@ def trained(tmp_path_factory):
     from custseg.cli import main
 
     root = tmp_path_factory.mktemp("monitored")
-    (root / "fast.toml").write_text(FAST_TOML, encoding="utf-8")
+    # not the default 99: the setting must reach the saved model
+    (root / "fast.toml").write_text(FAST_TOML + "\n[monitoring]\nunusual_percentile = 97.0\n", encoding="utf-8")
     make_customers(240, seed=1).to_csv(root / "train.csv", index=False)
     new = make_customers(60, seed=2, start_id=1200).drop(columns="Segment")
     assert main(["train", "--train", str(root / "train.csv"), "--config", str(root / "fast.toml"),
@@ -356,6 +357,31 @@ def test_unusual_threshold_is_configurable_at_predict_time(trained):
     _, loose = _predict(root, new, "--unusual-above", "50")
     assert loose["Unusual"].sum() > default["Unusual"].sum()
     assert (loose["Novelty"] == default["Novelty"]).all()
+
+
+def test_the_configured_percentile_reaches_the_model_and_the_training_results(trained):
+    from custseg.persistence import load_model
+
+    root, new = trained
+    assert load_model(root / "models").monitor.novelty_.threshold == 97.0
+    training = pd.read_csv(root / "results" / "training_results.csv", keep_default_na=False)
+    # Novelty is the training percentile: above 97 are about 3% of the 240 training customers, not 1%
+    assert 0.02 <= (training["Novelty"] > 97).mean() <= 0.045
+    assert training["Unusual"].sum() == (training["Novelty"] > 97).sum()
+    summary = json.loads((root / "results" / "run_summary.json").read_text())
+    assert summary["monitoring"]["unusual_above"] == 97.0
+    _, configured = _predict(root, new)
+    _, strict99 = _predict(root, new, "--unusual-above", "99")
+    assert configured["Unusual"].sum() >= strict99["Unusual"].sum()
+    assert (configured["Unusual"] == (configured["Novelty"] > 97)).all()
+
+
+def test_unusual_above_is_checked_like_the_setting(trained, capsys):
+    root, new = trained
+    code, _ = _predict(root, new, "--unusual-above", "100")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: --unusual-above must be a finite number > 0 and < 100. Got 100.0 instead"), err
 
 
 def test_monitor_is_saved_as_checksummed_json_and_round_trips(trained):

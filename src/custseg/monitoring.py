@@ -868,6 +868,24 @@ class DriftReport:
         f = self.features
         return f.loc[f["drifted"] & (f["kind"] != "missing"), "feature"].tolist()
 
+    def summary_lines(self) -> list[str]:
+        """What ``custseg drift`` prints: drifted features, the classifier test, segment shares, returning customers."""
+        f = self.features
+        drifted = self.drifted_features
+        lines = [f"Drifted features: {', '.join(drifted) if drifted else 'none'} (of {int((f['kind'] != 'missing').sum())})"]
+        c = self.classifier
+        if c:
+            lines.append(f"Classifier two-sample test: ROC AUC {c['auc']:.3f} (95% interval {c['low']:.3f} to "
+                         f"{c['high']:.3f}; 0.5 = indistinguishable)")
+        if self.segment_test is not None:
+            t = self.segment_test
+            lines.append(f"Segment shares: PSI {t['psi']:.3f}, p = {t['p_value']:.3g}"
+                         + (" (shifted)" if t["drifted"] else ""))
+        if self.returning is not None:
+            r = self.returning
+            lines.append(f"Returning customers: {r['ids_in_both']:,} ({r['share_of_new']:.1%} of the new table)")
+        return lines
+
 
 def drift_report(reference: pd.DataFrame, new: pd.DataFrame, schema: Schema, *,
                  reference_segments: Sequence | None = None, new_segments: Sequence | None = None,
