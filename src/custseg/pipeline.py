@@ -207,8 +207,9 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_iter_ = int(getattr(self.clusterer_, "n_iter_", 0))
         self.agreement_ = getattr(self.clusterer_, "agreement_", None)
 
-    def _assign(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Cluster, latent distance to its centre and (with a consensus clusterer) agreement of each row."""
+    def assign_latent(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Cluster, latent distance to its centre and (with a consensus clusterer, else None) agreement of
+        each row of latent features (as ``transform`` gives them)."""
         if self.clusterer_ is None:
             clusters, dist = assign_to_centroids(latent, self.cluster_centers_)
             return clusters, dist, None
@@ -248,7 +249,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Cluster of each row (nearest centroid in the latent space, or the clusterer's assignment)."""
-        return self._assign(self.transform(X))[0]
+        return self.assign_latent(self.transform(X))[0]
 
     def predict_segment(self, X: pd.DataFrame) -> np.ndarray:
         """Known segment of each row's cluster; needs ``y`` at fit time."""
@@ -265,7 +266,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         X = _table(X)
         features = self.preprocessor_.transform(X)
         latent = np.asarray(self.embedder_.transform(features), dtype="float64")
-        clusters, dist, agreement = self._assign(latent)
+        clusters, dist, agreement = self.assign_latent(latent)
         out = pd.DataFrame({"Cluster": clusters}, index=X.index if isinstance(X, pd.DataFrame) else None)
         if self.mapping_ is not None:
             out["Predicted_Segment"] = [self.mapping_[c] for c in clusters]
