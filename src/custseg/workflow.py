@@ -197,7 +197,12 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     label = schema.label_column
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
     pipeline = build_pipeline(config, schema)
-    pipeline.fit(frame, y, progress=progress)
+    # One BLAS/OpenMP thread for every K-Means of the run: for 8 latent features the Lloyd
+    # iterations are too short to share, and on a busy machine two OpenMP threads spin-wait
+    # for each other (measured: 2.8 s with one thread, 27 s with two under load). It also
+    # makes the clusters independent of the machine's core count (same seed, same bytes).
+    with threadpool_limits(limits=1):
+        pipeline.fit(frame, y, progress=progress)
     used = np.unique(pipeline.labels_)
     if len(used) < k:  # K-Means can leave a centre without customers; reporting it as a segment would be false
         raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
@@ -217,12 +222,13 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     if known is not None and not pd.notna(known).any():
         known = None
 
-    # The t-SNE map is the slowest picture and needs only the latent features: compute it
-    # on a second thread (openTSNE releases the GIL) while this thread, limited to one
+    # The t-SNE map and the k scan need only the latent features: compute them on a second
+    # thread (openTSNE, K-Means and numpy release the GIL) while this thread, limited to one
     # BLAS/OpenMP thread so the two do not fight over the two cores, does everything else.
     with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):
         tsne_job = pool.submit(tsne_coordinates, latent, clusters, max_points=config.plots.tsne_max_points,
                                perplexity=config.plots.tsne_perplexity, random_state=config.seed)
+        k_scan_job = pool.submit(_k_scan, config, latent)
         metrics = _evaluate(result, latent, known)
         echo(f"k-means: k={config.clustering.n_clusters}, silhouette {metrics['silhouette']:.3f}"
              + (f", NMI {metrics['nmi']:.3f}, mapped accuracy {metrics['mapped_accuracy']:.3f}"
@@ -232,7 +238,11 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         test_info = _score_test(result, test_t, ids)
         result.summary = _summary(result, metrics, train_t, test_info)
         pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
+        result.k_selection = k_scan_job.result()
+        result.tables["k_selection"] = result.k_selection.to_frame()
         tsne_idx, tsne_xy = tsne_job.result()
+    # the tables in the order a run writes them, whichever thread finished first
+    result.tables = {name: result.tables[name] for name in [*RESULT_TABLES, *result.tables] if name in result.tables}
     result.tables["maps"] = _maps_table(ids, clusters, pca_xy, tsne_idx, tsne_xy)
     result.figures = _draw(result, known, pca_xy, pca_var, tsne_idx, tsne_xy)
     result.summary["cluster_names"] = {str(c): n for c, n in cluster_names(result).items()}
@@ -255,14 +265,20 @@ def _evaluate(result: TrainResult, latent: np.ndarray, known: np.ndarray | None)
         {"metric": list(metrics), "value": list(metrics.values()),
          "space": ["latent" if m in ("silhouette", "davies_bouldin", "calinski_harabasz", "inertia") else "labels"
                    for m in metrics]})
-    ks = config.k_selection
-    result.k_selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
-                                  n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
-                                  silhouette_sample=ks.silhouette_sample or None)
-    result.k_selection.settings.update(space="autoencoder latent features", seed=config.seed)
-    result.tables["k_selection"] = result.k_selection.to_frame()
     result.tables["training_history"] = pipeline.embedder_.history_.copy()
     return metrics
+
+
+def _k_scan(config: RunConfig, latent: np.ndarray) -> KSelection:
+    """The k scan of a run (``k_selection``); run on the second thread, under the caller's thread limits."""
+    ks = config.k_selection
+    # OpenMP's thread count belongs to the calling thread: the worker thread sets its own
+    with threadpool_limits(limits=1):
+        selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
+                             n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
+                             silhouette_sample=ks.silhouette_sample or None)
+    selection.settings.update(space="autoencoder latent features", seed=config.seed)
+    return selection
 
 
 def _profile(result: TrainResult, known: np.ndarray | None) -> None:
