@@ -216,8 +216,9 @@ def build_onnx(model: LoadedModel):
 
     pipeline = model.pipeline
     pre = pipeline.preprocessor_
-    if not hasattr(pipeline.embedder_, "module_"):
-        raise ModelFormatError("only models with the autoencoder embedder can be exported to ONNX")
+    if not hasattr(pipeline.embedder_, "module_") or pipeline.preprocessor == "passthrough":
+        raise ModelFormatError("only models of the reference design (preset 'reference') can be exported to ONNX; "
+                               "the mixed-type ensemble is scored with 'custseg predict'")
     pre_onx = _preprocessing_part(pre, _kinds(model))
     opsets = {"": OPSET, "ai.onnx.ml": ML_OPSET}
     parts = [_same_versions(p, opsets) for p in
