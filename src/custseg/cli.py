@@ -8,9 +8,11 @@ raises on purpose becomes one ``Error: ...`` line on stderr and exit code 1
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -118,13 +120,35 @@ def predict(
     """Assign customers to segments with a saved model."""
     from .workflow import predict_file
 
-    result = predict_file(model, input, output, na_values=na_values)
-    out.print(f"Wrote {len(result.table):,} rows to {output}")
+    with _progress_bar() as progress:
+        result = predict_file(model, input, output, na_values=na_values, progress=progress)
+    out.print(f"Wrote {result.rows:,} rows to {output}")
     if result.extra_columns:
         out.print(f"Ignored columns not used by the model: {', '.join(result.extra_columns)}")
     for column, values in result.unseen_categories.items():
         shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:5])
         out.print(f"Unseen categories in {column} (assigned the training mode): {shown}")
+
+
+@contextlib.contextmanager
+def _progress_bar():
+    """A progress callback drawing rows scored and rows per second on stderr, if it is a terminal; else None."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    started = time.perf_counter()
+    with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("predict", total=1.0, rows=0, rate=0.0)
+
+        def update(report) -> None:
+            rate = report.rows / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=report.fraction, rows=report.rows, rate=rate)
+
+        yield update
 
 
 @app.command()

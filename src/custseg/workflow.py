@@ -14,7 +14,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,9 @@ from .clustering import mapping_table
 from .evaluation.selection import scan_k
 from .config import RunConfig
 from .exceptions import DataError
+from .io.chunks import CHUNK_ROWS, TableStream
 from .io.reading import LoadedTable, missing_report, read_table
+from .io.writing import csv_rows
 from .report.maps import pca_coordinates, tsne_coordinates
 from .evaluation.metrics import external_metrics, internal_metrics
 from .persistence import load_model, model_files, save_model, write_files, MANIFEST
@@ -35,10 +37,10 @@ from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
 from .profiling import describe_segments, profile_segments, segments_markdown
 from .report.html import build_report
-from .schema import Schema, infer_schema
+from .schema import Schema, category_text, infer_schema
 
 __all__ = ["TrainResult", "train", "write_training_outputs", "PredictResult", "predict_table", "predict_file",
-           "load_tables", "cluster_characteristics"]
+           "score_chunks", "StreamReport", "TypingChanged", "load_tables", "cluster_characteristics"]
 
 FLOAT_FORMAT = "%.6g"
 #: fewer training rows than this leave the k scan and the metrics undefined
@@ -393,21 +395,215 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
     return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen)
 
 
-def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
-                 na_values: list[str] | tuple[str, ...] = ()) -> PredictResult:
-    """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically."""
-    model = load_model(model_dir)
-    # the tokens the model was trained with, and any more given now
+def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, ...] = (),
+                 chunk_rows: int = CHUNK_ROWS, kinds: dict[str, str] | None = None,
+                 report: "StreamReport | None" = None) -> Iterator[pd.DataFrame]:
+    """Score the table in ``path`` block by block: one scored DataFrame per block, in input order.
+
+    Each block is checked as :func:`predict_table` checks a whole table (schema, text in
+    numeric columns, empty IDs, each error naming line, column and value); checks that
+    need the whole table (row count, duplicate IDs across blocks, too large numbers)
+    run after the last block, so a consumer must not treat its output as final before
+    the generator is exhausted.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        As :func:`custseg.persistence.load_model` returns it.
+    path : str or Path
+        CSV or Parquet table.
+    na_values : sequence of str
+        Extra missing-value tokens (besides those the model was trained with).
+    chunk_rows : int
+        Rows per block; memory grows with it, not with the table.
+    kinds : dict, optional
+        Column typing fixed in advance (see :class:`~custseg.io.chunks.TableStream`).
+    report : StreamReport, optional
+        Filled with what was noticed (rows, extra columns, unseen categories, progress).
+
+    Raises
+    ------
+    TypingChanged
+        If a column's typing over the whole table turned out other than the one used
+        for earlier blocks, in a way that changes their scores (rare: e.g. IDs written
+        ``1.0`` in a column that later holds text); score again with ``kinds=exc.kinds``.
+
+    Examples
+    --------
+    >>> model = load_model("models")                              # doctest: +SKIP
+    >>> for scored in score_chunks(model, "customers.parquet"):   # doctest: +SKIP
+    ...     scored.to_csv(...)
+    """
+    report = report if report is not None else StreamReport()
+    pipeline, schema = model.pipeline, model.schema
     na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
-    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na))
+    stream = TableStream(path, na_values=na, chunk_rows=chunk_rows, kinds=kinds)
+    id_column = schema.id_column if schema is not None else None
+    numeric = set(schema.names("numeric")) if schema is not None else set()
+    texts = set(pipeline.preprocessor_.categories_)
+    hashes: list[np.ndarray] = []
+    report.rows = 0
+    for block in stream:
+        frame = block.frame
+        if schema is not None:
+            # numbers that are not numbers: as text, so the check names the value as the file has it
+            checked = frame.assign(**{c: frame[c].astype(object) for c in numeric
+                                      if c in frame and isinstance(frame[c].dtype, pd.CategoricalDtype)})
+            extra = schema.check(checked, block.source, block.line_of)
+            if report.rows == 0:
+                report.extra_columns = extra
+        has_ids = id_column is not None and id_column in frame.columns
+        if has_ids:
+            ids = _id_texts(frame[id_column])
+            if ids.isna().any():
+                pos = int(np.argmax(ids.isna().to_numpy()))
+                raise DataError(f"file {block.source!r}, line {block.line_of(pos)}, column {id_column!r}: the ID is "
+                                "empty; give every customer an ID")
+            hashes.append(pd.util.hash_array(ids.to_numpy(dtype=object)))
+        else:
+            ids = pd.Series(np.arange(report.rows + 1, report.rows + len(frame) + 1))
+        _count_unseen(pipeline.preprocessor_, frame, texts, report.unseen_categories)
+        # today's preprocessor takes text as Python strings (object columns), not categoricals
+        scores = pipeline.score_table(frame.astype({c: object for c in frame.columns
+                                                    if isinstance(frame[c].dtype, pd.CategoricalDtype)}))
+        report.rows += len(frame)
+        report.fraction = stream.fraction
+        yield pd.concat([pd.DataFrame({"ID": ids.to_numpy(dtype=object)}), scores.reset_index(drop=True)], axis=1)
+    stream.check_numbers()
+    changed = stream.changed_columns(texts | ({id_column} if id_column else set()))
+    if changed:
+        raise TypingChanged(stream.final_kinds(), changed)
+    if hashes:
+        _check_streamed_ids(path, np.concatenate(hashes), stream, id_column)
+    if report.rows != stream.rows:
+        raise DataError(f"file {stream.source!r}: {stream.rows} rows read but {report.rows} scored; "
+                        "this is a bug in custseg, please report it")
+    report.unseen_categories = {c: dict(sorted(v.items())) for c, v in report.unseen_categories.items()}
+
+
+@dataclass
+class StreamReport:
+    """What a streaming predict noticed: rows scored, extra columns, unseen categories, share of file read."""
+
+    rows: int = 0
+    extra_columns: list[str] = field(default_factory=list)
+    unseen_categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    fraction: float = 0.0
+
+
+class TypingChanged(DataError):
+    """The whole table types a column otherwise than its first blocks did; score again with ``kinds``."""
+
+    def __init__(self, kinds: dict[str, str], columns: list[str]):
+        super().__init__(f"the typing of column(s) {', '.join(map(repr, columns))} changed while streaming")
+        self.kinds = kinds
+        self.columns = columns
+
+
+def _id_texts(ids: pd.Series) -> pd.Series:
+    """The ID of each row as predict writes it (whole numbers without '.0'), NaN where missing."""
+    if not pd.api.types.is_numeric_dtype(ids):  # text (categories: mapped once per distinct value)
+        return ids.map(lambda v: v if pd.isna(v) else _id_text(v)).astype(object)
+    values = ids.to_numpy(dtype="float64")
+    whole = np.isfinite(values) & (np.mod(values, 1) == 0) & (np.abs(values) < 2 ** 53)
+    if whole.all():
+        return pd.Series(values.astype(np.int64).astype(str).astype(object))
+    return ids.map(lambda v: v if pd.isna(v) else _id_text(v)).astype(object)
+
+
+def _count_unseen(preprocessor, frame: pd.DataFrame, texts: set[str], counts: dict[str, dict[str, int]]) -> None:
+    """Add the block's categories unseen in training to ``counts`` (column -> value -> rows)."""
+    for name in texts:
+        if name not in frame.columns:
+            continue
+        col = frame[name]
+        tally = col.value_counts(dropna=True)
+        tally = tally[tally > 0]
+        # the preprocessor's own rule decides what is unseen, asked once per distinct value
+        unseen = preprocessor.unseen_categories(pd.DataFrame({name: pd.Series(tally.index, dtype=object)}))
+        for value in unseen.get(name, {}):
+            total = int(tally[tally.index.map(lambda v: category_text(v)) == value].sum())
+            column = counts.setdefault(name, {})
+            column[value] = column.get(value, 0) + total
+
+
+def _check_streamed_ids(path, hashes: np.ndarray, stream: TableStream, id_column: str) -> None:
+    """Duplicate IDs over the whole table, from 64-bit hashes; a hash match is checked on the IDs themselves."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+    if not len(repeat):
+        return
+    # for each repeated row, the first row with its hash (stable sort: file order within equal hashes)
+    run_start = np.maximum.accumulate(np.where(np.r_[True, ordered[1:] != ordered[:-1]], np.arange(len(ordered)), 0))
+    pairs = sorted(zip(order[repeat], order[run_start[repeat]]))
+    wanted = {int(p) for pair in pairs[:50] for p in pair}
+    found: dict[int, tuple[str, int]] = {}
+    start = 0
+    for block in TableStream(path, na_values=sorted(stream.na_tokens), chunk_rows=stream.chunk_rows,
+                             kinds=stream.final_kinds()):
+        inside = [p for p in wanted if start <= p < start + len(block.frame)]
+        if inside:
+            ids = _id_texts(block.frame[id_column])
+            for p in inside:
+                found[p] = (ids.iloc[p - start], block.line_of(p - start))
+        start += len(block.frame)
+        if len(found) == len(wanted):
+            break
+    for later, first in pairs[:50]:
+        (value, line), (first_value, first_line) = found[int(later)], found[int(first)]
+        if value == first_value:  # not a mere hash collision
+            n = len(repeat)
+            raise DataError(f"file {stream.source!r}, column {id_column!r}: ID {value!r} appears on line {first_line} "
+                            f"and again on line {line} ({n} duplicate ID{'s' if n != 1 else ''} in all); "
+                            "remove the duplicates")
+
+
+def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
+                 na_values: list[str] | tuple[str, ...] = (), *, chunk_rows: int = CHUNK_ROWS,
+                 progress: Callable[[StreamReport], None] | None = None) -> StreamReport:
+    """Score the table in ``input_path`` with the model in ``model_dir``, writing ``output_path`` as it goes.
+
+    The table is read and scored in blocks of ``chunk_rows`` rows (memory bounded by
+    the block, not the table); the output, the same bytes as :func:`predict_table`
+    followed by ``to_csv`` would give, is written to a hidden file beside
+    ``output_path`` and renamed onto it at the end, so an interrupted or failed run
+    leaves any earlier output as it was.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        Called after each block with the :class:`StreamReport` so far.
+
+    Returns
+    -------
+    StreamReport
+    """
+    model = load_model(model_dir)
     output_path = Path(output_path)
     if output_path.is_dir():
         raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")
-    with staging_dir(output_path) as staged:
-        staged_file = staged / output_path.name
-        result.table.to_csv(staged_file, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-        merge_into(staged, output_path.parent if str(output_path.parent) else ".")
-    return result
+    kinds = None
+    for _attempt in range(2):
+        report = StreamReport()
+        try:
+            with staging_dir(output_path) as staged:
+                staged_file = staged / output_path.name
+                with open(staged_file, "wb") as fh:
+                    header = True
+                    for scored in score_chunks(model, input_path, na_values=na_values, chunk_rows=chunk_rows,
+                                               kinds=kinds, report=report):
+                        if header:
+                            fh.write((",".join(scored.columns) + "\n").encode("utf-8"))
+                            header = False
+                        fh.write(csv_rows(scored, FLOAT_FORMAT))
+                        if progress is not None:
+                            progress(report)
+                merge_into(staged, output_path.parent if str(output_path.parent) else ".")
+            return report
+        except TypingChanged as exc:  # rare: score again with the whole table's typing
+            kinds = exc.kinds
+    raise AssertionError("unreachable: the second pass has every typing fixed")
 
 
 def write_training_outputs(result: TrainResult, models_dir: str | Path | None = None,

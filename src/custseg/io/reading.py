@@ -223,23 +223,11 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> Loade
         for _ in range(skip):
             next(reader)
         header = next(reader)
-        header_line = reader.line_num
-        header = [h.strip() for h in header]
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        previous = header_line
-        for fields in reader:
-            first, line = previous + 1, reader.line_num
-            previous = line
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line
-            rows.append(fields)
-            lines.append(first)
-            if len(fields) != len(header) and not _trailing_delimiter(header, fields):
-                raise DataError(_field_count_message(source, first, line, fields, header, delimiter))
     except csv.Error as exc:
         raise DataError(f"file {source!r}, line {reader.line_num}: cannot parse CSV ({exc}); a quoted value is "
                         "probably never closed: fix the quoting") from None
+    header = [h.strip() for h in header]
+    rows, lines = data_rows(reader, header, source, delimiter)
     if header and not header[-1] and len(header) > 1 and all(len(r) < len(header) or not r[-1].strip() for r in rows):
         # every line ends with the delimiter (some exports do this): drop the empty last column
         header = header[:-1]
@@ -252,6 +240,35 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> Loade
             raise DataError(_field_count_message(source, line, line, fields, header, delimiter))
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     return _typed_table(frame, source, delimiter, na_tokens, np.asarray(lines), from_text=set(header))
+
+
+def data_rows(reader, header: list[str], source: str, delimiter: str,
+              line_offset: int = 0) -> tuple[list[list[str]], list[int]]:
+    """The data rows a csv reader positioned after the header gives, with the line each starts on.
+
+    Blank lines are skipped; a row whose number of fields differs from the header's is
+    an error naming its line(s) (``line_offset`` is added to the reader's line numbers,
+    for a reader over a part of a file). The streaming reader (:mod:`custseg.io.chunks`)
+    parses a block with this when its fast parser finds something wrong.
+    """
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    previous = reader.line_num
+    try:
+        for fields in reader:
+            first, line = previous + 1, reader.line_num
+            previous = line
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            rows.append(fields)
+            lines.append(first + line_offset)
+            if len(fields) != len(header) and not _trailing_delimiter(header, fields):
+                raise DataError(_field_count_message(source, first + line_offset, line + line_offset, fields,
+                                                     header, delimiter))
+    except csv.Error as exc:
+        raise DataError(f"file {source!r}, line {reader.line_num + line_offset}: cannot parse CSV ({exc}); a quoted "
+                        "value is probably never closed: fix the quoting") from None
+    return rows, lines
 
 
 def _trailing_delimiter(header: list[str], fields: list[str]) -> bool:
