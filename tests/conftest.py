@@ -103,3 +103,14 @@ def customer_files(tmp_path: Path) -> tuple[Path, Path]:
     train.to_csv(train_path, index=False)
     new.to_csv(new_path, index=False)
     return train_path, new_path
+
+
+def train_tiny_model(root: Path, seed: int) -> Path:
+    """Train a tiny model on 240 synthetic customers (Segment known) into ``root / "models"``; return that folder."""
+    from custseg.cli import main
+
+    make_customers(240, seed=1).to_csv(root / "train.csv", index=False)
+    (root / "tiny.toml").write_text(tiny_toml(seed=seed), encoding="utf-8")
+    assert main(["train", "--train", str(root / "train.csv"), "--config", str(root / "tiny.toml"),
+                 "--models-dir", str(root / "models"), "--results-dir", str(root / "results"), "--quiet"]) == 0
+    return root / "models"

@@ -1,11 +1,14 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
 from torch import nn
+from torch.nn import functional as F
 
-from custseg import Autoencoder, AutoencoderEmbedder, NotFittedError
-from custseg.embedders.autoencoder import manual_backward
+from custseg import Autoencoder, AutoencoderEmbedder, ConfigError, NotFittedError
+from custseg.embedders.autoencoder import manual_backward, reconstruction_mse, reference_fast_step
+from custseg.embedders.training import TrainingSettings, fused_adam_supported, make_adam, train_module
 
 
 def _data(n=400, d=9, seed=0):
@@ -22,37 +25,126 @@ def test_reference_architecture():
     assert widths == [(9, 16), (16, 12), (12, 8), (8, 12), (12, 16), (16, 9)]
     assert net.dropout == 0.2
     net.eval()
-    z = net.encode(torch.randn(5, 9))
-    assert z.shape == (5, 8) and bool((z >= 0).all())  # ReLU bottleneck
+    z = net.encode(torch.randn(5, 9) * 10)
+    assert bool((z >= 0).all()) and bool((z == 0).any())  # ReLU bottleneck: clipped at 0
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_manual_backward_equals_autograd(dropout):
+def _masked_forward(net: Autoencoder, x: torch.Tensor, masks) -> torch.Tensor:
+    """The reference forward pass written out with given dropout masks (None: no dropout)."""
+    layers = [*net.encoder, *net.decoder]
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        if i < len(layers) - 1:
+            x = torch.relu(x)
+            if masks is not None and masks[i] is not None:
+                x = x * masks[i]
+    return x
+
+
+ARCHITECTURES = [(9, (16, 12), 8, 0.2), (9, (16, 12), 8, 0.0), (5, (), 2, 0.0), (7, (10,), 3, 0.3),
+                 (4, (6, 5, 4), 2, 0.1)]
+
+
+@pytest.mark.parametrize("n_features, hidden, latent, dropout", ARCHITECTURES)
+def test_manual_backward_equals_autograd_and_the_module_forward(n_features, hidden, latent, dropout):
     torch.manual_seed(0)
-    net = Autoencoder(9, (16, 12), 8, dropout)
-    x = torch.randn(32, 9)
-    sizes = [16, 12, 8, 12, 16, 9]
-    masks = [None if (dropout == 0 or i in (2, 5)) else (torch.rand(32, w) < 0.8).float() / 0.8
-             for i, w in enumerate(sizes)]
-
-    def forward(h):
-        for i, layer in enumerate([*net.encoder, *net.decoder]):
-            h = layer(h)
-            if i < 5:
-                h = torch.relu(h)
-                if masks[i] is not None:
-                    h = h * masks[i]
-        return h
-
-    nn.functional.mse_loss(forward(x), x).backward()
+    net = Autoencoder(n_features, hidden, latent, dropout)
+    x = torch.randn(32, n_features)
+    widths = [*hidden, latent, *reversed(hidden), n_features]
+    n_enc = len(hidden) + 1
+    masks = [None if (dropout == 0 or i in (n_enc - 1, len(widths) - 1))
+             else (torch.rand(32, w) < 1 - dropout).float() / (1 - dropout) for i, w in enumerate(widths)]
+    # the written-out forward is the module's: without dropout it gives net(x)
+    net.eval()
+    torch.testing.assert_close(_masked_forward(net, x, None), net(x), rtol=0, atol=0)
+    net.train()
+    F.mse_loss(_masked_forward(net, x, masks), x).backward()
     expected = [p.grad.clone() for p in net.parameters()]
+    if dropout == 0:  # autograd through net(x) itself gives the same gradients
+        net.zero_grad()
+        F.mse_loss(net(x), x).backward()
+        for got, want in zip([p.grad for p in net.parameters()], expected):
+            torch.testing.assert_close(got, want)
     for p in net.parameters():
         p.grad = torch.zeros_like(p)
     with torch.no_grad():
         diff = manual_backward(net, x, masks)
     for got, want in zip([p.grad for p in net.parameters()], expected):
         torch.testing.assert_close(got, want)
-    torch.testing.assert_close(diff, forward(x).detach() - x)
+    torch.testing.assert_close(diff, _masked_forward(net, x, masks).detach() - x)
+
+
+class _TanhAutoencoder(Autoencoder):
+    def encode(self, x):
+        for layer in self.encoder:
+            x = torch.tanh(layer(x))
+        return x
+
+
+def test_fast_path_refuses_any_other_module_or_loss():
+    net = _TanhAutoencoder(4, (3,), 2, 0.0)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    with pytest.raises(TypeError, match="reference Autoencoder only, not _TanhAutoencoder"):
+        manual_backward(net, torch.randn(8, 4))
+    assert reference_fast_step(net, reconstruction_mse) is None
+    reference = Autoencoder(4, (3,), 2, 0.0)
+    assert reference_fast_step(reference, reconstruction_mse) is not None
+    assert reference_fast_step(reference, lambda module, batch: reconstruction_mse(module, batch)) is None
+
+
+class _TanhEmbedder(AutoencoderEmbedder):
+    def _build_module(self, n_features):
+        return _TanhAutoencoder(n_features, self.hidden_dims_, self.latent_dim_, float(self.dropout))
+
+
+def test_a_subclass_trains_through_autograd():
+    X, y = _data()
+    ae = _TanhEmbedder(max_epochs=15, dropout=0.0, random_state=0).fit(X, y)
+    z = ae.transform(X)
+    assert z.min() < 0  # tanh, not the reference's ReLU, produced the codes
+    assert ae.history_["val_loss"].iloc[-1] < 0.5 * ae.history_["val_loss"].iloc[0]
+
+
+def test_fast_path_and_autograd_train_the_same_network():
+    X, y = _data()
+    kw = dict(max_epochs=3, dropout=0.0, random_state=0)  # without dropout no random mask tells them apart
+    fast = AutoencoderEmbedder(**kw).fit(X, y)
+    slow = AutoencoderEmbedder(fast_backward=False, **kw).fit(X, y)
+    np.testing.assert_allclose(fast.transform(X), slow.transform(X), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.history_["val_loss"], slow.history_["val_loss"], rtol=1e-4)
+
+
+def test_trainer_takes_any_loss_and_extra_tensors_and_reports_each_epoch():
+    torch.manual_seed(0)
+    x = torch.randn(200, 3)
+    target = (x @ torch.tensor([[1.0], [-2.0], [0.5]])).squeeze(1)
+    net = nn.Linear(3, 1)
+
+    def l1(module, batch):
+        features, labels = batch
+        err = (module(features).squeeze(1) - labels).abs()
+        return {"loss": err.mean(), "max": err.max()}
+
+    seen = []
+    result = train_module(net, (x[:160], target[:160]), (x[160:], target[160:]), l1,
+                          TrainingSettings(learning_rate=0.05, max_epochs=40, patience=40), progress=seen.append)
+    hist = result.history
+    assert list(hist.columns) == ["epoch", "loss", "val_loss", "max", "val_max", "lr"]
+    assert [r["epoch"] for r in seen] == hist["epoch"].tolist() == list(range(1, 41))
+    assert hist["val_loss"].iloc[-1] < 0.2 * hist["val_loss"].iloc[0]
+    # the best epoch's weights are back in place
+    with torch.no_grad():
+        val = float(l1(net, (x[160:], target[160:]))["loss"])
+    assert val == pytest.approx(hist["val_loss"].min(), rel=1e-6)
+    assert result.best_epoch == int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
+
+
+def test_fused_adam_only_where_torch_has_it_for_cpu():
+    major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    assert fused_adam_supported() == ((major, minor) >= (2, 4))
+    opt = make_adam([nn.Parameter(torch.zeros(2))], 0.01)
+    assert bool(opt.defaults.get("fused")) == fused_adam_supported()
 
 
 def test_training_reduces_loss_and_restores_best_weights():
@@ -97,10 +189,41 @@ def test_same_seed_same_weights_other_seed_differs_and_global_rng_untouched():
     a = AutoencoderEmbedder(max_epochs=3, random_state=1).fit(X, y)
     after = torch.rand(1)
     assert torch.equal(before, after)
-    b = AutoencoderEmbedder(max_epochs=3, random_state=1).fit(X, y)
+    b = AutoencoderEmbedder(max_epochs=3, random_state=np.int64(1)).fit(X, y)
     c = AutoencoderEmbedder(max_epochs=3, random_state=2).fit(X, y)
     assert np.array_equal(a.transform(X), b.transform(X))
     assert not np.array_equal(a.transform(X), c.transform(X))
+
+
+def test_random_state_none_is_fresh_and_a_random_state_instance_is_accepted():
+    X, y = _data(n=100)
+    kw = dict(max_epochs=1, hidden_dims=(4,), latent_dim=2)
+    first = AutoencoderEmbedder(**kw).fit(X, y).transform(X)
+    second = AutoencoderEmbedder(**kw).fit(X, y).transform(X)
+    assert not np.array_equal(first, second)
+    a = AutoencoderEmbedder(random_state=np.random.RandomState(5), **kw).fit(X, y).transform(X)
+    b = AutoencoderEmbedder(random_state=np.random.RandomState(5), **kw).fit(X, y).transform(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_numpy_integers_are_valid_sizes_and_learned_sizes_survive_set_params():
+    X, y = _data(n=100)
+    ae = AutoencoderEmbedder(max_epochs=1, hidden_dims=(np.int64(6),), latent_dim=np.int64(3), random_state=0)
+    ae.fit(X, y)
+    assert ae.latent_dim_ == 3 and ae.hidden_dims_ == (6,)
+    Z = ae.transform(X)
+    ae.set_params(latent_dim=5)  # a parameter, not what the fitted network is
+    np.testing.assert_allclose(ae.decode(Z), ae.reconstruct(X), rtol=1e-5, atol=1e-6)
+    assert len(ae.get_feature_names_out()) == 3
+
+
+def test_refuses_missing_and_empty_input():
+    X, y = _data(n=50)
+    X[3, 2] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        AutoencoderEmbedder(max_epochs=1).fit(X)
+    with pytest.raises(ValueError, match="0 sample"):
+        AutoencoderEmbedder(max_epochs=1).fit(np.zeros((0, 4)))
 
 
 def test_encode_decode_reconstruct_and_error():
@@ -111,8 +234,10 @@ def test_encode_decode_reconstruct_and_error():
     np.testing.assert_allclose(ae.decode(Z), ae.reconstruct(X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ae.reconstruction_error(X), ((ae.reconstruct(X) - X) ** 2).mean(axis=1), rtol=1e-5)
     assert list(ae.get_feature_names_out()) == [f"latent_{i}" for i in range(4)]
-    with pytest.raises(ValueError, match="expects 9"):
+    with pytest.raises(ValueError, match="X has 5 features, but AutoencoderEmbedder is expecting 9"):
         ae.encode(X[:, :5])
+    with pytest.raises(ValueError, match="latent_dim_=4"):
+        ae.decode(Z[:, :3])
 
 
 def test_sklearn_contract():
@@ -120,8 +245,11 @@ def test_sklearn_contract():
     assert clone(ae).get_params() == ae.get_params()
     with pytest.raises(NotFittedError):
         ae.transform(np.zeros((2, 9)))
-    with pytest.raises(Exception, match="'latent_dim' parameter"):
+    with pytest.raises(ConfigError, match="The 'latent_dim' parameter of AutoencoderEmbedder must be an int in the "
+                                          r"range \[1, inf\). Got 0 instead."):
         AutoencoderEmbedder(latent_dim=0).fit(np.zeros((10, 3)))
+    with pytest.raises(ConfigError, match="'hidden_dims' parameter"):
+        AutoencoderEmbedder(hidden_dims=(4, 0)).fit(np.zeros((10, 3)))
 
 
 def test_state_round_trip_reproduces_encoding():
@@ -130,4 +258,19 @@ def test_state_round_trip_reproduces_encoding():
     meta, weights = ae.get_state()
     again = AutoencoderEmbedder.from_state(meta, weights)
     np.testing.assert_array_equal(again.encode(X), ae.encode(X))
-    assert again.best_epoch_ == ae.best_epoch_ and len(again.history_) == len(ae.history_)
+    assert again.get_params() == ae.get_params()
+    assert again.best_epoch_ == ae.best_epoch_
+    pd.testing.assert_frame_equal(again.history_, ae.history_)
+
+
+def test_latent_features_do_not_depend_on_the_other_rows_scored_with_them():
+    # Streamed scoring cuts a table into chunks of any size: a customer's numbers must be the
+    # same bits whichever rows share its call (float32 kernels round differently by batch shape).
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(9000, 5)).astype("float32")
+    emb = AutoencoderEmbedder(hidden_dims=(8,), latent_dim=3, max_epochs=2, random_state=0).fit(X[:500])
+    whole = emb.transform(X)
+    pieces = np.concatenate([emb.transform(X[i:i + 7]) for i in range(0, 70, 7)])
+    assert np.array_equal(pieces, whole[:70])
+    assert np.array_equal(emb.transform(X[4095:4099]), whole[4095:4099])
+    assert np.array_equal(emb.reconstruction_error(X[8990:]), emb.reconstruction_error(X)[8990:])

@@ -417,7 +417,14 @@ def test_interrupted_run_keeps_earlier_outputs(step, trained, monkeypatch, capsy
     if step == "training":
         monkeypatch.setattr(custseg.workflow, "_evaluate", interrupt)
     else:  # everything is staged; the model folder is about to be swapped in
-        monkeypatch.setattr(custseg.io.atomic, "swap_directory", interrupt)
+        calls = []
+
+        def interrupt_mid_swap(*_args, **_kwargs):  # after the model folder moved, before the results did
+            calls.append(1)
+            if len(calls) == 3:
+                interrupt()
+
+        monkeypatch.setattr(custseg.io.atomic, "_pause", interrupt_mid_swap)
     before = snapshot(trained)
     capsys.readouterr()
     code = main(_train(trained, trained.train_csv, "--seed", "11", "-q"))

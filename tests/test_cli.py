@@ -37,7 +37,7 @@ def test_train_writes_every_output(tmp_path, customer_files, fast_config, capsys
     assert list(submission.columns) == ["ID", "Segmentation"]
     assert submission["ID"].tolist() == new["ID"].tolist()  # every new row, in input order
     detailed = pd.read_csv(results / "test_predictions_detailed.csv")
-    assert list(detailed.columns) == ["ID", "Cluster", "Predicted_Segment", "Distance_To_Centroid",
+    assert list(detailed.columns) == ["ID", "Cluster", "Segment_Name", "Predicted_Segment", "Distance_To_Centroid",
                                       "Reconstruction_Error"]
     chars = pd.read_csv(results / "cluster_characteristics.csv")
     assert chars["Size"].sum() == 240 and chars["Share"].sum() == pytest.approx(1)

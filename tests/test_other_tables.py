@@ -240,6 +240,6 @@ def test_predict_on_a_parquet_table_with_new_customers(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0
     scored = pd.read_csv(tmp_path / "scored.csv")
-    assert scored["ID"].tolist() == new["customerID"].tolist()
+    assert scored["customerID"].tolist() == new["customerID"].tolist()  # the table's own ID column name
     assert "Ignored columns not used by the model: Region" in out
     assert "Unseen categories in Contract (assigned the training mode): 'Three year' x2" in out

@@ -5,8 +5,8 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from sklearn.pipeline import Pipeline
 
-from custseg import (AutoencoderEmbedder, CustomerPreprocessor, NotFittedError, SegmentationPipeline,
-                     map_clusters_to_segments)
+from custseg import (AutoencoderEmbedder, ConfigError, CustomerPreprocessor, DataError, NotFittedError,
+                     SegmentationPipeline, map_clusters_to_segments)
 from custseg.clustering import assign_to_centroids, mapping_table
 
 from conftest import make_customers
@@ -43,7 +43,8 @@ def test_score_table_columns_and_distances():
     latent = seg.transform(table)
     expected = np.linalg.norm(latent - seg.cluster_centers_[scores["Cluster"]], axis=1)
     np.testing.assert_allclose(scores["Distance_To_Centroid"], expected, rtol=1e-9, atol=1e-9)
-    assert (scores["Reconstruction_Error"] > 0).all()
+    features = seg.preprocessor_.transform(table)
+    np.testing.assert_array_equal(scores["Reconstruction_Error"], seg.embedder_.reconstruction_error(features))
 
 
 def test_without_labels_there_is_no_mapping():
@@ -68,8 +69,12 @@ def test_any_sklearn_transformer_can_replace_the_autoencoder():
     table = make_customers(200, seed=8)
     seg = SegmentationPipeline(preprocessor=CustomerPreprocessor(**FEATURES), embedder=PCA(3),
                                n_clusters=3, n_init=3, random_state=0).fit(table, table["Segment"])
-    assert seg.cluster_centers_.shape == (3, 3)
-    assert (seg.score_table(table)["Reconstruction_Error"] >= 0).all()
+    features = CustomerPreprocessor(**FEATURES).fit_transform(table)
+    pca = PCA(3).fit(features)
+    np.testing.assert_allclose(seg.transform(table), pca.transform(features), atol=1e-10)
+    # PCA has no reconstruction_error: the pipeline takes it from inverse_transform
+    expected = np.mean((pca.inverse_transform(pca.transform(features)) - features) ** 2, axis=1)
+    np.testing.assert_allclose(seg.score_table(table)["Reconstruction_Error"], expected, atol=1e-10)
 
 
 def test_sklearn_contract():
@@ -80,16 +85,33 @@ def test_sklearn_contract():
     assert seg.embedder.latent_dim == 2
     with pytest.raises(NotFittedError):
         seg.predict(make_customers(10))
-    with pytest.raises(Exception, match="'n_clusters' parameter must be an int >= 1. Got 0"):
+    with pytest.raises(ConfigError, match=r"'n_clusters' parameter of SegmentationPipeline must be an int in the "
+                                          r"range \[1, inf\). Got 0 instead"):
         _pipeline().set_params(n_clusters=0).fit(make_customers(20))
-    with pytest.raises(Exception, match="fewer than the 3 clusters"):
+    with pytest.raises(DataError, match="fewer than the 3 clusters"):
         _pipeline().fit(make_customers(2))
+
+
+def test_numpy_sizes_random_states_and_transformer_clusterer_roles():
+    table = make_customers(120, seed=12)
+    seg = _pipeline().set_params(n_clusters=np.int64(3), embedder__latent_dim=np.int64(2))
+    labels = seg.fit_predict(table)
+    np.testing.assert_array_equal(labels, seg.labels_)
+    np.testing.assert_array_equal(seg.fit_transform(table), seg.transform(table))
+    assert seg.transform(table).shape[1] == 2 and list(seg.get_feature_names_out()) == ["latent_0", "latent_1"]
+    a = _pipeline().set_params(random_state=np.random.RandomState(3)).fit(table).transform(table)
+    b = _pipeline().set_params(random_state=np.random.RandomState(3)).fit(table).transform(table)
+    np.testing.assert_array_equal(a, b)
+    fresh = [_pipeline().set_params(random_state=None).fit(table).transform(table) for _ in range(2)]
+    assert not np.array_equal(*fresh)
 
 
 def test_usable_inside_an_sklearn_pipeline():
     table = make_customers(150, seed=9)
     pipe = Pipeline([("segment", _pipeline())]).fit(table, table["Segment"])
-    assert pipe.predict(table).shape == (150,)
+    np.testing.assert_array_equal(pipe.predict(table), pipe.named_steps["segment"].labels_)
+    alone = _pipeline().fit(table, table["Segment"])
+    np.testing.assert_array_equal(pipe.predict(table), alone.labels_)
 
 
 def test_mapping_ties_and_table():

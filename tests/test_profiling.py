@@ -232,8 +232,8 @@ def test_names_are_short_unique_and_deterministic(customers):
     table2 = pd.concat([table, extra, extra], ignore_index=True)
     labels2 = np.concatenate([labels, np.full(20, 3), np.full(20, 4)])
     names = [d.name for d in describe_segments(profile_segments(table2, labels2))]
-    assert names == ["Age 64-75, Artist Profession", "Age 24-35, Not Ever Married (1)", "Engineer Profession",
-                     "Age 24-35, Not Ever Married (3)", "Age 24-35, Not Ever Married (4)"]
+    assert names == ["Aged 64-75, Artist Profession", "Aged 24-35, Never Married (1)", "Engineer Profession",
+                     "Aged 24-35, Never Married (3)", "Aged 24-35, Never Married (4)"]
     # the same customers in another row order give the same words
     order = np.random.default_rng(0).permutation(len(table2))
     shuffled = describe_segments(profile_segments(table2.iloc[order].reset_index(drop=True), labels2[order]))

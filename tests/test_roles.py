@@ -160,7 +160,7 @@ def test_unlabelled_table_trains_and_predicts_with_cluster_ids(tmp_path, tiny_co
     assert main(["predict", "--model", str(models), "--input", str(tmp_path / "test.csv"),
                  "--output", str(tmp_path / "scored.csv")]) == 0
     scored = pd.read_csv(tmp_path / "scored.csv")
-    assert list(scored.columns) == ["ID", "Cluster", "Distance_To_Centroid", "Reconstruction_Error"]
+    assert list(scored.columns) == ["ID", "Cluster", "Segment_Name", "Distance_To_Centroid", "Reconstruction_Error"]
     assert scored["Cluster"].tolist() == detailed["Cluster"].tolist()
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -88,8 +89,12 @@ def train(
     no_label: bool = typer.Option(False, "--no-label", help="The table has no known segments: infer none."),
     na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
+    strict: bool = typer.Option(False, "--strict", help="Make label warnings (rare or near-duplicate known "
+                                "segments) errors."),
 ) -> None:
     """Fit the segmentation on a table, evaluate it, assign new customers, save model and results."""
+    from .io.atomic import check_output_folders, output_lock
+    from .persistence import MANIFEST
     from .workflow import load_tables, train as run_train, write_training_outputs
 
     _positive_k(clusters)
@@ -100,14 +105,25 @@ def train(
                   na_values=na_values, infer_label=False if no_label else None)
     if no_label:
         cfg.data.label_column = None
-    tables = load_tables(cfg)
-    if not quiet:
-        _print_roles(tables[2], tables[0])
-    bar = _EpochProgress(cfg.autoencoder.max_epochs, enabled=not quiet)
-    with bar:
-        result = run_train(cfg, progress=bar.update, echo=bar.echo, tables=tables)
-    written = write_training_outputs(result)
+    # every output location is checked, and locked, before the expensive work
+    check_output_folders(cfg.models_dir, cfg.results_dir, marker=MANIFEST)
+    with output_lock(cfg.models_dir, cfg.results_dir):
+        tables = load_tables(cfg, strict=strict)
+        if not quiet:
+            _print_roles(tables[2], tables[0])
+        _notes([*tables[2].warnings, *tables[2].exclusion_notes()], "Warning")
+        bar = _EpochProgress(cfg.autoencoder.max_epochs, enabled=not quiet)
+        with bar:
+            result = run_train(cfg, progress=bar.update, echo=bar.echo, tables=tables)
+        _notes(result.notices)
+        written = write_training_outputs(result)
     _print_summary(result, written)
+
+
+def _notes(lines, kind: str = "Note") -> None:
+    """Sentences the user must see even under --quiet (they change what the output means)."""
+    for line in lines:
+        err.print(f"{kind}: {line}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -116,12 +132,46 @@ def predict(
     input: str = typer.Option(..., "--input", help="Table of customers to assign (CSV or Parquet)."),
     output: str = typer.Option(..., "--output", help="CSV file to write."),
     na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding customer IDs (default: the "
+                                            "training ID column, else one named like an ID)."),
+    engine: str = typer.Option("local", "--engine", help="'local' (this process) or 'dask' (a Dask cluster: "
+                               "--input may be a pattern such as 'parts/*.parquet', --output a folder)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); "
+                                            "a local cluster when not given. With --engine dask only."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes of the local Dask cluster."),
+    runtime: str = typer.Option("torch", "--runtime", help="'torch' (the model folder) or 'onnx' (a graph written "
+                                "by 'custseg export'; give its path with --model)."),
 ) -> None:
     """Assign customers to segments with a saved model."""
     from .workflow import predict_file
 
+    if engine not in ("local", "dask"):
+        raise ConfigError(f"--engine must be 'local' or 'dask'. Got {engine!r} instead.")
+    if runtime not in ("torch", "onnx"):
+        raise ConfigError(f"--runtime must be 'torch' or 'onnx'. Got {runtime!r} instead.")
+    if scheduler is not None and engine != "dask":
+        raise ConfigError("--scheduler needs --engine dask")
+    if engine == "dask":
+        if runtime != "torch":
+            raise ConfigError("--engine dask scores with the model folder: leave out --runtime onnx")
+        from .distributed import predict_dask
+
+        done = predict_dask(model, input, output, scheduler=scheduler, n_workers=workers, na_values=na_values,
+                            id_column=id_column)
+        out.print(f"Wrote {done.rows:,} rows from {len(done.parts)} part{'s' if len(done.parts) != 1 else ''} to "
+                  f"{output} ({done.workers} Dask worker{'s' if done.workers != 1 else ''}, {done.scheduler}); "
+                  "segment_profiles.csv: quartiles approximate", markup=False, soft_wrap=True)
+        return
+    if runtime == "onnx":
+        from .export import predict_onnx_file
+
+        result = predict_onnx_file(model, input, output, na_values=na_values, id_column=id_column)
+        out.print(f"Wrote {len(result.table):,} rows to {output} (onnxruntime)", markup=False, soft_wrap=True)
+        return
     with _progress_bar() as progress:
-        result = predict_file(model, input, output, na_values=na_values, progress=progress)
+        result = predict_file(model, input, output, na_values=na_values, id_column=id_column, progress=progress)
+    if result.id_notice:
+        _notes([result.id_notice])
     out.print(f"Wrote {result.rows:,} rows to {output}")
     if result.extra_columns:
         out.print(f"Ignored columns not used by the model: {', '.join(result.extra_columns)}")
@@ -152,13 +202,46 @@ def _progress_bar():
 
 
 @app.command()
+def serve(
+    model: str = typer.Option("models", "--model", help="Model folder written by 'custseg train'."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Server processes, each with the model loaded once."),
+    max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Larger request bodies get HTTP 413."),
+) -> None:
+    """Serve the model over HTTP: POST /predict, POST /predict/csv, GET /health, GET /model."""
+    from .serve import serve as run_server
+
+    if max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb must be > 0. Got {max_body_mb} instead.")
+    err.print(f"custseg {__version__}: serving {model} on http://{host}:{port} (Ctrl+C stops)", markup=False,
+              soft_wrap=True)
+    run_server(model, host=host, port=port, workers=workers, max_body_bytes=int(max_body_mb * 1024 * 1024))
+
+
+@app.command()
+def export(
+    model: str = typer.Option("models", "--model", help="Model folder written by 'custseg train'."),
+    onnx: str = typer.Option(..., "--onnx", help="ONNX file to write (e.g. segmenter.onnx)."),
+) -> None:
+    """Write the model as one ONNX graph: raw customer columns in; cluster, distances, segment out."""
+    from .export import export_onnx
+
+    done = export_onnx(model, onnx)
+    out.print(f"Wrote {done.path} ({done.size_bytes:,} bytes): inputs {', '.join(done.inputs)}; "
+              f"outputs {', '.join(done.outputs)}", markup=False, soft_wrap=True)
+
+
+@app.command()
 def report(
     models_dir: str = typer.Option("models", "--models-dir", help="Model folder written by 'custseg train'."),
     results_dir: str = typer.Option("results", "--results-dir", help="Results folder written by 'custseg train'."),
 ) -> None:
     """Write results/report.html: one self-contained page describing the run and its segments."""
+    from .io.atomic import recover
     from .report.html import build_report
 
+    recover(models_dir, results_dir)
     out.print(f"Wrote {build_report(models_dir, results_dir)}")
 
 
@@ -322,9 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _is_main_thread() else None
     try:
-        code = app(args=argv, prog_name="custseg", standalone_mode=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = app(args=argv, prog_name="custseg", standalone_mode=False)
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130) and returns its code
             raise KeyboardInterrupt
+        _notes(_warning_sentences(caught))
         return code if isinstance(code, int) else 0
     except CustsegError as exc:
         if _state["debug"]:
@@ -346,6 +432,27 @@ def main(argv: list[str] | None = None) -> int:
         _state["debug"] = False
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _warning_sentences(caught) -> list[str]:
+    """Python warnings raised during a command, as one plain sentence each (no file, line or class path).
+
+    Recorded rather than shown raw: a ConvergenceWarning or a RuntimeWarning from numpy
+    means something to a developer, not to the analyst running the command.
+    """
+    sentences = []
+    for w in caught:
+        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
+        kind = w.category.__name__
+        if kind == "ConvergenceWarning":
+            text = f"K-Means found fewer distinct groups than clusters asked for ({text}); consider fewer --clusters"
+        elif "tight_layout" in text or "Tight layout" in text:
+            text = "a figure's labels are too long for it to lay out neatly; the figure is still written"
+        elif kind == "RuntimeWarning":
+            text = f"a numeric computation met an undefined value ({text}); affected numbers are shown as n/a"
+        if text not in sentences:
+            sentences.append(text)
+    return sentences
 
 
 def _is_main_thread() -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import pairwise_distances_argmin_min
 
 
 __all__ = ["assign_to_centroids", "map_clusters_to_segments", "mapping_table"]
@@ -20,12 +21,7 @@ def assign_to_centroids(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray,
     labels : ndarray of int
     distances : ndarray of float
     """
-    X = np.asarray(X, dtype="float64")
-    centers = np.asarray(centers, dtype="float64")
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, as K-Means computes it; clipped at 0 against rounding
-    sq = (X ** 2).sum(axis=1)[:, None] - 2 * X @ centers.T + (centers ** 2).sum(axis=1)[None, :]
-    labels = np.argmin(sq, axis=1)
-    dist = np.sqrt(np.maximum(sq[np.arange(len(X)), labels], 0.0))
+    labels, dist = pairwise_distances_argmin_min(np.asarray(X, dtype="float64"), np.asarray(centers, dtype="float64"))
     return labels.astype(int), dist
 
 

@@ -8,7 +8,10 @@ A model folder holds:
 ``autoencoder.safetensors``
     the network's weights (safetensors: tensors only, no code).
 ``autoencoder.json``, ``preprocessor.json``, ``clustering.json``
-    the rest of the fitted state as plain JSON.
+    the rest of the fitted state as plain JSON; ``clustering.json`` also holds the
+    pipeline's parameters, the nested preprocessor and embedder as class name +
+    parameters, so the loaded pipeline has the saved ``get_params()`` and a ``clone``
+    of it trains the saved configuration, and the training rows' ``labels_``.
 ``schema.json``, ``settings.json``
     column roles seen in training, and the run's settings.
 
@@ -33,7 +36,7 @@ import torch
 
 from ._version import __version__
 from .io.atomic import staging_dir, swap_directory
-from .embedders.autoencoder import AutoencoderEmbedder
+from .embedders.autoencoder import AutoencoderEmbedder, json_params, params_from_json
 from .exceptions import ModelFormatError
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
@@ -54,6 +57,8 @@ class LoadedModel:
     schema: Schema | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: cluster -> its descriptive segment name, when the training run computed them
+    cluster_names: dict[int, str] = field(default_factory=dict)
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -65,8 +70,13 @@ def _sha256(data: bytes) -> str:
 
 
 def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
-                settings: dict[str, Any] | None = None) -> dict[str, bytes]:
-    """The bytes of every file of a model folder, manifest included."""
+                settings: dict[str, Any] | None = None,
+                cluster_names: dict[Any, str] | None = None) -> dict[str, bytes]:
+    """The bytes of every file of a model folder, manifest included.
+
+    ``cluster_names`` (cluster -> segment name) is saved as ``cluster_names.json`` so
+    that predictions carry the name next to the number.
+    """
     if not isinstance(pipeline.embedder_, AutoencoderEmbedder) or \
             not isinstance(pipeline.preprocessor_, CustomerPreprocessor):
         raise TypeError("only pipelines with a CustomerPreprocessor and an AutoencoderEmbedder can be saved")
@@ -76,9 +86,9 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
         "autoencoder.json": _json_bytes(meta),
         "preprocessor.json": _json_bytes(pipeline.preprocessor_.to_dict()),
         "clustering.json": _json_bytes({
-            "params": {"n_clusters": pipeline.n_clusters, "n_init": pipeline.n_init,
-                       "max_iter": pipeline.max_iter, "random_state": pipeline.random_state},
+            "params": _pipeline_params(pipeline),
             "cluster_centers": pipeline.cluster_centers_.tolist(),
+            "labels": pipeline.labels_.tolist(),
             "inertia": pipeline.inertia_,
             "n_iter": pipeline.n_iter_,
             "mapping": None if pipeline.mapping_ is None else {str(k): v for k, v in pipeline.mapping_.items()},
@@ -86,6 +96,8 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
         "schema.json": _json_bytes(schema.to_dict() if schema is not None else None),
         "settings.json": _json_bytes(settings or {}),
     }
+    if cluster_names:
+        files["cluster_names.json"] = _json_bytes({str(k): str(v) for k, v in cluster_names.items()})
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -95,6 +107,42 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
     }
     files[MANIFEST] = _json_bytes(manifest)
     return files
+
+
+#: the classes a saved pipeline's ``preprocessor`` / ``embedder`` parameter may be rebuilt as
+_PARAMETER_CLASSES = {"CustomerPreprocessor": CustomerPreprocessor, "AutoencoderEmbedder": AutoencoderEmbedder}
+
+
+def _pipeline_params(pipeline: SegmentationPipeline) -> dict[str, Any]:
+    """The pipeline's own parameters, the nested estimators as class name + their parameters.
+
+    These are the parameters as given (``pipeline.embedder``, not the fitted
+    ``embedder_``), so a loaded pipeline has the same ``get_params()`` and ``clone``
+    of it trains the same configuration.
+    """
+    params = json_params(pipeline)
+    for name in ("preprocessor", "embedder"):
+        est = params[name]
+        if est is None:
+            continue
+        if type(est).__name__ not in _PARAMETER_CLASSES or type(est) is not _PARAMETER_CLASSES[type(est).__name__]:
+            raise TypeError(f"the pipeline's {name} parameter is a {type(est).__name__}; only "
+                            f"{', '.join(_PARAMETER_CLASSES)} can be saved")
+        params[name] = {"class": type(est).__name__, "params": json_params(est)}
+    return params
+
+
+def _pipeline_from_params(params: dict[str, Any]) -> SegmentationPipeline:
+    params = dict(params)
+    for name in ("preprocessor", "embedder"):
+        spec = params.get(name)
+        if spec is None:
+            continue
+        cls = _PARAMETER_CLASSES.get(spec.get("class")) if isinstance(spec, dict) else None
+        if cls is None:
+            raise ModelFormatError(f"clustering.json names an unknown {name} {spec!r}; retrain")
+        params[name] = cls(**params_from_json(spec["params"]))
+    return SegmentationPipeline(**params)
 
 
 def save_model(pipeline: SegmentationPipeline, path: str | os.PathLike, *, schema: Schema | None = None,
@@ -147,19 +195,88 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     blobs: dict[str, bytes] = {}
     for name, digest in expected.items():
         file = folder / name
-        if os.sep in name or "/" in name or not file.is_file():
+        if not isinstance(name, str) or os.sep in name or "/" in name or name in ("", ".", "..") \
+                or not file.is_file():
             raise ModelFormatError(f"model folder {where!r}: file {name!r} is missing; retrain or restore the folder")
+        _refuse_link(file, where)
         data = file.read_bytes()
         if _sha256(data) != digest:
             raise ModelFormatError(f"model folder {where!r}: file {name!r} was edited or truncated (checksum "
                                    "does not match manifest.json); retrain or restore the folder")
         blobs[name] = data
     try:
-        return _assemble(blobs, manifest)
-    except ModelFormatError:
-        raise
+        model = _assemble(blobs, manifest)
+        _validate_values(model, blobs)
+        return model
+    except ModelFormatError as exc:
+        if where in str(exc):
+            raise
+        raise ModelFormatError(f"model folder {where!r}: {exc}") from None
     except Exception as exc:  # a consistent but foreign or hand-made folder
         raise ModelFormatError(f"model folder {where!r} cannot be read ({type(exc).__name__}: {exc}); retrain") from None
+
+
+def _refuse_link(file: Path, where: str) -> None:
+    """Never read outside the model folder: a symbolic link may point anywhere."""
+    if file.is_symlink() or file.resolve().parent != file.parent.resolve():
+        raise ModelFormatError(f"model folder {where!r}: {file.name!r} is a symbolic link; a model folder holds "
+                               "plain files only: retrain or restore the folder")
+
+
+def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
+    """Check the values of a loaded model, not only its checksums.
+
+    A folder whose files were edited and the manifest re-hashed to match passes the
+    checksums; these checks make it fail instead of predicting nonsense: finite
+    weights, centroids, means and positive finite scales; shapes that fit together;
+    a mapping from exactly the model's clusters onto the known segments of its schema.
+    """
+    def bad(what: str) -> ModelFormatError:
+        return ModelFormatError(f"{what}; the folder was edited or damaged: retrain or restore it")
+
+    pipeline, pre, emb = model.pipeline, model.pipeline.preprocessor_, model.pipeline.embedder_
+    k = pipeline.n_clusters
+    centres = pipeline.cluster_centers_
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or centres.ndim != 2 or centres.shape[0] != k:
+        raise bad(f"clustering.json: {centres.shape[0] if centres.ndim == 2 else '?'} cluster centres for "
+                  f"n_clusters={k!r}")
+    if not np.isfinite(centres).all():
+        raise bad("clustering.json: a cluster centre is not a finite number")
+    if not (np.isfinite(pre.mean_).all() and np.isfinite(pre.scale_).all()):
+        raise bad("preprocessor.json: a mean or scale is not a finite number")
+    if (pre.scale_ <= 0).any():
+        raise bad(f"preprocessor.json: scale {float(pre.scale_[pre.scale_ <= 0][0])!r} is not positive")
+    # the saved medians, not only the rebuilt imputers (an imputer fitted on NaN forgets its column)
+    saved = json.loads(blobs["preprocessor.json"]).get("medians") or {}
+    if any(not isinstance(v, (int, float)) or not np.isfinite(v) for v in [*saved.values(), *pre.medians_.values()]):
+        raise bad("preprocessor.json: a median is not a finite number")
+    if emb.n_features_in_ != pre.n_features_in_:
+        raise bad(f"the autoencoder reads {emb.n_features_in_} features but the preprocessor gives "
+                  f"{pre.n_features_in_}")
+    for name, tensor in emb.module_.state_dict().items():
+        if not torch.isfinite(tensor).all():
+            raise bad(f"autoencoder.safetensors: weight {name!r} is not finite")
+    if pipeline.mapping_ is not None:
+        if sorted(pipeline.mapping_) != list(range(k)):
+            raise bad(f"clustering.json: the mapping names clusters {sorted(pipeline.mapping_)}, the model has "
+                      f"0..{k - 1}")
+        schema = model.schema
+        if schema is not None and schema.label_column is not None:
+            known = set(schema.column(schema.label_column).categories or [])
+            unknown = sorted(set(pipeline.mapping_.values()) - known)
+            if known and unknown:
+                raise bad(f"clustering.json: the mapping names segment {unknown[0]!r}, not a known segment "
+                          f"({', '.join(sorted(known))})")
+    if model.schema is not None:
+        features = set(model.schema.feature_columns)
+        if features != set(map(str, pre.feature_names_in_)):
+            raise bad("schema.json and preprocessor.json name different feature columns")
+    labels = getattr(pipeline, "labels_", None)
+    if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= k):
+        raise bad(f"clustering.json: training label {int(labels.max() if labels.max() >= k else labels.min())} is "
+                  f"not a cluster of the model (0..{k - 1})")
+    if model.cluster_names and sorted(model.cluster_names) != list(range(k)):
+        raise bad("cluster_names.json does not name the model's clusters")
 
 
 def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
@@ -167,7 +284,7 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     embedder = AutoencoderEmbedder.from_state(json.loads(blobs["autoencoder.json"]), weights)
     preprocessor = CustomerPreprocessor.from_dict(json.loads(blobs["preprocessor.json"]))
     clustering = json.loads(blobs["clustering.json"])
-    pipeline = SegmentationPipeline(**clustering["params"])
+    pipeline = _pipeline_from_params(clustering["params"])
     pipeline.preprocessor_ = preprocessor
     pipeline.embedder_ = embedder
     pipeline.cluster_centers_ = np.asarray(clustering["cluster_centers"], dtype="float64")
@@ -175,16 +292,22 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     pipeline.n_iter_ = int(clustering["n_iter"])
     mapping = clustering["mapping"]
     pipeline.mapping_ = None if mapping is None else {int(k): str(v) for k, v in mapping.items()}
+    if "labels" in clustering:  # folders written before labels were saved have none
+        pipeline.labels_ = np.asarray(clustering["labels"], dtype=np.int64)
     pipeline.feature_names_in_ = preprocessor.get_feature_names_out()
-    if pipeline.cluster_centers_.shape != (pipeline.n_clusters, embedder.latent_dim):
+    pipeline.n_features_in_ = len(pipeline.feature_names_in_)
+    if pipeline.cluster_centers_.shape != (pipeline.n_clusters, embedder.latent_dim_):
         raise ModelFormatError("cluster centres do not match the autoencoder's latent size; retrain")
     schema_data = json.loads(blobs["schema.json"])
     schema = Schema.from_dict(schema_data) if schema_data else None
+    names = json.loads(blobs["cluster_names.json"]) if "cluster_names.json" in blobs else {}
     return LoadedModel(pipeline=pipeline, schema=schema, settings=json.loads(blobs["settings.json"]),
-                       manifest=manifest)
+                       manifest=manifest, cluster_names={int(c): str(n) for c, n in names.items()})
 
 
 def _read_json(file: Path, where: str) -> Any:
+    if file.is_symlink():
+        _refuse_link(file, where)
     if not file.is_file():
         raise ModelFormatError(f"model folder {where!r} has no {file.name}; it was not written by 'custseg train' "
                                "(or is damaged): retrain")

@@ -17,10 +17,16 @@ Example
 
 from __future__ import annotations
 
+import inspect
+from numbers import Integral
+
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.cluster import KMeans
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError
+from sklearn.utils import get_tags
+from sklearn.utils.validation import check_array
 
 from .embedders.autoencoder import AutoencoderEmbedder
 from .clustering import assign_to_centroids, map_clusters_to_segments
@@ -30,7 +36,7 @@ from .preprocessing import CustomerPreprocessor
 __all__ = ["SegmentationPipeline"]
 
 
-class SegmentationPipeline(ClusterMixin, BaseEstimator):
+class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
     """Preprocess a customer table, embed it, cluster the embedding, map clusters to segments.
 
     Parameters
@@ -43,8 +49,8 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
     n_clusters : int, default=7
     n_init : int, default=50
     max_iter : int, default=500
-    random_state : int, default=42
-        One seed for the embedder and K-Means.
+    random_state : int, RandomState instance or None, default=42
+        One seed for the embedder and K-Means (None: fresh randomness).
 
     Attributes
     ----------
@@ -56,7 +62,20 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
     mapping_ : dict or None
         Cluster -> known segment by majority, if ``y`` was given to ``fit``.
     feature_names_in_ : ndarray of str
+    n_features_in_ : int
+
+    ``transform`` gives the latent features (it is a transformer), ``predict`` and
+    ``labels_`` the clusters (it is a clusterer).
     """
+
+    _parameter_constraints = {
+        "preprocessor": [HasMethods(["fit", "transform"]), None],
+        "embedder": [HasMethods(["fit", "transform"]), None],
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(self, preprocessor=None, embedder=None, n_clusters=7, n_init=50, max_iter=500, random_state=42):
         self.preprocessor = preprocessor
@@ -66,21 +85,29 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # the default preprocessor imputes missing values; another one says for itself
+        tags.input_tags.allow_nan = self.preprocessor is None or get_tags(self.preprocessor).input_tags.allow_nan
+        return tags
+
     def fit(self, X: pd.DataFrame, y=None, progress=None) -> "SegmentationPipeline":
         """Fit on a table of customers.
 
         Parameters
         ----------
-        X : DataFrame
+        X : DataFrame, or ndarray (read as numeric columns)
         y : array-like, optional
             Known segments (missing allowed): they stratify the validation split and
             give the cluster -> segment mapping.
         progress : callable, optional
             Passed to the embedder's ``fit`` if it takes one (per-epoch records).
         """
-        if not isinstance(self.n_clusters, (int, np.integer)) or isinstance(self.n_clusters, bool) \
-                or self.n_clusters < 1:
-            raise ConfigError(f"The 'n_clusters' parameter must be an int >= 1. Got {self.n_clusters!r} instead.")
+        try:
+            self._validate_params()
+        except InvalidParameterError as exc:
+            raise ConfigError(str(exc)) from None
+        X = _table(X)
         if len(X) < self.n_clusters:
             raise DataError(f"the table has {len(X)} rows, fewer than the {self.n_clusters} clusters asked for; "
                             "give more customers or a smaller number of clusters")
@@ -95,7 +122,7 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
         features = self.preprocessor_.fit_transform(X)
         # unlabelled rows stratify as one more group
         strata = None if y is None else np.where(labelled, y, "\0missing")
-        if progress is not None and isinstance(embedder, AutoencoderEmbedder):
+        if progress is not None and "progress" in inspect.signature(embedder.fit).parameters:
             self.embedder_ = embedder.fit(features, strata, progress=progress)
         else:
             self.embedder_ = embedder.fit(features, strata)
@@ -116,13 +143,25 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
                     d = ((self.cluster_centers_[mapped] - self.cluster_centers_[c]) ** 2).sum(axis=1)
                     self.mapping_[c] = self.mapping_[mapped[int(np.argmin(d))]]
         self.feature_names_in_ = np.asarray(self.preprocessor_.get_feature_names_out(), dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
         return self
+
+    def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
+        """Fit, then the cluster of each training row (``labels_``)."""
+        return self.fit(X, y, **kwargs).labels_
 
     # -- inference -------------------------------------------------------------------------------
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """Latent features of each row."""
         self._check_fitted()
-        return np.asarray(self.embedder_.transform(self.preprocessor_.transform(X)), dtype="float64")
+        return np.asarray(self.embedder_.transform(self.preprocessor_.transform(_table(X))), dtype="float64")
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the latent features ``transform`` returns."""
+        self._check_fitted()
+        if hasattr(self.embedder_, "get_feature_names_out"):
+            return np.asarray(self.embedder_.get_feature_names_out(), dtype=object)
+        return np.array([f"latent_{i}" for i in range(self.cluster_centers_.shape[1])], dtype=object)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Cluster of each row (nearest centroid in the latent space)."""
@@ -139,10 +178,11 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
     def score_table(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per row: Cluster, Predicted_Segment (if mapped), Distance_To_Centroid, Reconstruction_Error."""
         self._check_fitted()
+        X = _table(X)
         features = self.preprocessor_.transform(X)
         latent = np.asarray(self.embedder_.transform(features), dtype="float64")
         clusters, dist = assign_to_centroids(latent, self.cluster_centers_)
-        out = pd.DataFrame({"Cluster": clusters}, index=X.index)
+        out = pd.DataFrame({"Cluster": clusters}, index=X.index if isinstance(X, pd.DataFrame) else None)
         if self.mapping_ is not None:
             out["Predicted_Segment"] = [self.mapping_[c] for c in clusters]
         out["Distance_To_Centroid"] = dist
@@ -159,3 +199,11 @@ class SegmentationPipeline(ClusterMixin, BaseEstimator):
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
             raise NotFittedError("This SegmentationPipeline instance is not fitted yet. Call 'fit' first.")
+
+
+def _table(X):
+    """A DataFrame as it is; anything else as a 2-D array of numbers (missing values allowed)."""
+    if isinstance(X, pd.DataFrame):
+        return X
+    # infinite values go on to the preprocessor, whose error names the column
+    return check_array(X, dtype=np.float64, ensure_all_finite=False)

@@ -26,7 +26,7 @@ Example
 >>> table = pd.DataFrame({"Age": [25.0, 30, 62, 70], "Ever_Married": ["No", "No", "Yes", "Yes"]})
 >>> profile = profile_segments(table, [0, 0, 1, 1])
 >>> [d.name for d in describe_segments(profile)]
-['Not Ever Married, Age 26-29', 'Ever Married, Age 64-68']
+['Never Married, Aged 26-29', 'Married, Aged 64-68']
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats.contingency import association
 
 from .exceptions import DataError
 from .schema import category_text
@@ -46,6 +47,7 @@ __all__ = [
     "SegmentProfile",
     "SegmentDescription",
     "profile_segments",
+    "rank_features",
     "describe_segments",
     "segments_markdown",
     "profile_heatmap_data",
@@ -107,6 +109,22 @@ class SegmentProfile:
     overall_categorical: pd.DataFrame
     composition: pd.DataFrame | None = None
     whole_number_features: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_rows(cls, n_customers: int, numeric: list[str], categorical: list[str], sizes: pd.DataFrame,
+                  num_rows: list[dict], cat_rows: list[dict], feat_rows: list[dict], overall_num: list[dict],
+                  overall_cat: list[dict], *, composition: pd.DataFrame | None = None,
+                  whole_number_features: Sequence[str] = ()) -> "SegmentProfile":
+        """A profile from its rows (dicts), with the features ranked (see :func:`rank_features`)."""
+        return cls(
+            n_customers=n_customers, numeric_features=numeric, categorical_features=categorical, sizes=sizes,
+            numeric=pd.DataFrame(num_rows, columns=["segment", "feature", "mean", "median", "q1", "q3", "cohens_d"]),
+            categorical=pd.DataFrame(cat_rows, columns=["segment", "feature", "value", "count", "share",
+                                                        "share_overall", "lift", "cohens_d"]),
+            features=rank_features(feat_rows, numeric + categorical),
+            overall_numeric=pd.DataFrame(overall_num, columns=["feature", "mean", "median", "q1", "q3", "n_missing"]),
+            overall_categorical=pd.DataFrame(overall_cat, columns=["feature", "value", "count", "share"]),
+            composition=composition, whole_number_features=list(whole_number_features))
 
     @property
     def segments(self) -> list:
@@ -251,13 +269,6 @@ def profile_segments(
                               "effect": cramers_v(np.vstack([counts, rest_counts])),
                               "n_missing": int((member & ~present).sum())})
 
-    features = pd.DataFrame(feat_rows, columns=["segment", "feature", "kind", "effect", "n_missing"])
-    order = {f: i for i, f in enumerate(numeric + categorical)}
-    features["_order"] = features["feature"].map(order)
-    features = features.sort_values(["segment", "effect", "_order"], ascending=[True, False, True], kind="stable")
-    features["rank"] = features.groupby("segment").cumcount() + 1
-    features = features[["segment", "rank", "feature", "kind", "effect", "n_missing"]].reset_index(drop=True)
-
     composition = None
     if known_segments is not None:
         known = pd.Series(np.asarray(known_segments, dtype=object))
@@ -269,20 +280,20 @@ def profile_segments(
         composition["count"] = composition["count"].astype(int)
         composition["share"] = composition["count"] / composition.groupby("segment")["count"].transform("sum")
 
-    return SegmentProfile(
-        n_customers=n,
-        numeric_features=numeric,
-        categorical_features=categorical,
-        sizes=sizes,
-        numeric=pd.DataFrame(num_rows, columns=["segment", "feature", "mean", "median", "q1", "q3", "cohens_d"]),
-        categorical=pd.DataFrame(cat_rows, columns=["segment", "feature", "value", "count", "share",
-                                                    "share_overall", "lift", "cohens_d"]),
-        features=features,
-        overall_numeric=pd.DataFrame(overall_num, columns=["feature", "mean", "median", "q1", "q3", "n_missing"]),
-        overall_categorical=pd.DataFrame(overall_cat, columns=["feature", "value", "count", "share"]),
-        composition=composition,
-        whole_number_features=whole,
-    )
+    return SegmentProfile.from_rows(n, numeric, categorical, sizes, num_rows, cat_rows, feat_rows, overall_num,
+                                    overall_cat, composition=composition, whole_number_features=whole)
+
+
+def rank_features(rows: list[dict], features: Sequence[str]) -> pd.DataFrame:
+    """Per segment, features ranked by effect (ties: in the given feature order).
+
+    ``rows`` hold ``segment, feature, kind, effect, n_missing``; the result adds ``rank``.
+    """
+    ranked = pd.DataFrame(rows, columns=["segment", "feature", "kind", "effect", "n_missing"])
+    ranked["_order"] = ranked["feature"].map({f: i for i, f in enumerate(features)})
+    ranked = ranked.sort_values(["segment", "effect", "_order"], ascending=[True, False, True], kind="stable")
+    ranked["rank"] = ranked.groupby("segment").cumcount() + 1
+    return ranked[["segment", "rank", "feature", "kind", "effect", "n_missing"]].reset_index(drop=True)
 
 
 def _summary(x: np.ndarray) -> dict[str, float]:
@@ -315,17 +326,17 @@ def cohens_d(inside: np.ndarray, rest: np.ndarray) -> float:
 def cramers_v(counts: np.ndarray) -> float:
     """Cramér's V of a contingency table (no bias correction); 0 if it has one row or column.
 
+    Empty rows and columns are dropped first; the value is
+    :func:`scipy.stats.contingency.association` (``method="cramer"``, no continuity correction).
+
     >>> cramers_v(np.array([[10, 0], [0, 10]]))
     1.0
     """
-    counts = np.asarray(counts, dtype="float64")
+    counts = np.asarray(counts, dtype=np.int64)  # association takes counts only
     counts = counts[counts.sum(axis=1) > 0][:, counts.sum(axis=0) > 0]
     if min(counts.shape) < 2:
         return 0.0
-    total = counts.sum()
-    expected = counts.sum(axis=1, keepdims=True) * counts.sum(axis=0, keepdims=True) / total
-    chi2 = float(((counts - expected) ** 2 / expected).sum())
-    return math.sqrt(chi2 / (total * (min(counts.shape) - 1)))
+    return float(association(counts, method="cramer", correction=False))
 
 
 def _abs_correlation(member: np.ndarray, x: np.ndarray) -> float:
@@ -370,6 +381,31 @@ class SegmentDescription:
 class _Trait:
     phrase: str
     label: str
+    #: the label rests on an anonymised code ("Cat_4", "Var_1"): named after meaningful traits
+    coded: bool = False
+
+
+# anonymised codes: "Cat_4", "Var 1", "C3", "x12", "7" -- a name must not lead with one
+_CODE = re.compile(r"^(?:[a-z]{1,4}[\s_.-]?)?\d+$", re.IGNORECASE)
+#: longest category value put into a name (the description keeps it whole)
+MAX_NAME_VALUE = 30
+
+
+def _code_like(text: str) -> bool:
+    return bool(_CODE.match(str(text).strip()))
+
+
+def _name_value(value: str) -> str:
+    return value if len(value) <= MAX_NAME_VALUE else value[: MAX_NAME_VALUE - 1] + "\u2026"
+
+
+def _yes_no_labels(words: str) -> tuple[str, str]:
+    """Names for the yes and the no side of a yes/no column: 'ever married' -> ('Married', 'Never Married')."""
+    for lead, negation in (("ever ", "Never "), ("is ", "Not "), ("has ", "No "), ("have ", "No ")):
+        if words.startswith(lead):
+            rest = _title(words[len(lead):])
+            return rest, negation + rest
+    return _title(words), "Not " + _title(words)
 
 
 def humanize(column: str) -> str:
@@ -428,14 +464,21 @@ def _numeric_trait(profile: SegmentProfile, segment, feature: str) -> _Trait:
         rounded = feature in profile.whole_number_features
         span, overall_span = (_span(q.q1, q.q3, rounded) for q in (seg, overall))
         lead = "aged" if is_age else f"{words} typically"
-        return _Trait(f"{lead} {span} (overall {overall_span})", f"{_title(words)} {span}")
+        return _Trait(f"{lead} {span} (overall {overall_span})", f"Aged {span}" if is_age else f"{_title(words)} {span}",
+                      coded=_code_like(words))
     higher = seg.cohens_d > 0
     if is_age:
         word = "older" if higher else "younger"
         return _Trait(f"{word} than average (mean {_num(seg['mean'])} vs {_num(overall['mean'])})", _title(word))
     word = "above-average" if higher else "below-average"
-    return _Trait(f"{word} {words} (mean {_num(seg['mean'])} vs {_num(overall['mean'])})",
-                  f"{'High' if higher else 'Low'} {_title(words)}")
+    if words.endswith(" size"):  # "Large Families", not "High Family Size"
+        thing = words[: -len(" size")]
+        plural = thing[:-1] + "ies" if thing.endswith("y") else thing + "s"
+        label = f"{'Large' if higher else 'Small'} {_title(plural)}"
+    else:
+        label = f"{'High' if higher else 'Low'} {_title(words)}"
+    return _Trait(f"{word} {words} (mean {_num(seg['mean'])} vs {_num(overall['mean'])})", label,
+                  coded=_code_like(words))
 
 
 def _categorical_trait(profile: SegmentProfile, segment, feature: str) -> _Trait:
@@ -445,20 +488,29 @@ def _categorical_trait(profile: SegmentProfile, segment, feature: str) -> _Trait
     if yes_no is not None:
         row = rows[rows["value"] == yes_no[0]].iloc[0]
         vs = f"({_pct(row.share)} vs {_pct(row.share_overall)} overall)"
+        yes_label, no_label = _yes_no_labels(words)
         if row.share >= row.share_overall:
             lead = "mostly" if row.share >= 0.5 else "more often"
-            return _Trait(f"{lead} {words} {vs}", _title(words))
+            return _Trait(f"{lead} {words} {vs}", yes_label)
         lead = "few" if row.share < 0.5 else "fewer"
-        return _Trait(f"{lead} {words} {vs}", f"Not {_title(words)}")
+        return _Trait(f"{lead} {words} {vs}", no_label)
     row = rows.loc[_telling_category(rows)]
     value = str(row.value)
-    label = value if len(rows) == 2 and value.isalpha() and len(value) >= 3 else f"{value} {_title(words)}"
+    coded = _code_like(value) or _code_like(words)
+    shown = _name_value(value)
+    if coded:  # the column first, so the name never leads with a code: "Var 1: Cat 4"
+        label = f"{_title(words)}: {shown.replace('_', ' ')}"
+    elif len(rows) == 2 and value.isalpha() and len(value) >= 3:
+        label = shown
+    else:
+        label = f"{shown} {_title(words)}"
     vs = f"{_pct(row.share)} vs {_pct(row.share_overall)}"
     if row.cohens_d > 0:
         if row.share > 0.5:
-            return _Trait(f"{words} mostly {value} ({vs} overall)", label)
-        return _Trait(f"{words} {value} {row.lift:.1f}x as common as overall ({vs})", label)
-    return _Trait(f"{words} {'rarely' if row.share > 0 else 'never'} {value} ({vs} overall)", f"Non-{label}")
+            return _Trait(f"{words} mostly {value} ({vs} overall)", label, coded)
+        return _Trait(f"{words} {value} {row.lift:.1f}x as common as overall ({vs})", label, coded)
+    negative = f"{_title(words)}: Not {shown}" if coded else f"Non-{label}"
+    return _Trait(f"{words} {'rarely' if row.share > 0 else 'never'} {value} ({vs} overall)", negative, coded)
 
 
 def _telling_category(rows: pd.DataFrame):
@@ -497,7 +549,7 @@ def describe_segments(
       otherwise the direction ("older than average (mean 61 vs 43)", "above-average
       work experience (mean 6.1 vs 2.6)").
 
-    The short name joins the labels of the top two traits ("Ever Married, Age 45-60"). Equal
+    The short name joins the labels of the top two traits ("Married, Aged 45-60"). Equal
     names get the next trait, then the segment id, so names are unique.
 
     Parameters
@@ -547,7 +599,9 @@ def known_segments_text(composition: Mapping[str, float]) -> str:
 def _unique_names(segments: list, traits: dict) -> dict:
     """Two traits per name; a clash tries three, and what still clashes gets its segment id."""
     def name(s, n_traits: int) -> str:
-        labels = [t.label for t in traits[s][:n_traits]]
+        # meaningful traits name a segment before anonymised codes do (stable: strongest first within each)
+        ordered = sorted(traits[s], key=lambda t: t.coded)
+        labels = [t.label for t in ordered[:n_traits]]
         return ", ".join(labels) if labels else "Typical Customers"
 
     def clashing(chosen: dict) -> list:

@@ -75,6 +75,18 @@ class Schema:
     id_column: str | None = None
     label_column: str | None = None
     ordinal_orders: dict[str, list[str]] = field(default_factory=dict)
+    #: what the user must hear about the table even under --quiet (rare label values);
+    #: not saved with the model
+    warnings: list[str] = field(default_factory=list, compare=False)
+
+    def exclusion_notes(self) -> list[str]:
+        """One sentence per column left out of the model, with the reason.
+
+        Printed even under ``--quiet``: a column of amounts written as text
+        ("45,600 EUR") dropped without a word would be a silent wrong result.
+        """
+        return [f"column {c.name!r} is not used by the model: {c.reason}" for c in self.columns
+                if c.role == "excluded"]
 
     def names(self, role: str) -> list[str]:
         """Columns with ``role``, in table order."""
@@ -200,6 +212,7 @@ def infer_schema(
     other_columns: Iterable[str] | None = None,
     source: str = "input",
     line_of: Callable[[int], int] | None = None,
+    strict: bool = False,
 ) -> Schema:
     """Give every column of ``frame`` a role, with the reason.
 
@@ -240,6 +253,9 @@ def infer_schema(
         File name for error messages.
     line_of : callable, optional
         Row position -> line number in the file, for error messages.
+    strict : bool
+        Make the label warnings (rare values, near-duplicate spellings such as ``a``
+        next to ``A``) errors.
 
     Raises
     ------
@@ -291,6 +307,11 @@ def infer_schema(
     label_reason = "known segment (set explicitly)"
     if label_column is None and infer_label:
         label_column, label_reason = _infer_label(frame, explicit, id_column, other_columns)
+        if label_column is None:
+            _refuse_unsure_label(frame, explicit, id_column, source)
+    label_warnings = _label_typos(frame[label_column], label_column, source) if label_column is not None else []
+    if label_warnings and strict:
+        raise DataError(label_warnings[0] + " (--strict makes this an error)")
 
     columns: list[ColumnInfo] = []
     for name in frame.columns:
@@ -333,7 +354,7 @@ def infer_schema(
         columns.append(info)
 
     schema = Schema(columns=columns, id_column=id_column, label_column=label_column,
-                    ordinal_orders={k: list(v) for k, v in ordinal.items()})
+                    ordinal_orders={k: list(v) for k, v in ordinal.items()}, warnings=label_warnings)
     if not schema.feature_columns:
         raise DataError(f"file {source!r}: no usable feature column (roles: "
                         + ", ".join(f"{c.name}={c.role}" for c in columns)
@@ -390,6 +411,59 @@ def _infer_label(frame: pd.DataFrame, explicit: dict, id_column: str | None,
     if len(named) == 1:
         return named[0], "known segment: named like one (--no-label to use none)"
     return None, ""
+
+
+#: a label value held by fewer rows than this share of the largest class is a likely typo
+RARE_LABEL_SHARE = 0.05
+#: ... if it also has at most this many rows
+RARE_LABEL_ROWS = 10
+_LABEL_FOLD = re.compile(r"^(segment|segmentation|seg|class|group|cluster)(?=[\s_.:-]*\w)|[\s_.:-]+", re.IGNORECASE)
+
+
+def _fold_label(value: str) -> str:
+    """'Segment C', 'c', ' C ' -> 'c': the spellings a typo or a second export produces."""
+    return _LABEL_FOLD.sub("", value.strip()).casefold()
+
+
+def _label_typos(col: pd.Series, name: str, source: str) -> list[str]:
+    """Warnings for label values that look like typos: near-duplicate spellings and rare values."""
+    counts = col.dropna().map(category_text).value_counts()
+    if counts.empty:
+        return []
+    out = []
+    groups: dict[str, list[str]] = {}
+    for value in counts.index:
+        groups.setdefault(_fold_label(value), []).append(value)
+    for spellings in groups.values():
+        if len(spellings) > 1:
+            shown = ", ".join(f"{v!r} x{int(counts[v])}" for v in spellings)
+            out.append(f"file {source!r}, column {name!r}: known segments {shown} differ only in case, spaces or a "
+                       "prefix; they are trained as different segments: correct the spelling")
+    largest = int(counts.iloc[0])
+    rare = [v for v, n in counts.items() if n <= RARE_LABEL_ROWS and n < RARE_LABEL_SHARE * largest]
+    rare = [v for v in rare if not any(v in g and len(g) > 1 for g in groups.values())]
+    if rare:
+        shown = ", ".join(f"{v!r} ({int(counts[v])} row{'s' if counts[v] != 1 else ''})" for v in rare)
+        out.append(f"file {source!r}, column {name!r}: rare known segments {shown} next to {largest} rows of "
+                   f"{counts.index[0]!r}; typos? correct them or leave those cells empty")
+    return out
+
+
+def _refuse_unsure_label(frame: pd.DataFrame, explicit: dict, id_column: str | None, source: str) -> None:
+    """A column named like the known segment that inference did not take must not silently become a feature."""
+    for name in frame.columns:
+        if name in explicit or name == id_column or str(name).strip().lower() not in _LABEL_NAMES:
+            continue
+        col = frame[name]
+        k = col.dropna().nunique()
+        if k < 2:
+            continue  # constant or empty: excluded anyway, never a feature
+        why = (f"{col.isna().mean():.0%} of it is missing" if col.isna().mean() >= 0.5
+               else f"it has {k} distinct values" if k > MAX_LABEL_CLASSES
+               else "another column is named like one too")
+        raise DataError(f"file {source!r}: column {name!r} is named like the known segment, but {why}, so custseg "
+                        f"will not guess; give --label-column {name} to use it as the known segment (missing cells "
+                        "are fine), or --no-label to use it as an ordinary column")
 
 
 def _infer_role(col: pd.Series, is_num: bool, is_integer: bool, n: int, name: str = "") -> tuple[str, str]:

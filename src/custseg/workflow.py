@@ -8,6 +8,7 @@ saved model. The CLI is a thin layer over these three.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 import platform
@@ -21,13 +22,15 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ._version import __version__
-from .io.atomic import merge_into, staging_dir
+from .io.atomic import (check_output_file, check_output_folders, commit_outputs, merge_into, output_lock, recover,
+                        staging_dir)
 from .embedders.autoencoder import AutoencoderEmbedder
 from .clustering import mapping_table
 from .evaluation.selection import scan_k
 from .config import RunConfig
 from .exceptions import DataError
 from .io.chunks import CHUNK_ROWS, TableStream
+from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .io.writing import csv_rows
 from .report.maps import pca_coordinates, tsne_coordinates
@@ -63,19 +66,23 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
     train_table: pd.DataFrame | None = None
     test_table: pd.DataFrame | None = None
+    #: sentences that change what the results mean (one cluster...), for the user even under --quiet
+    notices: list[str] = field(default_factory=list)
 
 
 def _noop(*_args, **_kwargs) -> None:
     return None
 
 
-def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Schema]:
+def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable, LoadedTable | None, Schema]:
     """Read the training (and test) table, infer the schema, and check both tables against it.
 
     Every check of the input happens here, before any training, so a bad table fails
-    in a second with one message.
+    in a second with one message. ``strict`` makes the schema's label warnings errors.
     """
     data = config.data
+    # the default tables come from the package when custseg runs outside a clone of the repository
+    data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
     train_t = read_table(data.train, na_values=data.na_values)
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
@@ -90,7 +97,7 @@ def load_tables(config: RunConfig) -> tuple[LoadedTable, LoadedTable | None, Sch
         numeric=data.numeric, categorical=data.categorical, ordinal=data.ordinal, exclude=data.exclude,
         integer_columns=train_t.integer_columns,
         other_columns=None if test_t is None else list(test_t.frame.columns), source=train_t.source,
-        line_of=train_t.line_of)
+        line_of=train_t.line_of, strict=strict)
     for table in (train_t, test_t):
         if table is not None and schema.id_column is not None:
             _check_ids(table, schema.id_column)
@@ -175,8 +182,15 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
     pipeline = build_pipeline(config, schema)
     pipeline.fit(frame, y, progress=progress)
+    used = np.unique(pipeline.labels_)
+    if len(used) < k:  # K-Means can leave a centre without customers; reporting it as a segment would be false
+        raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
+                        f"customers' latent features allow no more distinct groups); give --clusters {len(used)}")
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
                          test_table=None if test_t is None else test_t.frame)
+    if k == 1:
+        result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
+                              "table and the cluster metrics are undefined (n/a)")
     echo(f"autoencoder: {len(pipeline.embedder_.history_)} epochs, best {pipeline.embedder_.best_epoch_}")
 
     features = pipeline.preprocessor_.transform(frame)
@@ -249,7 +263,9 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
 
     test_info: dict[str, Any] = {}
     if test_t is not None:
-        scored = predict_table(pipeline, schema, test_t)
+        scored = predict_table(pipeline, schema, test_t,
+                               segment_names={int(d.segment): d.name for d in result.descriptions})
+        scored.table = scored.table.rename(columns={scored.id_column: "ID"})
         result.tables["test_predictions_detailed"] = scored.table
         if pipeline.mapping_ is not None:
             result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
@@ -315,7 +331,8 @@ def _draw_tsne(result: TrainResult, known, tsne_idx: np.ndarray, tsne_xy: np.nda
     result.figures["clusters_tsne"] = render_png(plot_maps(
         tsne_xy, clusters[tsne_idx], cluster_names(result), "t-SNE",
         None if known is None else known[tsne_idx],
-        axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, stratified sample)", "t-SNE 2")),
+        axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers"
+                     + (", stratified sample)" if len(tsne_idx) < len(clusters) else ", every customer)"), "t-SNE 2")),
         result.config.plots.dpi)
     result.summary["tsne_points"] = int(len(tsne_idx))
 
@@ -353,17 +370,18 @@ def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: S
         if mapping is not None:
             row["Predicted_Segment"] = mapping.get(int(c), "")
         row["Size"] = len(part)
-        row["Share"] = len(part) / len(frame)
+        row["Share"] = round(len(part) / len(frame), 4)
+        # rounded for people: 2 decimals for values in the table's units, 4 for shares
         for name in schema.feature_columns:
             col = part[name]
             if schema.column(name).role == "numeric":
-                row[f"{name}_mean"] = col.mean()
-                row[f"{name}_median"] = col.median()
+                row[f"{name}_mean"] = round(float(col.mean()), 2)
+                row[f"{name}_median"] = round(float(col.median()), 2)
             else:
                 counts = col.dropna().map(_id_text).value_counts()
                 counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
                 row[f"{name}_top"] = counts.index[0] if len(counts) else ""
-                row[f"{name}_top_share"] = counts.iloc[0] / counts.sum() if len(counts) else np.nan
+                row[f"{name}_top_share"] = round(float(counts.iloc[0] / counts.sum()), 4) if len(counts) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -375,36 +393,124 @@ class PredictResult:
     table: pd.DataFrame
     extra_columns: list[str]
     unseen_categories: dict[str, dict[str, int]]
+    #: name of the output's first column: the table's own ID column, or "Row" (row numbers)
+    id_column: str = "ID"
+    #: a sentence for the user when the IDs are not the training ID column (or there are none)
+    id_notice: str | None = None
 
 
-def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable) -> PredictResult:
-    """Score a loaded table: ID, Cluster, Predicted_Segment, Distance_To_Centroid, Reconstruction_Error."""
+def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | None = None,
+                   source: str = "input") -> tuple[str, pd.Series, str | None]:
+    """The column that identifies the customers of a table to be scored: ``(name, values, notice)``.
+
+    The given ``id_column`` wins; then the ID column seen in training; then the one
+    column of ``frame`` named like an identifier with all values different. Without any,
+    customers are numbered 1..n in table order (column ``Row``) and ``notice`` says so:
+    renumbered IDs must never pass for real ones.
+    """
+    named = _named_id_column(frame.columns, schema, id_column, source)
+    if named is not None:
+        return named, frame[named].map(_id_text), None
+    candidates = _id_candidates(frame.columns, schema)
+    found = _pick_id([c for c in candidates if frame[c].notna().all() and frame[c].is_unique])
+    if found is not None:
+        return found, frame[found].map(_id_text), _guessed_id_notice(found, schema)
+    return "Row", pd.Series(np.arange(1, len(frame) + 1), index=frame.index), _numbered_notice(source, schema,
+                                                                                              len(frame))
+
+
+def _named_id_column(columns, schema: Schema | None, id_column: str | None, source: str) -> str | None:
+    """The ID column the user gave (it must exist) or the training one if the table has it; else None."""
+    if id_column is not None:
+        if id_column not in columns:
+            from .schema import _did_you_mean
+
+            raise DataError(f"file {source!r}: --id-column {id_column!r} is not in the table"
+                            f"{_did_you_mean(id_column, columns)}; its columns are {', '.join(map(str, columns))}")
+        return id_column
+    trained = schema.id_column if schema is not None else None
+    return trained if trained is not None and trained in columns else None
+
+
+def _id_candidates(columns, schema: Schema | None) -> list[str]:
+    """Columns named like an identifier that are no feature nor the label."""
+    from .schema import _named_like_id
+
+    used = set(schema.feature_columns) | {schema.label_column} if schema is not None else set()
+    return [c for c in columns if c not in used and _named_like_id(str(c))]
+
+
+def _pick_id(valid: list[str]) -> str | None:
+    """Of the candidates with every value present and different, the one to use (None if not exactly one)."""
+    from .schema import _PREFERRED_ID
+
+    if len(valid) > 1:
+        valid = [c for c in valid if _PREFERRED_ID.match(str(c).strip())]
+    return valid[0] if len(valid) == 1 else None
+
+
+def _guessed_id_notice(found: str, schema: Schema | None) -> str:
+    trained = schema.id_column if schema is not None else None
+    was = f"the model was trained with {trained!r}" if trained else "the model names no ID column"
+    return f"IDs taken from column {found!r} ({was}); give --id-column to choose another"
+
+
+def _numbered_notice(source: str, schema: Schema | None, n_rows: int) -> str:
+    trained = schema.id_column if schema is not None else None
+    why = (f"the ID column {trained!r} of the training table is not in it" if trained
+           else "the model names no ID column and none was found")
+    return (f"file {source!r} has no ID column ({why}): customers are numbered 1..{n_rows} in table order in "
+            "column 'Row'; give --id-column to use one of its columns")
+
+
+def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable,
+                  id_column: str | None = None, segment_names: dict[int, str] | None = None) -> PredictResult:
+    """Score a loaded table: its ID column, Cluster, Segment_Name, Predicted_Segment, Distance_To_Centroid,
+    Reconstruction_Error.
+
+    The first column keeps the table's own ID column name and values (see :func:`prediction_ids`);
+    the output has exactly one row per input row, in input order. For a table in a file,
+    :func:`score_chunks` gives the same rows block by block in bounded memory.
+    """
     frame = table.frame
     extra: list[str] = []
     if schema is not None:
         extra = schema.check(frame, table.source, table.line_of)
-        if schema.id_column is not None and schema.id_column in frame.columns:
-            _check_ids(table, schema.id_column)
+    id_name, ids, notice = prediction_ids(frame, schema, id_column, table.source)
+    if id_name != "Row":
+        _check_ids(table, id_name)
+        extra = [c for c in extra if c != id_name]
     unseen = pipeline.preprocessor_.unseen_categories(frame)
-    scores = pipeline.score_table(frame)
-    if schema is not None and schema.id_column is not None and schema.id_column in frame.columns:
-        ids = frame[schema.id_column].map(_id_text)
-    else:
-        ids = pd.Series(np.arange(1, len(frame) + 1), index=frame.index)
-    out = pd.concat([pd.DataFrame({"ID": ids.to_numpy()}), scores.reset_index(drop=True)], axis=1)
-    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen)
+    out = _scored_rows(pipeline, frame, id_name, ids, segment_names)
+    if len(out) != len(frame):  # the promise of this function; cheap to keep checking
+        raise DataError(f"file {table.source!r}: {len(frame)} rows in but {len(out)} scored; please report this bug")
+    return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen, id_column=id_name,
+                         id_notice=notice)
 
 
-def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, ...] = (),
+def _scored_rows(pipeline: SegmentationPipeline, frame: pd.DataFrame, id_name: str, ids: pd.Series,
+                 segment_names: dict[int, str] | None) -> pd.DataFrame:
+    """The output rows of predict for ``frame``: ID column first, then the pipeline's scores."""
+    scores = pipeline.score_table(frame).reset_index(drop=True)
+    if segment_names:
+        clusters = scores["Cluster"].to_numpy()
+        names = np.array([segment_names.get(c, "") for c in range(int(clusters.max(initial=0)) + 1)], dtype=object)
+        scores.insert(1, "Segment_Name", names[clusters])
+    return pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1)
+
+
+def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None,
                  chunk_rows: int = CHUNK_ROWS, kinds: dict[str, str] | None = None,
-                 report: "StreamReport | None" = None) -> Iterator[pd.DataFrame]:
+                 report: "StreamReport | None" = None, _id_choice: Any = None) -> Iterator[pd.DataFrame]:
     """Score the table in ``path`` block by block: one scored DataFrame per block, in input order.
 
-    Each block is checked as :func:`predict_table` checks a whole table (schema, text in
-    numeric columns, empty IDs, each error naming line, column and value); checks that
-    need the whole table (row count, duplicate IDs across blocks, too large numbers)
-    run after the last block, so a consumer must not treat its output as final before
-    the generator is exhausted.
+    The rows are those :func:`predict_table` gives for the whole table (the table's own
+    ID column, or ``Row`` numbers 1..n, then Cluster, Segment_Name, ...). Each block is
+    checked as :func:`predict_table` checks a whole table (schema, text in numeric
+    columns, empty IDs, each error naming line, column and value); checks that need the
+    whole table (row count, duplicate IDs across blocks, too large numbers, which column
+    is the ID column when it is guessed) run after the last block, so a consumer must not
+    treat its output as final before the generator is exhausted.
 
     Parameters
     ----------
@@ -414,19 +520,23 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
         CSV or Parquet table.
     na_values : sequence of str
         Extra missing-value tokens (besides those the model was trained with).
+    id_column : str, optional
+        Column holding the customer IDs (as ``--id-column``).
     chunk_rows : int
         Rows per block; memory grows with it, not with the table.
     kinds : dict, optional
         Column typing fixed in advance (see :class:`~custseg.io.chunks.TableStream`).
     report : StreamReport, optional
-        Filled with what was noticed (rows, extra columns, unseen categories, progress).
+        Filled with what was noticed (rows, ID column and notice, extra columns, unseen
+        categories, progress).
 
     Raises
     ------
     TypingChanged
-        If a column's typing over the whole table turned out other than the one used
-        for earlier blocks, in a way that changes their scores (rare: e.g. IDs written
-        ``1.0`` in a column that later holds text); score again with ``kinds=exc.kinds``.
+        If the whole table turned out to type a column, or to choose a guessed ID column,
+        otherwise than the first blocks did, in a way that changes their output (rare: e.g.
+        IDs written ``1.0`` in a column that later holds text); score again with
+        ``kinds=exc.kinds`` (:func:`predict_file` does).
 
     Examples
     --------
@@ -438,66 +548,108 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
     pipeline, schema = model.pipeline, model.schema
     na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
     stream = TableStream(path, na_values=na, chunk_rows=chunk_rows, kinds=kinds)
-    id_column = schema.id_column if schema is not None else None
     numeric = set(schema.names("numeric")) if schema is not None else set()
     texts = set(pipeline.preprocessor_.categories_)
-    hashes: list[np.ndarray] = []
+    id_name: str | None = None   # None: rows numbered 1..n
+    candidates: list[str] = []   # guessed ID columns, checked over the whole table at the end
+    hashes: dict[str, list[np.ndarray]] = {}
+    complete: dict[str, bool] = {}
     report.rows = 0
     for block in stream:
         frame = block.frame
+        if report.rows == 0:
+            named = _named_id_column(frame.columns, schema, id_column, block.source)
+            if named is None:
+                candidates = _id_candidates(frame.columns, schema)
+                id_name = _id_choice[0] if _id_choice is not None else _pick_id(
+                    [c for c in candidates if frame[c].notna().all() and frame[c].is_unique])
+            else:
+                id_name = named
+            report.id_column = id_name if id_name is not None else "Row"
+            hashes = {c: [] for c in dict.fromkeys([*candidates, *([id_name] if id_name else [])])}
+            complete = dict.fromkeys(hashes, True)
         if schema is not None:
             # numbers that are not numbers: as text, so the check names the value as the file has it
             checked = frame.assign(**{c: frame[c].astype(object) for c in numeric
                                       if c in frame and isinstance(frame[c].dtype, pd.CategoricalDtype)})
             extra = schema.check(checked, block.source, block.line_of)
             if report.rows == 0:
-                report.extra_columns = extra
-        has_ids = id_column is not None and id_column in frame.columns
-        if has_ids:
-            ids = _id_texts(frame[id_column])
-            if ids.isna().any():
-                pos = int(np.argmax(ids.isna().to_numpy()))
-                raise DataError(f"file {block.source!r}, line {block.line_of(pos)}, column {id_column!r}: the ID is "
-                                "empty; give every customer an ID")
-            hashes.append(pd.util.hash_array(ids.to_numpy(dtype=object)))
-        else:
+                report.extra_columns = [c for c in extra if c != id_name]
+        for name in hashes:
+            values = _id_texts(frame[name])
+            if values.isna().any():
+                if name == id_name and not candidates:  # given or trained: an empty ID is an error
+                    pos = int(np.argmax(values.isna().to_numpy()))
+                    raise DataError(f"file {block.source!r}, line {block.line_of(pos)}, column {name!r}: the ID is "
+                                    "empty; give every customer an ID")
+                complete[name] = False
+            hashes[name].append(pd.util.hash_array(values.to_numpy(dtype=object)))
+            if name == id_name:
+                ids = values
+        if id_name is None:
             ids = pd.Series(np.arange(report.rows + 1, report.rows + len(frame) + 1))
-        _count_unseen(pipeline.preprocessor_, frame, texts, report.unseen_categories)
-        # today's preprocessor takes text as Python strings (object columns), not categoricals
-        scores = pipeline.score_table(frame.astype({c: object for c in frame.columns
-                                                    if isinstance(frame[c].dtype, pd.CategoricalDtype)}))
+        stream.check_numbers(numeric)  # float32 cannot hold them: named before the network meets them
+        for column, counts in pipeline.preprocessor_.unseen_categories(frame).items():
+            tally = report.unseen_categories.setdefault(column, {})
+            for value, n in counts.items():
+                tally[value] = tally.get(value, 0) + n
+        scored = _scored_rows(pipeline, frame, report.id_column, ids, model.cluster_names)
         report.rows += len(frame)
         report.fraction = stream.fraction
-        yield pd.concat([pd.DataFrame({"ID": ids.to_numpy(dtype=object)}), scores.reset_index(drop=True)], axis=1)
+        yield scored
     stream.check_numbers()
-    changed = stream.changed_columns(texts | ({id_column} if id_column else set()))
+    changed = stream.changed_columns(texts | set(hashes))
     if changed:
         raise TypingChanged(stream.final_kinds(), changed)
-    if hashes:
-        _check_streamed_ids(path, np.concatenate(hashes), stream, id_column)
+    if candidates and _id_choice is None:  # a guessed ID column: is it the one the whole table gives?
+        valid = [c for c in candidates
+                 if complete[c] and _duplicate(path, np.concatenate(hashes[c]), stream, c) is None]
+        final = _pick_id(valid)
+        if final != id_name:
+            raise TypingChanged(stream.final_kinds(), [], id_choice=(final,))
+    elif id_name is not None and not candidates:
+        duplicate = _duplicate(path, np.concatenate(hashes[id_name]), stream, id_name)
+        if duplicate is not None:
+            raise DataError(duplicate)
     if report.rows != stream.rows:
         raise DataError(f"file {stream.source!r}: {stream.rows} rows read but {report.rows} scored; "
                         "this is a bug in custseg, please report it")
-    report.unseen_categories = {c: dict(sorted(v.items())) for c, v in report.unseen_categories.items()}
+    if id_name is None:
+        report.id_notice = _numbered_notice(stream.source, schema, report.rows)
+    elif candidates:
+        report.id_notice = _guessed_id_notice(id_name, schema)
+    # in the preprocessor's column order, values sorted, as predict_table reports them
+    report.unseen_categories = {c: dict(sorted(report.unseen_categories[c].items()))
+                                for c in pipeline.preprocessor_.kinds_ if c in report.unseen_categories}
 
 
 @dataclass
 class StreamReport:
-    """What a streaming predict noticed: rows scored, extra columns, unseen categories, share of file read."""
+    """What a streaming predict noticed: rows scored, ID column, extra columns, unseen categories, share read."""
 
     rows: int = 0
     extra_columns: list[str] = field(default_factory=list)
     unseen_categories: dict[str, dict[str, int]] = field(default_factory=dict)
     fraction: float = 0.0
+    #: name of the output's first column: the table's own ID column, or "Row" (row numbers)
+    id_column: str = "ID"
+    #: a sentence for the user when the IDs are not the training ID column (or there are none)
+    id_notice: str | None = None
 
 
 class TypingChanged(DataError):
-    """The whole table types a column otherwise than its first blocks did; score again with ``kinds``."""
+    """The whole table types a column (or picks its ID column) otherwise than its first blocks did.
 
-    def __init__(self, kinds: dict[str, str], columns: list[str]):
-        super().__init__(f"the typing of column(s) {', '.join(map(repr, columns))} changed while streaming")
+    Score again with ``kinds`` (and, for a guessed ID column, the choice in ``id_choice``).
+    """
+
+    def __init__(self, kinds: dict[str, str], columns: list[str], id_choice: tuple[str | None] | None = None):
+        what = (f"the typing of column(s) {', '.join(map(repr, columns))}" if columns
+                else "the column holding the IDs")
+        super().__init__(f"{what} changed while streaming")
         self.kinds = kinds
         self.columns = columns
+        self.id_choice = id_choice
 
 
 def _id_texts(ids: pd.Series) -> pd.Series:
@@ -511,29 +663,16 @@ def _id_texts(ids: pd.Series) -> pd.Series:
     return ids.map(lambda v: v if pd.isna(v) else _id_text(v)).astype(object)
 
 
-def _count_unseen(preprocessor, frame: pd.DataFrame, texts: set[str], counts: dict[str, dict[str, int]]) -> None:
-    """Add the block's categories unseen in training to ``counts`` (column -> value -> rows)."""
-    for name in texts:
-        if name not in frame.columns:
-            continue
-        col = frame[name]
-        tally = col.value_counts(dropna=True)
-        tally = tally[tally > 0]
-        # the preprocessor's own rule decides what is unseen, asked once per distinct value
-        unseen = preprocessor.unseen_categories(pd.DataFrame({name: pd.Series(tally.index, dtype=object)}))
-        for value in unseen.get(name, {}):
-            total = int(tally[tally.index.map(lambda v: category_text(v)) == value].sum())
-            column = counts.setdefault(name, {})
-            column[value] = column.get(value, 0) + total
+def _duplicate(path, hashes: np.ndarray, stream: TableStream, id_column: str) -> str | None:
+    """The error for duplicate IDs over the whole table, from 64-bit hashes, or None if every ID differs.
 
-
-def _check_streamed_ids(path, hashes: np.ndarray, stream: TableStream, id_column: str) -> None:
-    """Duplicate IDs over the whole table, from 64-bit hashes; a hash match is checked on the IDs themselves."""
+    A hash match is checked on the IDs themselves (read again), so a collision is no duplicate.
+    """
     order = np.argsort(hashes, kind="stable")
     ordered = hashes[order]
     repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
     if not len(repeat):
-        return
+        return None
     # for each repeated row, the first row with its hash (stable sort: file order within equal hashes)
     run_start = np.maximum.accumulate(np.where(np.r_[True, ordered[1:] != ordered[:-1]], np.arange(len(ordered)), 0))
     pairs = sorted(zip(order[repeat], order[run_start[repeat]]))
@@ -554,24 +693,27 @@ def _check_streamed_ids(path, hashes: np.ndarray, stream: TableStream, id_column
         (value, line), (first_value, first_line) = found[int(later)], found[int(first)]
         if value == first_value:  # not a mere hash collision
             n = len(repeat)
-            raise DataError(f"file {stream.source!r}, column {id_column!r}: ID {value!r} appears on line {first_line} "
-                            f"and again on line {line} ({n} duplicate ID{'s' if n != 1 else ''} in all); "
-                            "remove the duplicates")
+            return (f"file {stream.source!r}, column {id_column!r}: ID {value!r} appears on line {first_line} "
+                    f"and again on line {line} ({n} duplicate ID{'s' if n != 1 else ''} in all); "
+                    "remove the duplicates")
+    return None
 
 
 def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
-                 na_values: list[str] | tuple[str, ...] = (), *, chunk_rows: int = CHUNK_ROWS,
-                 progress: Callable[[StreamReport], None] | None = None) -> StreamReport:
+                 na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None, *,
+                 chunk_rows: int = CHUNK_ROWS, progress: Callable[[StreamReport], None] | None = None) -> StreamReport:
     """Score the table in ``input_path`` with the model in ``model_dir``, writing ``output_path`` as it goes.
 
     The table is read and scored in blocks of ``chunk_rows`` rows (memory bounded by
-    the block, not the table); the output, the same bytes as :func:`predict_table`
-    followed by ``to_csv`` would give, is written to a hidden file beside
-    ``output_path`` and renamed onto it at the end, so an interrupted or failed run
-    leaves any earlier output as it was.
+    the block, not the table, see :func:`score_chunks`); the output, the same bytes as
+    :func:`predict_table` followed by ``to_csv`` gives, is written to a hidden file
+    beside ``output_path`` and renamed onto it at the end, so an interrupted or failed
+    run leaves any earlier output as it was. The output may not be the input or the model.
 
     Parameters
     ----------
+    id_column : str, optional
+        Column holding the customer IDs (default: the training ID column, else one named like an ID).
     progress : callable, optional
         Called after each block with the :class:`StreamReport` so far.
 
@@ -579,20 +721,21 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
     -------
     StreamReport
     """
+    check_output_file(output_path, {"--input": input_path, "--model": None})
+    recover(model_dir)
     model = load_model(model_dir)
     output_path = Path(output_path)
-    if output_path.is_dir():
-        raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")
-    kinds = None
-    for _attempt in range(2):
+    kinds, id_choice = None, None
+    for _attempt in range(3):
         report = StreamReport()
         try:
             with staging_dir(output_path) as staged:
                 staged_file = staged / output_path.name
                 with open(staged_file, "wb") as fh:
                     header = True
-                    for scored in score_chunks(model, input_path, na_values=na_values, chunk_rows=chunk_rows,
-                                               kinds=kinds, report=report):
+                    for scored in score_chunks(model, input_path, na_values=na_values, id_column=id_column,
+                                               chunk_rows=chunk_rows, kinds=kinds, report=report,
+                                               _id_choice=id_choice):
                         if header:
                             fh.write((",".join(scored.columns) + "\n").encode("utf-8"))
                             header = False
@@ -601,9 +744,9 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
                             progress(report)
                 merge_into(staged, output_path.parent if str(output_path.parent) else ".")
             return report
-        except TypingChanged as exc:  # rare: score again with the whole table's typing
-            kinds = exc.kinds
-    raise AssertionError("unreachable: the second pass has every typing fixed")
+        except TypingChanged as exc:  # rare: score again as the whole table reads
+            kinds, id_choice = exc.kinds, exc.id_choice or id_choice
+    raise AssertionError("unreachable: the third pass has every typing and the ID column fixed")
 
 
 def write_training_outputs(result: TrainResult, models_dir: str | Path | None = None,
@@ -615,8 +758,14 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
     """
     models_dir = Path(models_dir or result.config.models_dir)
     results_dir = Path(results_dir or result.config.results_dir)
-    files = model_files(result.pipeline, result.schema, result.config.to_dict())
-    with staging_dir(models_dir) as staged_models, staging_dir(results_dir) as staged_results:
+    check_output_folders(models_dir, results_dir, marker=MANIFEST)
+    files = model_files(result.pipeline, result.schema, result.config.to_dict(),
+                        cluster_names={int(d.segment): d.name for d in result.descriptions})
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(models_dir, results_dir))
+        recover(models_dir, results_dir)  # a run killed mid-commit is completed before this one starts
+        staged_models = stack.enter_context(staging_dir(models_dir))
+        staged_results = stack.enter_context(staging_dir(results_dir))
         write_files(staged_models, files)
         for name, table in result.tables.items():
             table.to_csv(staged_results / f"{name}.csv", index=False, float_format=FLOAT_FORMAT,
@@ -629,10 +778,8 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
         for name, text in result.texts.items():
             (staged_results / name).write_text(text, encoding="utf-8")
         build_report(staged_models, staged_results)
-        from .io.atomic import swap_directory
-
-        swap_directory(staged_models, models_dir, marker=MANIFEST)
-        moved = merge_into(staged_results, results_dir)
+        # models and results move together: after a crash at any point the pair is old+old or new+new
+        moved = commit_outputs(staged_models, models_dir, staged_results, results_dir)
     return {"models": sorted(models_dir.iterdir()), "results": moved}
 
 

@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..exceptions import DataError
-from .reading import (DEFAULT_NA_VALUES, MAX_ABS_VALUE, LoadedTable, _check_header, _decode, _detect_delimiter,
-                      _preamble, data_rows, read_table)
+from .reading import (_FORMATTED_NUMBER, DEFAULT_NA_VALUES, MAX_ABS_VALUE, LoadedTable, _check_header, _decode,
+                      _detect_delimiter, _large_fields, _preamble, data_rows, formatted_parts, read_table)
 
 __all__ = ["TableStream", "CHUNK_ROWS"]
 
@@ -65,6 +65,10 @@ class ColumnFacts:
     all_numeric: bool = True
     any_decimal_comma: bool = False
     all_int_or_decimal_comma: bool = True
+    #: every value reads as a formatted amount ('$1,200', '12%'), with these units, some with thousands separators
+    all_formatted: bool = True
+    units: frozenset = frozenset()
+    thousands: bool = False
     #: (line, value) of the first infinite or too large number
     first_bad: tuple[int, str] | None = None
 
@@ -76,7 +80,8 @@ class ColumnFacts:
             all_numeric=self.all_numeric and other.all_numeric,
             any_decimal_comma=self.any_decimal_comma or other.any_decimal_comma,
             all_int_or_decimal_comma=self.all_int_or_decimal_comma and other.all_int_or_decimal_comma,
-            first_bad=self.first_bad or other.first_bad)
+            all_formatted=self.all_formatted and other.all_formatted, units=self.units | other.units,
+            thousands=self.thousands or other.thousands, first_bad=self.first_bad or other.first_bad)
 
     def kind(self, delimiter: str | None) -> str | None:
         """'numeric', 'text', or None if no value is present (either reads the same)."""
@@ -84,9 +89,14 @@ class ColumnFacts:
             return None
         if self.all_digits and (self.max_len > 15 or (self.min_len == self.max_len >= 2 and self.leading_zero)):
             return "text"  # codes: kept as text so that no digit is lost
-        if self.all_numeric or self.decimal_commas(delimiter):
+        if self.all_numeric or self.decimal_commas(delimiter) or self.formatted(delimiter):
             return "numeric"
         return "text"
+
+    def formatted(self, delimiter: str | None) -> bool:
+        """read_table's last try on a CSV column: amounts of one unit ('$1,200'), see ``_formatted_numbers``."""
+        return (delimiter is not None and not self.all_numeric and not self.decimal_commas(delimiter)
+                and self.all_formatted and len(self.units) == 1 and (self.units != {""} or self.thousands))
 
     def decimal_commas(self, delimiter: str | None) -> bool:
         return (not self.all_numeric and delimiter not in (",", None) and self.any_decimal_comma
@@ -105,6 +115,8 @@ class _Column:
     #: the numbers were read with decimal commas
     comma_numbers: bool = False
     floats: pa.Array | None = None
+    #: per value: an NA token (distinct values only, see ``_type_distinct``)
+    missing: np.ndarray | None = None
 
     def text_values(self) -> pa.Array:
         if self.text is None:  # repr of each float, as read_table writes a Parquet float column
@@ -208,6 +220,8 @@ class TableStream:
             return "whole"
         if len(header) > 1 and not header[-1]:
             return "whole"  # lines ending with the delimiter: the reader drops that column
+        if len(header) == 1:
+            return "whole"  # an empty line is a missing value there, not a blank line to skip
         _check_header(header, source)
         self.columns, self.delimiter, self._header_lines = header, delimiter, reader.line_num
         offset = 0
@@ -290,11 +304,12 @@ class TableStream:
                             "save the file as UTF-8 (e.g. 'iconv -f latin1 -t utf-8')") from None
         if "\x00" in text:
             at = first_line + text[: text.index("\x00")].count("\n")
-            raise DataError(f"file {self.source!r} holds binary data (NUL byte on line {at}), not a CSV table; "
-                            "give a CSV (UTF-8) or Parquet file")
+            raise DataError(f"file {self.source!r}, line {at}: a NUL byte (binary data), not CSV text; "
+                            "give a CSV (UTF-8) or Parquet file, or remove the NUL bytes")
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter, quotechar='"',
                             doublequote=True, skipinitialspace=False, strict=False)
-        rows, lines = data_rows(reader, self.columns, self.source, self.delimiter, line_offset=first_line - 1)
+        with _large_fields():
+            rows, lines = data_rows(reader, self.columns, self.source, self.delimiter, line_offset=first_line - 1)
         columns = {c: pa.array([r[j] for r in rows], type=pa.string()) for j, c in enumerate(self.columns)}
         return columns, np.asarray(lines, dtype="int64")
 
@@ -348,15 +363,19 @@ class TableStream:
             (kinds[n] == "text" and self.states[n].emitted_numeric_ambiguous)
             or (kinds[n] == "numeric" and self.states[n].emitted_text_ambiguous))]
 
-    def check_numbers(self) -> None:
-        """Refuse an infinite or too large number in a column that is numeric in the whole table."""
+    def check_numbers(self, columns=None) -> None:
+        """Refuse an infinite or too large number in a column that is numeric in the whole table.
+
+        ``columns``: check only these, as typed so far (before a block reaches a model that
+        cannot hold such a number); after the last block, every column.
+        """
         kinds = self.final_kinds()
-        for name in self.columns:
+        for name in self.columns if columns is None else [c for c in self.columns if c in columns]:
             bad = self.states[name].facts.first_bad if name in self.states else None
             if bad is not None and kinds.get(name) == "numeric":
                 line, value = bad
                 what = ("not a finite number" if value.strip().lower().lstrip("+-") in ("inf", "infinity")
-                        else f"too large (abs > {MAX_ABS_VALUE:.0e})")
+                        else f"too large for the model (abs > {MAX_ABS_VALUE:.0e})")
                 raise DataError(f"file {self.source!r}, line {line}, column {name!r}: value {value!r} is {what}; "
                                 "replace it with a real value or leave the cell empty")
 
@@ -398,7 +417,26 @@ def _type_column(values: pa.Array, delimiter: str | None, na_set: pa.Array) -> _
 
         series = _column_as_text(values.to_pandas())
         values = pa.array(series.tolist(), type=pa.string())
-    values = values.cast(pa.string())
+    # Every test of a value depends on its text only: run them once per distinct text (a
+    # column of categories or ages has a few dozen among 100,000 rows), then spread back.
+    encoded = values.cast(pa.string()).dictionary_encode()
+    rows = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    col = _type_distinct(encoded.dictionary, delimiter, na_set)
+    present = ~col.missing
+    col.facts.n_present = int(np.count_nonzero(present[rows[rows >= 0]]))
+    if col.facts.first_bad is not None:  # the first ROW holding a bad value
+        numbers = np.where(present, col.numbers, 0.0)
+        bad = ~np.isfinite(numbers) | (np.abs(np.where(np.isfinite(numbers), numbers, 0.0)) > MAX_ABS_VALUE)
+        at = int(np.argmax(np.append(bad, False)[rows]))
+        col.facts.first_bad = (at, col.text[int(rows[at])].as_py())
+    col.text = col.text.take(encoded.indices)
+    if col.numbers is not None:
+        col.numbers = np.append(col.numbers, np.nan)[rows]
+    return col
+
+
+def _type_distinct(values: pa.Array, delimiter: str | None, na_set: pa.Array) -> _Column:
+    """Type distinct texts (no nulls) as read_table's typing reads each value; ``missing`` marks the NA tokens."""
     ascii_only = pc.all(pc.string_is_ascii(values)).as_py() in (True, None)
     if ascii_only:
         stripped = pc.utf8_trim(values, characters=_ASCII_SPACE)
@@ -429,7 +467,17 @@ def _type_column(values: pa.Array, delimiter: str | None, na_set: pa.Array) -> _
             if facts.any_decimal_comma and facts.all_int_or_decimal_comma:
                 parsed = pd.to_numeric(patterns.str.replace(",", ".", regex=False)).to_numpy(dtype="float64")
                 comma = True
+        if parsed is None and delimiter is not None and not comma:
+            parts = _formatted_facts(present, ascii_only, facts)
+            if parts is not None:
+                parsed = parts
+                comma = True  # the numbers' text is not the values' text
         elif parsed is not None:
+            # plain numbers are formatted amounts without unit unless written otherwise ('1e5', '.5')
+            facts.all_formatted = bool(pc.all(pc.match_substring_regex(present, r"^[-+]?\d+(\.\d+)?$")).as_py()) \
+                if ascii_only else all(_FORMATTED_NUMBER.match(v) for v in present.to_pylist())
+            facts.units = frozenset({""})
+        if parsed is not None and not comma:
             facts.all_int_or_decimal_comma = bool(pc.all(pc.match_substring_regex(present, r"^[-+]?\d+$")).as_py()) \
                 if ascii_only else bool(pd.Series(present.to_pylist(), dtype=object).str.fullmatch(r"[-+]?\d+").all())
         if parsed is not None:
@@ -441,7 +489,22 @@ def _type_column(values: pa.Array, delimiter: str | None, na_set: pa.Array) -> _
                 at = int(np.argmax(bad))
                 facts.first_bad = (int(np.flatnonzero(where)[at]), present[at].as_py())
             ambiguous = comma or not pc.all(pc.match_substring_regex(present, _CANONICAL_INT)).as_py()
-    return _Column(text=text, numbers=numbers, facts=facts, ambiguous=ambiguous, comma_numbers=comma)
+    return _Column(text=text, numbers=numbers, facts=facts, ambiguous=ambiguous, comma_numbers=comma,
+                   missing=missing.to_numpy(zero_copy_only=False))
+
+
+def _formatted_facts(present: pa.Array, ascii_only: bool, facts: ColumnFacts) -> np.ndarray | None:
+    """Numbers of a block whose values all read as formatted amounts (facts noted), else None (facts too)."""
+    if ascii_only and not pc.all(pc.match_substring_regex(present, r"^[-+]?\s*[$A-Za-z]{0,3}\s*[-+]?[0-9][0-9,.]*"
+                                                           r"\s*([$A-Za-z]{1,3}|%)?$")).as_py():
+        facts.all_formatted = False  # cheap refusal of ordinary text
+        return None
+    parts = formatted_parts(present.to_pylist())
+    if parts is None:
+        facts.all_formatted = False
+        return None
+    values, facts.units, facts.thousands = parts
+    return values
 
 
 def _parse_numbers(present: pa.Array, ascii_only: bool, max_len: int) -> np.ndarray | None:

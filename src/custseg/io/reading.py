@@ -14,6 +14,7 @@ column and the value, and says how to fix it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import gzip
@@ -29,7 +30,7 @@ import pandas as pd
 
 from ..exceptions import DataError
 
-__all__ = ["LoadedTable", "read_table", "DEFAULT_NA_VALUES", "missing_report"]
+__all__ = ["LoadedTable", "read_table", "read_table_bytes", "table_from_frame", "DEFAULT_NA_VALUES", "missing_report"]
 
 #: Tokens read as missing in every file (compared after stripping spaces).
 DEFAULT_NA_VALUES = frozenset(
@@ -49,8 +50,22 @@ _FOREIGN_MAGIC = {
 _SNIFF_LINES = 100
 # a number written with a decimal comma, as semicolon-separated exports from Excel do: 1,5 or -0,25
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
-#: Larger magnitudes than this are refused: squaring them in the scaler overflows float64.
-MAX_ABS_VALUE = 1e150
+#: Larger magnitudes than this are refused with an error naming the cell. The network
+#: computes in float32 (1e40 is infinite there) and the profiles round through int64
+#: (whole numbers above ~9.2e18 overflow); 1e15 is still exact in float64 and is far
+#: beyond any amount a customer table holds.
+MAX_ABS_VALUE = 1e15
+#: Longest field the CSV parser accepts: the csv module's default (128 KiB) raised a bare
+#: ``csv.Error``; longer values are read, then handled as text (and truncated in plots).
+MAX_FIELD_CHARS = 2**31 - 1
+# formatted amounts: optional sign, currency before or after, thousands separators,
+# percent. "$1,200", "45,600 EUR", "12%", "-3.5 %", "EUR 1.200,50" is NOT accepted
+# (a decimal comma with thousands dots is ambiguous next to "1.200" = 1.2).
+_CURRENCY = r"(?:[$\u20ac\u00a3\u00a5]|EUR|USD|GBP|CHF|JPY|INR|CAD|AUD)"
+_FORMATTED_NUMBER = re.compile(
+    rf"^(?P<sign1>[-+]?)\s*(?P<pre>{_CURRENCY})?\s*(?P<sign2>[-+]?)"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+    rf"\s*(?P<post>{_CURRENCY}|%)?$", re.IGNORECASE)
 
 
 @dataclass
@@ -143,35 +158,133 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
         raise DataError(f"file {source!r} cannot be read (permission denied); fix its permissions") from None
     except OSError as exc:
         raise DataError(f"file {source!r} cannot be read ({exc.strerror}); check the path") from None
+    return read_table_bytes(raw, source, na_values, parquet=p.suffix.lower() in {".parquet", ".pq"})
+
+
+def read_table_bytes(raw: bytes, source: str, na_values: list[str] | tuple[str, ...] = (), *,
+                     parquet: bool = False) -> LoadedTable:
+    """Read a table from the bytes of a file, exactly as :func:`read_table` reads the file.
+
+    For tables that arrive without a file on disk (an HTTP upload); errors name ``source``.
+    ``parquet`` says the name ends in ``.parquet`` (content that does not start with
+    Parquet's magic bytes is then reported as a damaged Parquet file).
+    """
     na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
-    if raw.startswith(_PARQUET_MAGIC) or (p.suffix.lower() in {".parquet", ".pq"} and raw.strip()):
-        return _read_parquet(p, source, na_tokens)
+    if raw.startswith(_PARQUET_MAGIC) or (parquet and raw.strip()):
+        return _read_parquet(raw, source, na_tokens)
     if raw.startswith(_GZIP_MAGIC):
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, gzip.BadGzipFile):
             raise DataError(f"file {source!r} is gzip-compressed but damaged (truncated?); "
                             "compress it again, or give the plain CSV") from None
-    return _read_csv_bytes(raw, source, na_tokens)
+    with _large_fields():
+        return _read_csv_bytes(raw, source, na_tokens)
 
 
-def _read_parquet(p: Path, source: str, na_tokens: frozenset[str]) -> LoadedTable:
+@contextlib.contextmanager
+def _large_fields():
+    """Let the csv module read fields longer than its 128 KiB default, then restore the limit."""
+    previous = csv.field_size_limit(MAX_FIELD_CHARS)
     try:
-        frame = pd.read_parquet(p)
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_parquet(raw: bytes, source: str, na_tokens: frozenset[str]) -> LoadedTable:
+    try:
+        frame = pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises many types for damaged files
         raise DataError(f"file {source!r} is not a readable Parquet file ({type(exc).__name__}); "
                         "re-export it, or give a CSV file") from None
+    return table_from_frame(frame, source, na_tokens)
+
+
+def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str] | list[str] | tuple[str, ...]" = (),
+                     first_line: int = 2) -> LoadedTable:
+    """Check and type a table that is already in memory, exactly as :func:`read_table` reads a Parquet file.
+
+    For the tables that do not come from a file custseg opens: a Dask partition, the
+    records of an HTTP request. Values are read through their text, so a number sent as
+    ``"42"`` and one sent as ``42`` give the same table, and errors name ``source``,
+    the line (row position + ``first_line``), the column and the value.
+
+    Parameters
+    ----------
+    frame : DataFrame
+    source : str
+        What to call the table in error messages.
+    na_values : sequence of str
+        Extra tokens read as missing, besides :data:`DEFAULT_NA_VALUES`.
+    first_line : int, default=2
+        The "line" of the first row (2: as if a header line came first).
+    """
+    na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
     _check_header([str(c) for c in frame.columns], source)
     if len(frame) == 0:
         raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
     stored_as_text = {str(c) for c in frame.columns
                       if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])}
-    frame.columns = [str(c) for c in frame.columns]
+    lines = np.arange(len(frame)) + first_line
+    # A column of numbers needs no round trip through text (the slow part of reading): it
+    # is checked and kept as it is, with the result the text would give.
+    numbers = {} if _numeric_tokens(na_tokens) else {
+        str(c): v for c, v in ((c, _plain_numbers(frame[c])) for c in frame.columns) if v is not None}
+    # the caller's frame is left as it was: a Dask partition or a request may be reused
     text = pd.DataFrame(
-        {c: _column_as_text(frame[c]) for c in frame.columns}, index=pd.RangeIndex(len(frame))
+        {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns if str(c) not in numbers},
+        index=pd.RangeIndex(len(frame))
     )
-    return _typed_table(text, source, None, na_tokens, np.arange(len(frame)) + 2, from_text=stored_as_text,
-                        typed_file=True)
+    typed = _typed_table(text, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True)
+    if not numbers:
+        return typed
+    columns = {}
+    for c in frame.columns:
+        name = str(c)
+        if name not in numbers:
+            columns[name] = typed.frame[name]
+            continue
+        values, is_int = numbers[name]
+        finite = np.isfinite(values) | np.isnan(values)
+        bad = ~finite | (np.abs(np.where(np.isfinite(values), values, 0.0)) > MAX_ABS_VALUE)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            what = "not a finite number" if not finite[pos] else f"too large (abs > {MAX_ABS_VALUE:.0e})"
+            raise DataError(f"file {source!r}, line {int(lines[pos])}, column {name!r}: value "
+                            f"{repr(float(values[pos]))!r} is {what}; replace it with a real value or leave the "
+                            "cell empty")
+        if np.isnan(values).all():  # as the text path reads a column with nothing in it
+            columns[name] = pd.Series(np.nan, index=pd.RangeIndex(len(frame)), dtype=object)
+            continue
+        columns[name] = pd.Series(values, index=pd.RangeIndex(len(frame)))
+        if is_int:
+            typed.integer_columns.append(name)
+    typed.frame = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+    typed.integer_columns = [c for c in typed.frame.columns if c in set(typed.integer_columns)]
+    return typed
+
+
+def _numeric_tokens(na_tokens: frozenset[str]) -> bool:
+    """Whether a missing-value token is a number (then numbers must be compared as text)."""
+    for token in na_tokens:
+        try:
+            if math.isfinite(float(token)):
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def _plain_numbers(series: pd.Series) -> tuple[np.ndarray, bool] | None:
+    """(float64 values, whether integers) of a float or integer column; None where text must decide."""
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return None
+    values = series.to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_integer_dtype(series):
+        # integers of more than 15 digits are codes (account numbers), kept as text
+        return None if np.nanmax(np.abs(values), initial=0.0) >= 1e15 else (values, True)
+    return (values, False) if pd.api.types.is_float_dtype(series) else None
 
 
 def _column_as_text(series: pd.Series) -> pd.Series:
@@ -196,9 +309,11 @@ def _decode(raw: bytes, source: str) -> str:
         if raw.startswith(magic):
             raise DataError(f"file {source!r} is {what}, not a CSV table; export the sheet as CSV (UTF-8) "
                             "or save it as Parquet")
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"file {source!r} holds binary data (NUL bytes), not a CSV table; "
-                        "give a CSV (UTF-8) or Parquet file")
+    nul = raw.find(b"\x00")
+    if nul >= 0:  # anywhere in the file, not only near the start
+        line = raw[:nul].count(b"\n") + 1
+        raise DataError(f"file {source!r}, line {line}: a NUL byte (binary data), not CSV text; "
+                        "give a CSV (UTF-8) or Parquet file, or remove the NUL bytes")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -246,19 +361,31 @@ def data_rows(reader, header: list[str], source: str, delimiter: str,
               line_offset: int = 0) -> tuple[list[list[str]], list[int]]:
     """The data rows a csv reader positioned after the header gives, with the line each starts on.
 
-    Blank lines are skipped; a row whose number of fields differs from the header's is
-    an error naming its line(s) (``line_offset`` is added to the reader's line numbers,
-    for a reader over a part of a file). The streaming reader (:mod:`custseg.io.chunks`)
-    parses a block with this when its fast parser finds something wrong.
+    Blank lines are skipped, except in a one-column table, where an empty line is a
+    missing value (only empty lines at the end are padding); a row whose number of
+    fields differs from the header's is an error naming its line(s) (``line_offset`` is
+    added to the reader's line numbers, for a reader over a part of a file). The
+    streaming reader (:mod:`custseg.io.chunks`) parses a block with this when its fast
+    parser finds something wrong.
     """
     rows: list[list[str]] = []
     lines: list[int] = []
     previous = reader.line_num
+    one_column = len(header) == 1
+    trailing_blank = 0
     try:
         for fields in reader:
             first, line = previous + 1, reader.line_num
             previous = line
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
+            if one_column:
+                # In a one-column table a missing value IS an empty line: keep it as a row, so that
+                # the row count in equals the row count out. Only empty lines at the end are padding.
+                if not fields:
+                    fields = [""]
+                    trailing_blank += 1
+                else:
+                    trailing_blank = 0
+            elif not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
             rows.append(fields)
             lines.append(first + line_offset)
@@ -268,6 +395,8 @@ def data_rows(reader, header: list[str], source: str, delimiter: str,
     except csv.Error as exc:
         raise DataError(f"file {source!r}, line {reader.line_num + line_offset}: cannot parse CSV ({exc}); a quoted "
                         "value is probably never closed: fix the quoting") from None
+    if trailing_blank:
+        del rows[-trailing_blank:], lines[-trailing_blank:]
     return rows, lines
 
 
@@ -403,6 +532,11 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
             numbers = pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce")
             notes.append("decimal commas read as decimal points")
             present = present.str.replace(",", ".", regex=False)
+        if len(present) and numbers.isna().any() and typed_file is False:
+            parsed = _formatted_numbers(present)
+            if parsed is not None:
+                numbers, note = parsed
+                notes.append(note)
         if len(present) and not numbers.isna().any():
             numbers = numbers.astype("float64")
             finite = np.isfinite(numbers.to_numpy())
@@ -412,7 +546,7 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
                 pos = int(np.flatnonzero(~missing.to_numpy())[at])
                 value = col.iloc[pos]
                 infinite = bool(re.fullmatch(r"[-+]?(inf|infinity)", str(value).strip(), re.IGNORECASE))
-                what = "not a finite number" if infinite else f"too large (abs > {MAX_ABS_VALUE:.0e})"
+                what = "not a finite number" if infinite else f"too large for the model (abs > {MAX_ABS_VALUE:.0e})"
                 raise DataError(
                     f"file {source!r}, line {int(lines[pos])}, column {name!r}: value {value!r} is {what}; "
                     "replace it with a real value or leave the cell empty"
@@ -440,6 +574,45 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(text)))
     return LoadedTable(frame=frame, source=source, delimiter=delimiter, integer_columns=integer_columns,
                        numeric_from_text=numeric_from_text, line_numbers=lines)
+
+
+def _formatted_numbers(present: pd.Series) -> tuple[pd.Series, str] | None:
+    """Amounts written for people ("$1,200", "45,600 EUR", "12%") as numbers, or None.
+
+    Only when every value parses and the column has one unit: a column mixing EUR and
+    USD, or percent and plain numbers, has no single meaning and stays text (and is then
+    excluded with a reason the user sees). Percent values keep their scale (12% -> 12).
+    """
+    if not (present.map(type) == str).all():
+        return None
+    parts = formatted_parts(present.tolist())
+    if parts is None:
+        return None
+    values, units, thousands = parts
+    if len(units) > 1 or (units == {""} and not thousands):
+        return None
+    unit = next(iter(units))
+    what = ("percent signs removed (12% read as 12)" if unit == "%"
+            else f"currency {unit!r} removed" if unit else "")
+    note = "; ".join(x for x in ("formatted numbers parsed", what, "thousands separators removed" if thousands else "")
+                     if x)
+    return pd.Series(values, index=present.index, dtype="float64"), note
+
+
+def formatted_parts(texts: list[str]) -> tuple[np.ndarray, frozenset[str], bool] | None:
+    """(numbers, units, any thousands separator) of values that all read as formatted amounts, else None.
+
+    The facts :func:`_formatted_numbers` decides a whole column on; the streaming reader
+    sums them over its blocks.
+    """
+    matches = [_FORMATTED_NUMBER.match(v) for v in texts]
+    if not all(matches):
+        return None
+    units = frozenset(((m.group("pre") or "") + (m.group("post") or "")).upper() for m in matches)
+    thousands = any("," in m.group("num") for m in matches)
+    values = np.array([(-1.0 if "-" in (m.group("sign1") + m.group("sign2")) else 1.0)
+                       * float(m.group("num").replace(",", "")) for m in matches], dtype="float64")
+    return values, units, thousands
 
 
 def _is_code(present: pd.Series) -> bool:

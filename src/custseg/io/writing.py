@@ -2,8 +2,9 @@
 
 ``DataFrame.to_csv(float_format="%.6g")`` goes through a per-cell Python writer. :func:`csv_rows`
 formats each float column with ``%`` in one list comprehension and joins the columns
-and lines with pyarrow's string kernels. Tables with anything pandas would quote
-(a delimiter, a quote or a line break in a value) are written by pandas itself.
+and lines with pyarrow's string kernels; text holding the delimiter, a quote or a line
+break is quoted as the csv module quotes it. Anything else (a carriage return in a value,
+columns of other types, one column) is written by pandas itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pyarrow.compute as pc
 
 __all__ = ["csv_rows", "format_general"]
 
-_NEEDS_QUOTES = r'[,"\r\n]'
+_NEEDS_QUOTES = r'[,"\n]'
 
 
 def csv_rows(frame: pd.DataFrame, float_format: str = "%.6g") -> bytes:
@@ -36,12 +37,16 @@ def csv_rows(frame: pd.DataFrame, float_format: str = "%.6g") -> bytes:
                 text = pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True).fill_null("")
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: let pandas write it
                 return _pandas_rows(frame, float_format)
-            if pc.any(pc.match_substring_regex(text, _NEEDS_QUOTES)).as_py():
+            if pc.any(pc.match_substring(text, "\r")).as_py():  # the csv module's rule for it varies by version
                 return _pandas_rows(frame, float_format)
+            quote = pc.match_substring_regex(text, _NEEDS_QUOTES)
+            if pc.any(quote).as_py():  # as the csv module's QUOTE_MINIMAL: in quotes, quotes doubled
+                quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+                text = pc.if_else(quote, quoted, text)
             columns.append(text)
         else:
             return _pandas_rows(frame, float_format)
-    if not columns or len(frame) == 0:
+    if len(columns) < 2 or len(frame) == 0:  # one column: an empty value would be quoted
         return _pandas_rows(frame, float_format)
     rows = pc.binary_join_element_wise(*columns, pa.scalar("", pa.string()), ",")
     # the empty last element leaves a trailing ','; replace it by the line end

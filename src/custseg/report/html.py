@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.atomic import atomic_write_text
-from ..exceptions import DataError
+from ..exceptions import CustsegError, DataError
 from ..io.reading import missing_report, read_table
 from ..profiling import (SegmentDescription, SegmentProfile, describe_segments, known_segments_text,
                         profile_heatmap_data, profile_segments, segments_markdown)
@@ -101,7 +101,12 @@ class _Run:
 
     def csv(self, name: str) -> pd.DataFrame | None:
         path = self.results / name
-        return pd.read_csv(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_csv(path)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); run 'custseg train' again") from None
 
     def png(self, name: str) -> str | None:
         path = self.results / "plots" / name
@@ -156,8 +161,30 @@ def _read_run(models_dir: Path, results_dir: Path) -> _Run:
         test=read_table(test_path, na_values=na_values).frame if test_path and Path(test_path).is_file() else None,
         train_path=train_path,
         test_path=test_path,
-        training_results=pd.read_csv(training_results, dtype={"ID": str}),
+        training_results=_read_training_results(training_results, int(
+            (_read_json(models_dir / "clustering.json") or {}).get("params", {}).get("n_clusters") or 0)),
     )
+
+
+def _read_training_results(path: Path, n_clusters: int) -> pd.DataFrame:
+    """training_results.csv, checked: segments stay text ('true' is not a boolean), clusters are 0..k-1."""
+    try:
+        table = pd.read_csv(path, dtype={"ID": str, "True_Segment": str, "Predicted_Segment": str, "Cluster": str},
+                            keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); run 'custseg train' again") from None
+    if "Cluster" not in table.columns:
+        raise DataError(f"{str(path)!r} has no 'Cluster' column; run 'custseg train' again")
+    clusters = pd.to_numeric(table["Cluster"], errors="coerce")
+    bad = clusters.isna() | (clusters % 1 != 0) | (clusters < 0) \
+        | ((clusters >= n_clusters) if n_clusters > 0 else False)
+    if bad.any():
+        pos = int(np.argmax(bad.to_numpy()))
+        raise DataError(f"{str(path)!r}, line {pos + 2}, column 'Cluster': value {table['Cluster'].iloc[pos]!r} is "
+                        f"not a cluster of the model (0..{max(n_clusters - 1, 0)}); the file was edited: run "
+                        "'custseg train' again")
+    table["Cluster"] = clusters.astype(int)
+    return table
 
 
 def _id_keys(values: pd.Series) -> pd.Series:
@@ -217,20 +244,26 @@ def _plot_profile_heatmap(data: pd.DataFrame, names: dict):
     shown = np.clip(grid.to_numpy(dtype="float64"), -2, 2)
     fig, ax = plt.subplots(figsize=(1.05 * len(columns) + 3.2, 0.55 * len(grid) + 2.2))
     image = ax.imshow(shown, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
-    ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right", fontsize=9)
-    ax.set_yticks(range(len(grid)), [f"{s}: {names[s]}" for s in grid.index], fontsize=9)
+    # labels are cut: a 100,000-character category value made this figure exhaust memory
+    ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=35, ha="right", fontsize=9)
+    ax.set_yticks(range(len(grid)), [_short(f"{s}: {names[s]}") for s in grid.index], fontsize=9)
     ax.set_xlabel("distinguishing feature (value in the segment)")
     ax.set_ylabel("segment")
     for i in range(shown.shape[0]):
         for j in range(shown.shape[1]):
             dark = abs(shown[i, j]) > 1.2
-            ax.text(j, i, text.iat[i, j], ha="center", va="center", fontsize=8,
+            ax.text(j, i, _short(str(text.iat[i, j]), 24), ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")
     bar = fig.colorbar(image, ax=ax, shrink=0.85)
     bar.set_label("difference from the other customers\n(standard deviations, Cohen's d)")
     ax.set_title("Segment profiles: red = more than the rest, blue = less")
     fig.tight_layout()
     return fig
+
+
+def _short(label: str, limit: int = 40) -> str:
+    """A label cut to ``limit`` characters (with an ellipsis) so that a figure keeps its size."""
+    return label if len(label) <= limit else label[: limit - 1] + "\u2026"
 
 
 # --------------------------------------------------------------------------- formatting
@@ -472,34 +505,44 @@ def build_report(models_dir: str | os.PathLike = "models", results_dir: str | os
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     models, results = Path(models_dir), Path(results_dir)
-    run = _read_run(models, results)
-    table, clusters, known = _training_frame(run)
-    numeric = categorical = None
-    if run.schema is not None:
-        numeric = run.schema.names("numeric")
-        categorical = run.schema.names("categorical") + run.schema.names("ordinal")
-    profile = profile_segments(table, clusters, numeric=numeric, categorical=categorical, known_segments=known)
-    descriptions = describe_segments(profile)
-    names = {d.segment: d.name for d in descriptions}
-    legend = {s: f"{s}: {n}" for s, n in names.items()}
-    colours = dict(zip(profile.segments, segment_palette(len(profile.segments))))
+    if results.is_dir() and not os.access(results, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write the report into {str(results)!r} (the folder is read-only); make it "
+                        "writable or give another --results-dir")
+    try:
+        run = _read_run(models, results)
+        table, clusters, known = _training_frame(run)
+        numeric = categorical = None
+        if run.schema is not None:
+            numeric = run.schema.names("numeric")
+            categorical = run.schema.names("categorical") + run.schema.names("ordinal")
+        profile = profile_segments(table, clusters, numeric=numeric, categorical=categorical, known_segments=known)
+        descriptions = describe_segments(profile)
+        names = {d.segment: d.name for d in descriptions}
+        legend = {s: f"{s}: {n}" for s, n in names.items()}
+        colours = dict(zip(profile.segments, segment_palette(len(profile.segments))))
 
-    context = {
-        "title": f"Customer segments: {len(profile.segments)} segments of {profile.n_customers:,} customers",
-        "sections": REPORT_SECTIONS,
-        "summary": _summary_section(run, profile),
-        "quality": _quality_section(run),
-        "training": _training_section(run),
-        "k": _k_section(run, len(profile.segments)),
-        "maps": _maps_section(run, legend, known),
-        "sizes": _sizes_section(run, profile, names, legend, colours, clusters, known),
-        "heatmap": _figure_uri(_plot_profile_heatmap(profile_heatmap_data(profile), names)),
-        "profiles_csv": (results / "segment_profiles.csv").is_file(),
-        "descriptions": _cards(descriptions, colours),
-        "known": _known_section(run, clusters, known, names),
-        "metrics": _metrics_section(run),
-        "predictions": _predictions_section(run, profile, names),
-    }
+        context = {
+            "title": f"Customer segments: {len(profile.segments)} segments of {profile.n_customers:,} customers",
+            "sections": REPORT_SECTIONS,
+            "summary": _summary_section(run, profile),
+            "quality": _quality_section(run),
+            "training": _training_section(run),
+            "k": _k_section(run, len(profile.segments)),
+            "maps": _maps_section(run, legend, known),
+            "sizes": _sizes_section(run, profile, names, legend, colours, clusters, known),
+            "heatmap": _figure_uri(_plot_profile_heatmap(profile_heatmap_data(profile), names)),
+            "profiles_csv": (results / "segment_profiles.csv").is_file(),
+            "descriptions": _cards(descriptions, colours),
+            "known": _known_section(run, clusters, known, names),
+            "metrics": _metrics_section(run),
+            "predictions": _predictions_section(run, profile, names),
+        }
+    except CustsegError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        # a results file edited by hand (or by another tool) with a value the report cannot place
+        raise DataError(f"the files in {str(results)!r} hold a value the report cannot use ({type(exc).__name__}: "
+                        f"{str(exc)[:80]}); run 'custseg train' again") from None
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)

@@ -21,11 +21,13 @@ __all__ = [
     "plot_cluster_distribution",
 ]
 
-# Okabe & Ito (2008) colour-blind-safe palette, then Paul Tol's "muted" for more groups. Okabe-Ito's
-# yellow is last: small yellow points on white are hard to see.
-_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000",
-            "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499",
-            "#F0E442"]
+# Colour-blind-safe colours (Okabe & Ito 2008, Paul Tol, IBM design) in the order that keeps the first n
+# as far apart as possible: chosen greedily by the smallest CIELAB distance seen with normal vision,
+# deuteranopia and protanopia (Machado et al. 2009). The smallest distance stays above 27 for 8 colours and
+# above 23 for 10 (the former order put clusters 0 and 4 in two blues and the 10th and 11th in two greens
+# 4 apart). Segments after clusters take the next colours, so they never repeat a cluster's.
+_PALETTE = ["#0072B2", "#E69F00", "#000000", "#009E73", "#88CCEE", "#994F00", "#785EF0", "#DDCC77",
+            "#332288", "#882255", "#BBBBBB", "#F0E442", "#EE7733", "#CC79A7", "#EE6677", "#648FFF", "#D41159"]
 
 
 def segment_palette(n: int) -> list[str]:

@@ -1,0 +1,229 @@
+"""Speed of the production paths: Dask scoring, the HTTP service, ONNX against torch.
+
+Run from the repository root with the extras installed (``pip install -e ".[test]"``):
+
+    python benchmarks/bench_production.py [--dask-rows 10000000] [--onnx-rows 1000000] [--http-seconds 10]
+    python benchmarks/bench_production.py --only onnx
+
+It trains the reference model on the shipped Train.csv once (in a temporary folder),
+builds bigger tables by resampling the shipped customers (new IDs), and prints Markdown
+tables to paste into benchmarks/README.md. Each measurement says what it timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "data" / "raw" / "Train.csv"
+
+
+def train_model(folder: Path) -> Path:
+    """The reference model (default settings) fitted on the shipped Train.csv, saved to ``folder / models``."""
+    from custseg.config import RunConfig
+    from custseg.persistence import save_model
+    from custseg.workflow import build_pipeline, load_tables
+
+    config = RunConfig()
+    config.data.test = None
+    train, _, schema = load_tables(config)
+    pipeline = build_pipeline(config, schema).fit(train.frame, train.frame[schema.label_column])
+    return save_model(pipeline, folder / "models", schema=schema, settings=config.to_dict())
+
+
+def customers(rows: int, seed: int = 0, start_id: int = 10_000_000) -> pd.DataFrame:
+    """``rows`` customers resampled from the shipped Train.csv, with fresh IDs, without the label."""
+    base = pd.read_csv(TRAIN).drop(columns="Segmentation")
+    idx = np.random.default_rng(seed).integers(0, len(base), rows)
+    out = base.iloc[idx].reset_index(drop=True)
+    out["ID"] = np.arange(start_id, start_id + rows)
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2 ** 20
+
+
+# -- Dask ------------------------------------------------------------------------------------------
+def bench_dask(model: Path, folder: Path, rows: int, parts: int) -> list[dict]:
+    from distributed import Client, LocalCluster
+
+    from custseg.distributed import predict_dask
+
+    part_dir = folder / "parts"
+    part_dir.mkdir(exist_ok=True)
+    per = rows // parts
+    for i in range(parts):
+        path = part_dir / f"part-{i:03d}.parquet"
+        if not path.exists():
+            customers(per, seed=i, start_id=10_000_000 + i * per).to_parquet(path, index=False)
+    results = []
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+                Client(lc) as client:
+            client.run(lambda: __import__("custseg.distributed"))  # imports are not scoring
+            peak = {"mb": 0.0}
+            stop = threading.Event()
+
+            def watch():
+                while not stop.is_set():
+                    info = client.run(lambda: __import__("psutil").Process().memory_info().rss / 2 ** 20)
+                    peak["mb"] = max(peak["mb"], max(info.values()))
+                    stop.wait(1.0)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            start = time.perf_counter()
+            done = predict_dask(model, str(part_dir / "*.parquet"), folder / f"out-{workers}",
+                                scheduler=lc.scheduler_address)
+            wall = time.perf_counter() - start
+            stop.set()
+            watcher.join()
+        results.append({"workers": workers, "rows": done.rows, "parts": parts, "seconds": wall,
+                        "rows_per_s": done.rows / wall, "peak_rss_mb_per_worker": peak["mb"]})
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_http(model: Path, seconds: float) -> list[dict]:
+    import httpx
+
+    one = json.loads(customers(1, seed=1).to_json(orient="records"))
+    batch = customers(1000, seed=2).to_json(orient="records").encode()
+    results = []
+    for workers in (1, 2):
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "custseg", "serve", "--model", str(model), "--port", str(port),
+                                 "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.3)
+            with httpx.Client(base_url=base) as client:
+                for _ in range(50):  # warm up every worker
+                    client.post("/predict", json=one)
+                latencies = []
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    t = time.perf_counter()
+                    assert client.post("/predict", json=one).status_code == 200
+                    latencies.append(time.perf_counter() - t)
+
+            def batches(n_done: list):
+                with httpx.Client(base_url=base, timeout=60) as c:
+                    stop_at = time.monotonic() + seconds
+                    while time.monotonic() < stop_at:
+                        r = c.post("/predict", content=batch, headers={"Content-Type": "application/json"})
+                        assert r.status_code == 200
+                        n_done.append(1000)
+
+            counts: list = []
+            clients = 2 * workers  # enough requests in flight to keep every worker busy
+            start = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(batches, [counts] * clients))
+            wall = time.perf_counter() - start
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        lat = np.array(latencies) * 1000
+        results.append({"workers": workers, "single_p50_ms": float(np.percentile(lat, 50)),
+                        "single_p99_ms": float(np.percentile(lat, 99)), "single_requests": len(lat),
+                        "batch_rows_per_s": sum(counts) / wall, "batch_clients": clients})
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+# -- ONNX ------------------------------------------------------------------------------------------
+def bench_onnx(model: Path, folder: Path, rows: int, repeats: int) -> dict:
+    from custseg.export import OnnxSegmenter, export_onnx
+    from custseg.io.reading import table_from_frame
+    from custseg.persistence import load_model
+
+    export_onnx(model, folder / "segmenter.onnx")
+    loaded = load_model(model)
+    table = table_from_frame(customers(rows, seed=3), "bench")
+    frame = table.frame
+    out = {"rows": rows}
+    for threads in (1, 2):
+        segmenter = OnnxSegmenter(folder / "segmenter.onnx", threads=threads)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            onnx_scores = segmenter.score(frame)
+            times.append(time.perf_counter() - t)
+        out[f"onnx_{threads}t_s"] = min(times)
+    import torch
+
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            torch_scores = loaded.pipeline.score_table(frame)
+            times.append(time.perf_counter() - t)
+        out[f"torch_{threads}t_s"] = min(times)
+    out["identical_clusters"] = bool((onnx_scores["Cluster"].to_numpy() == torch_scores["Cluster"].to_numpy()).all())
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dask-rows", type=int, default=10_000_000)
+    parser.add_argument("--dask-parts", type=int, default=20)
+    parser.add_argument("--onnx-rows", type=int, default=1_000_000)
+    parser.add_argument("--http-seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=["dask", "http", "onnx"], action="append")
+    parser.add_argument("--workdir", type=Path, help="keep models and parts here (reused between runs)")
+    args = parser.parse_args()
+    only = set(args.only or ["dask", "http", "onnx"])
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="custseg-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "models"
+    if not (model / "manifest.json").exists():
+        train_model(folder)
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; Python "
+          f"{platform.python_version()}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    if "onnx" in only:
+        bench_onnx(model, folder, args.onnx_rows, args.repeats)
+    if "http" in only:
+        bench_http(model, args.http_seconds)
+    if "dask" in only:
+        bench_dask(model, folder, args.dask_rows, args.dask_parts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""A generic trainer for the torch networks of the embedders: any loss, autograd by default.
+
+Every embedder of custseg trains its network the same way, so the loop lives here
+once: Adam, mini-batches reshuffled every epoch, a validation set monitored every
+epoch, the learning rate reduced on plateaus (Keras' ``ReduceLROnPlateau``: an
+absolute improvement of ``1e-4`` resets the count), early stopping with the best
+weights restored, and the per-epoch history returned as a DataFrame.
+
+Interface
+---------
+:func:`train_module` ``(module, train, val, loss, settings, progress=None, fast_step=None)``
+
+``module``
+    Any ``torch.nn.Module``. It is switched to ``train()`` for the optimisation
+    steps and to ``eval()`` for validation; on return it holds the weights of the
+    best epoch and is in ``eval()`` mode.
+``train`` / ``val``
+    A tuple of tensors with the same number of rows (features, and for example
+    labels or sample weights), or a single tensor. ``val`` may be None: the training
+    loss is then monitored instead.
+``loss``
+    ``loss(module, batch) -> Tensor | dict[str, Tensor]`` written as plain torch code;
+    ``batch`` is a tuple of tensors (the rows of ``train`` or ``val``). Return the
+    scalar to minimise, or a dict whose ``"loss"`` entry is that scalar and whose
+    other entries are scalar metrics to record (``"mae"``, say). The trainer calls
+    ``.backward()`` on it; nothing else is needed. The same callable computes the
+    validation metrics (one call on the whole validation set, in eval mode, without
+    gradients).
+``settings``
+    A :class:`TrainingSettings` (learning rate, batch size, epochs, patience, the
+    plateau schedule).
+``progress``
+    Called after every epoch with that epoch's history record (a dict).
+``fast_step``
+    Optional :class:`FastStep`: a hand-written replacement of forward + backward for
+    one exact network and loss (see
+    :func:`custseg.embedders.autoencoder.reference_fast_step`). It must compute the
+    same gradients as ``loss`` does through autograd; the caller decides whether it
+    applies. Validation always goes through ``loss``.
+
+The result is a :class:`TrainingResult`: ``history`` (one row per epoch: ``epoch``,
+then each metric and its ``val_`` twin, then ``lr``), ``best_epoch`` and
+``stopped_early``. Randomness (shuffling, dropout) comes from torch's global
+generator: seed it (inside ``torch.random.fork_rng`` to leave the caller's state
+alone) before calling.
+
+Example
+-------
+>>> import torch
+>>> net = torch.nn.Linear(3, 3)
+>>> x = torch.randn(64, 3)
+>>> mse = lambda module, batch: torch.nn.functional.mse_loss(module(batch[0]), batch[0])
+>>> result = train_module(net, x, None, mse, TrainingSettings(max_epochs=5))
+>>> list(result.history.columns)
+['epoch', 'loss', 'lr']
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = ["TrainingSettings", "TrainingResult", "FastStep", "train_module", "make_adam", "fused_adam_supported"]
+
+Batch = tuple[torch.Tensor, ...]
+LossFn = Callable[[nn.Module, Batch], "torch.Tensor | dict[str, torch.Tensor]"]
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How to train: Adam's learning rate, batches, epochs, early stopping and the plateau schedule.
+
+    Parameters
+    ----------
+    learning_rate : float, default=0.001
+    batch_size : int, default=32
+    max_epochs : int, default=100
+    patience : int, default=15
+        Stop after this many epochs without a lower monitored loss.
+    lr_factor : float, default=0.5
+        Multiply the learning rate by this after ``lr_patience`` flat epochs.
+    lr_patience : int, default=5
+    min_lr : float, default=1e-6
+    """
+
+    learning_rate: float = 0.001
+    batch_size: int = 32
+    max_epochs: int = 100
+    patience: int = 15
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    min_lr: float = 1e-6
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train_module` returns."""
+
+    history: pd.DataFrame
+    best_epoch: int
+    stopped_early: bool
+
+
+class FastStep(Protocol):
+    """A hand-written forward + backward pass for one network and loss.
+
+    ``step(batch)`` runs the training forward pass on ``batch``, writes each
+    parameter's gradient into its preallocated ``.grad`` and returns whatever
+    ``epoch_metrics`` needs; ``epoch_metrics(outputs)`` turns the epoch's list of
+    those into the training metrics of the history (``{"loss": ..., "mae": ...}``).
+    """
+
+    def step(self, batch: Batch) -> torch.Tensor: ...
+
+    def epoch_metrics(self, outputs: list[torch.Tensor]) -> dict[str, float]: ...
+
+
+@functools.cache
+def fused_adam_supported() -> bool:
+    """Whether this torch has the fused Adam kernel for CPU tensors (torch >= 2.4).
+
+    Older versions accept ``fused=True`` as an argument but refuse CPU parameters, so
+    the test is to build one on a CPU parameter rather than to read the signature.
+    """
+    try:
+        torch.optim.Adam([nn.Parameter(torch.zeros(1))], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
+def make_adam(params, learning_rate: float) -> torch.optim.Adam:
+    """Adam, with the fused CPU kernel where torch has it (same maths, one call for every parameter)."""
+    return torch.optim.Adam(params, lr=learning_rate, **({"fused": True} if fused_adam_supported() else {}))
+
+
+def _as_batch(data) -> Batch:
+    if data is None:
+        return ()
+    if isinstance(data, torch.Tensor):
+        return (data,)
+    return tuple(data)
+
+
+def _metrics(value) -> dict[str, torch.Tensor]:
+    return dict(value) if isinstance(value, dict) else {"loss": value}
+
+
+def train_module(module: nn.Module, train, val, loss: LossFn, settings: TrainingSettings, *,
+                 progress: Callable[[dict], None] | None = None, fast_step: FastStep | None = None) -> TrainingResult:
+    """Train ``module`` on ``train``, monitoring ``val``; see the module docstring for the interface."""
+    train_data, val_data = _as_batch(train), _as_batch(val)
+    if not train_data or len(train_data[0]) == 0:
+        raise ValueError("train_module needs at least one training row")
+    if fast_step is not None:
+        for param in module.parameters():
+            param.grad = torch.zeros_like(param)  # the fast step writes into these in place
+    optimizer = make_adam(module.parameters(), settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience, threshold=1e-4,
+        threshold_mode="abs", min_lr=settings.min_lr)
+    n, bs = len(train_data[0]), settings.batch_size
+    best, best_state, wait = math.inf, None, 0
+    history: list[dict] = []
+    for epoch in range(1, settings.max_epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        module.train()
+        order = torch.randperm(n)
+        shuffled = tuple(t[order] for t in train_data)
+        if fast_step is not None:
+            train_metrics = _fast_epoch(fast_step, optimizer, shuffled, n, bs)
+        else:
+            train_metrics = _autograd_epoch(module, loss, optimizer, shuffled, n, bs)
+        record = {"epoch": epoch, **train_metrics}
+        if val_data:
+            module.eval()
+            with torch.no_grad():
+                for name, value in _metrics(loss(module, val_data)).items():
+                    record[f"val_{name}"] = float(value)
+        record["lr"] = lr
+        history.append(record)
+        if progress is not None:
+            progress(dict(record))
+        monitored = record["val_loss"] if val_data else record["loss"]
+        scheduler.step(monitored)
+        if monitored < best:
+            best, wait = monitored, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            wait += 1
+            if wait >= settings.patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    frame = pd.DataFrame(history, columns=_history_columns(history[0]))
+    monitor = frame["val_loss"] if val_data else frame["loss"]
+    best_epoch = int(frame["epoch"].iloc[int(monitor.to_numpy().argmin())])
+    return TrainingResult(history=frame, best_epoch=best_epoch, stopped_early=len(frame) < settings.max_epochs)
+
+
+def _history_columns(record: dict) -> list[str]:
+    names = [k for k in record if k not in ("epoch", "lr") and not k.startswith("val_")]
+    columns = ["epoch"]
+    for name in names:
+        columns += [name] + ([f"val_{name}"] if f"val_{name}" in record else [])
+    return columns + ["lr"]
+
+
+def _fast_epoch(fast_step: FastStep, optimizer, shuffled: Batch, n: int, bs: int) -> dict[str, float]:
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, n, bs):
+            outputs.append(fast_step.step(tuple(t[start:start + bs] for t in shuffled)))
+            optimizer.step()
+        return fast_step.epoch_metrics(outputs)
+
+
+def _autograd_epoch(module: nn.Module, loss: LossFn, optimizer, shuffled: Batch, n: int,
+                    bs: int) -> dict[str, float]:
+    # the epoch's training metrics: means over every row as it was seen, as Keras reports them
+    sums: dict[str, float] = {}
+    for start in range(0, n, bs):
+        batch = tuple(t[start:start + bs] for t in shuffled)
+        optimizer.zero_grad()
+        values = _metrics(loss(module, batch))
+        values["loss"].backward()
+        optimizer.step()
+        rows = len(batch[0])
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * rows
+    return {name: total / n for name, total in sums.items()}
+

@@ -1,0 +1,93 @@
+"""The exported ONNX graph scores as the torch model does, run by onnxruntime alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from conftest import SHIPPED_TEST, SHIPPED_TRAIN, make_customers, tiny_toml  # noqa: E402
+from custseg.cli import main  # noqa: E402
+from custseg.io.reading import read_table  # noqa: E402
+from custseg.config import load_config  # noqa: E402
+from custseg.persistence import load_model, save_model  # noqa: E402
+from custseg.workflow import build_pipeline, load_tables  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny model trained on the shipped Train.csv, and its ONNX export."""
+    root = tmp_path_factory.mktemp("onnx")
+    (root / "tiny.toml").write_text(tiny_toml(seed=5, n_clusters=4), encoding="utf-8")
+    config = load_config(root / "tiny.toml")
+    config.data.train, config.data.test = str(SHIPPED_TRAIN), None
+    train, _, schema = load_tables(config)
+    # the pipeline and the model folder only: the run's pictures and k scan are not what is tested here
+    pipeline = build_pipeline(config, schema).fit(train.frame, train.frame[schema.label_column])
+    save_model(pipeline, root / "models", schema=schema, settings=config.to_dict())
+    assert main(["export", "--model", str(root / "models"), "--onnx", str(root / "segmenter.onnx")]) == 0
+    return root
+
+
+def _raw_feeds(frame: pd.DataFrame, session) -> dict[str, np.ndarray]:
+    """Inputs built with pandas only, as a user of the file without custseg would."""
+    feeds = {}
+    for given in session.get_inputs():
+        col = frame[given.name]
+        if given.type == "tensor(float)":
+            feeds[given.name] = col.to_numpy(dtype="float32").reshape(-1, 1)
+        else:
+            feeds[given.name] = col.fillna("").astype(str).to_numpy(dtype=object).reshape(-1, 1)
+    return feeds
+
+
+@pytest.mark.parametrize("table", [SHIPPED_TRAIN, SHIPPED_TEST], ids=["Train.csv", "Test.csv"])
+def test_onnxruntime_alone_gives_identical_clusters_and_latent(exported, table):
+    model = load_model(exported / "models")
+    loaded = read_table(table)
+    latent = model.pipeline.transform(loaded.frame)
+    clusters = model.pipeline.predict(loaded.frame)
+    session = ort.InferenceSession(str(exported / "segmenter.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, _raw_feeds(pd.read_csv(table), session))))
+    assert {"cluster", "distance", "distances", "latent", "reconstruction_error", "segment"} <= set(names)
+    np.testing.assert_array_equal(got["cluster"], clusters)
+    np.testing.assert_allclose(got["latent"], latent, rtol=0, atol=1e-5)
+    assert got["segment"].tolist() == [model.pipeline.mapping_[c] for c in clusters]
+    scores = model.pipeline.score_table(loaded.frame)
+    np.testing.assert_allclose(got["distance"], scores["Distance_To_Centroid"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["reconstruction_error"], scores["Reconstruction_Error"], rtol=1e-4, atol=1e-6)
+    assert got["distances"].shape == (len(loaded.frame), 4)
+    np.testing.assert_allclose(got["distances"].min(axis=1), got["distance"])
+
+
+def test_predict_runtime_onnx_writes_what_predict_writes(exported, tmp_path, capsys):
+    new = make_customers(60, seed=8, start_id=990000).drop(columns="Segment")
+    shipped = pd.read_csv(SHIPPED_TEST).head(300)
+    table = shipped.assign(Profession=shipped["Profession"].where(shipped.index != 3, "Astronaut"))  # unseen
+    table.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", "--model", str(exported / "models"), "--input", str(tmp_path / "new.csv"),
+                 "--output", str(tmp_path / "torch.csv")]) == 0
+    assert main(["predict", "--runtime", "onnx", "--model", str(exported / "segmenter.onnx"),
+                 "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "onnx.csv")]) == 0
+    torch_out, onnx_out = pd.read_csv(tmp_path / "torch.csv"), pd.read_csv(tmp_path / "onnx.csv")
+    assert list(onnx_out.columns) == list(torch_out.columns)
+    pd.testing.assert_frame_equal(onnx_out[["ID", "Cluster", "Predicted_Segment"]],
+                                  torch_out[["ID", "Cluster", "Predicted_Segment"]])
+    np.testing.assert_allclose(onnx_out["Distance_To_Centroid"], torch_out["Distance_To_Centroid"], rtol=1e-5)
+    assert len(new)  # the synthetic table lacks the shipped columns: refused with the CLI's message
+    new.to_csv(tmp_path / "other.csv", index=False)
+    capsys.readouterr()
+    assert main(["predict", "--runtime", "onnx", "--model", str(exported / "segmenter.onnx"),
+                 "--input", str(tmp_path / "other.csv"), "--output", str(tmp_path / "x.csv")]) == 1
+    assert "columns are missing: 'Ever_Married'" in capsys.readouterr().err
+
+
+def test_runtime_onnx_with_a_model_folder_says_how_to_export(exported, tmp_path, capsys):
+    assert main(["predict", "--runtime", "onnx", "--model", str(exported / "models"), "--input", str(SHIPPED_TEST),
+                 "--output", str(tmp_path / "x.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: --runtime onnx scores with an ONNX file") and "custseg export" in err
