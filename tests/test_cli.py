@@ -1,11 +1,19 @@
+"""The command line through its entry point: outputs, reproducibility, errors and help."""
+
+import contextlib
+import io
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import FAST_TOML, make_customers
 from custseg import __version__
 from custseg.cli import main
+from test_selection import K_SELECTION_COLUMNS
 
 EXPECTED_RESULTS = {
     "training_history.csv", "clustering_metrics.csv", "k_selection.csv", "training_results.csv",
@@ -13,7 +21,7 @@ EXPECTED_RESULTS = {
     "segments.md", "report.html", "run_summary.json", "maps.csv", "cluster_segment_crosstab.csv",
 }
 EXPECTED_PLOTS = {"training_history.png", "clusters_tsne.png", "clusters_pca.png", "cluster_distribution.png",
-                  "optimal_clusters.png"}
+                  "optimal_clusters.png", "segment_profiles.png"}
 
 
 def _train(tmp_path, customer_files, fast_config, *extra):
@@ -23,12 +31,25 @@ def _train(tmp_path, customer_files, fast_config, *extra):
                  "--quiet", *extra])
 
 
-def test_train_writes_every_output(tmp_path, customer_files, fast_config, capsys):
-    assert _train(tmp_path, customer_files, fast_config) == 0
-    results = tmp_path / "results"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One run of 'custseg train' for the tests that only read its outputs: (folder, files, what it printed)."""
+    root = tmp_path_factory.mktemp("trained")
+    train, new = root / "train.csv", root / "new.csv"
+    make_customers(240, seed=1).to_csv(train, index=False)
+    make_customers(60, seed=2, start_id=1200).drop(columns="Segment").to_csv(new, index=False)
+    (root / "fast.toml").write_text(FAST_TOML, encoding="utf-8")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert _train(root, (train, new), root / "fast.toml") == 0
+    return root, (train, new), printed.getvalue()
+
+
+def test_train_writes_every_output(trained):
+    root, customer_files, printed = trained
+    results = root / "results"
     assert {p.name for p in results.iterdir() if p.is_file()} == EXPECTED_RESULTS
     assert {p.name for p in (results / "plots").iterdir()} == EXPECTED_PLOTS
-    printed = capsys.readouterr().out
     assert "240 customers, 3 clusters" in printed and "mapped accuracy" in printed
     training = pd.read_csv(results / "training_results.csv")
     assert list(training.columns) == ["ID", "True_Segment", "Cluster", "Predicted_Segment"]
@@ -49,39 +70,47 @@ def test_train_writes_every_output(tmp_path, customer_files, fast_config, capsys
                                   "mapped_accuracy"}
     k_scan = pd.read_csv(results / "k_selection.csv")
     assert k_scan["k"].tolist() == [2, 3, 4]
+    assert list(k_scan.columns) == K_SELECTION_COLUMNS  # the table 'custseg select-k' writes
+    assert k_scan["recommended"].sum() == 1
 
 
-def test_predict_agrees_with_submission(tmp_path, customer_files, fast_config, capsys):
-    assert _train(tmp_path, customer_files, fast_config) == 0
+def test_predict_agrees_with_submission(trained, tmp_path):
+    root, customer_files, _ = trained
     out = tmp_path / "pred.csv"
-    code = main(["predict", "--model", str(tmp_path / "models"), "--input", str(customer_files[1]),
+    code = main(["predict", "--model", str(root / "models"), "--input", str(customer_files[1]),
                  "--output", str(out)])
     assert code == 0
     predicted = pd.read_csv(out)
-    submission = pd.read_csv(tmp_path / "results" / "submission.csv")
+    submission = pd.read_csv(root / "results" / "submission.csv")
     assert predicted["Predicted_Segment"].tolist() == submission["Segmentation"].tolist()
-    detailed = pd.read_csv(tmp_path / "results" / "test_predictions_detailed.csv")
+    detailed = pd.read_csv(root / "results" / "test_predictions_detailed.csv")
     pd.testing.assert_frame_equal(predicted, detailed)
 
 
-def test_same_seed_gives_byte_identical_csvs(tmp_path, customer_files, fast_config):
-    assert _train(tmp_path / "a", customer_files, fast_config) == 0
-    assert _train(tmp_path / "b", customer_files, fast_config) == 0
-    csvs = sorted(p.relative_to(tmp_path / "a" / "results")
-                  for p in (tmp_path / "a" / "results").rglob("*") if p.suffix in {".csv", ".png", ".md"})
-    assert len(csvs) >= 15
-    for rel in csvs:
-        assert (tmp_path / "a" / "results" / rel).read_bytes() == (tmp_path / "b" / "results" / rel).read_bytes(), rel
+def _outputs(folder: Path) -> dict[str, bytes]:
+    """Every table, figure and text of a results folder (the report and the summary show the run's duration)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.suffix in {".csv", ".png", ".md"}}
+
+
+def test_same_seed_gives_byte_identical_outputs(trained, tmp_path):
+    root, customer_files, _ = trained
+    assert _train(tmp_path, customer_files, root / "fast.toml") == 0
+    first, second = _outputs(root / "results"), _outputs(tmp_path / "results")
+    assert set(first) == set(second) == (EXPECTED_RESULTS - {"run_summary.json", "report.html"}) | {
+        f"plots/{name}" for name in EXPECTED_PLOTS}
+    for name, data in first.items():
+        assert second[name] == data, name
     # settings.json (and so manifest.json) name the output folders, which differ here
     for name in ("autoencoder.safetensors", "autoencoder.json", "clustering.json", "preprocessor.json", "schema.json"):
-        assert (tmp_path / "a" / "models" / name).read_bytes() == (tmp_path / "b" / "models" / name).read_bytes()
+        assert (root / "models" / name).read_bytes() == (tmp_path / "models" / name).read_bytes()
 
 
-def test_other_seed_gives_other_model(tmp_path, customer_files, fast_config):
-    assert _train(tmp_path / "a", customer_files, fast_config) == 0
-    assert _train(tmp_path / "b", customer_files, fast_config, "--seed", "99") == 0
-    a = (tmp_path / "a" / "models" / "autoencoder.safetensors").read_bytes()
-    b = (tmp_path / "b" / "models" / "autoencoder.safetensors").read_bytes()
+def test_other_seed_gives_other_model(trained, tmp_path):
+    root, customer_files, _ = trained
+    assert _train(tmp_path, customer_files, root / "fast.toml", "--seed", "99") == 0
+    a = (root / "models" / "autoencoder.safetensors").read_bytes()
+    b = (tmp_path / "models" / "autoencoder.safetensors").read_bytes()
     assert a != b
 
 
@@ -106,10 +135,34 @@ def test_python_m_and_version():
     assert done.returncode == 0 and done.stdout.strip() == f"custseg {__version__}"
 
 
-def test_report_command_rebuilds_report(tmp_path, customer_files, fast_config, capsys):
-    assert _train(tmp_path, customer_files, fast_config) == 0
+def test_report_command_rebuilds_the_report_train_wrote(trained, tmp_path, capsys):
+    root, _, _ = trained
+    shutil.copytree(root / "models", tmp_path / "models")
+    shutil.copytree(root / "results", tmp_path / "results")
     report = tmp_path / "results" / "report.html"
     report.unlink()
     assert main(["report", "--models-dir", str(tmp_path / "models"),
                  "--results-dir", str(tmp_path / "results")]) == 0
-    assert report.is_file() and "Segment" in report.read_text()
+    assert capsys.readouterr().out.strip() == f"Wrote {report}"
+    assert report.read_bytes() == (root / "results" / "report.html").read_bytes()
+
+
+# -- help and usage errors -------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [[], ["train"], ["select-k"], ["compare"]])
+def test_help_shows_flags_without_a_type_and_keeps_the_defaults(command, capsys):
+    assert main([*command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<bool>" not in text
+    if command == ["train"]:
+        assert "--no-label " in text and "[default: data/raw/Train.csv]" in text and "[default: 7]" in text
+    if not command:
+        assert "--debug " in text
+
+
+@pytest.mark.parametrize("argv, command", [(["train", "--clusters", "many"], "custseg train"),
+                                           (["select-k", "--seeds", "x"], "custseg select-k"),
+                                           (["nonsense"], "custseg")])
+def test_usage_errors_point_to_the_commands_help(argv, command, capsys):
+    assert main(argv) == 1
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith("Error: ") and line.endswith(f"(see '{command} --help')")

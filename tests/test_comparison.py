@@ -9,8 +9,9 @@ import pytest
 from conftest import make_customers
 from custseg.cli import main
 from custseg.clustering import map_clusters_to_segments
-from custseg.evaluation.comparison import (METHODS, SUPERVISED_NAME, ReferenceEncoder, compare_methods, returning_customers,
-                                write_comparison)
+from custseg.evaluation.comparison import SUPERVISED_NAME, compare_methods, returning_customers
+from custseg.evaluation.methods import METHODS, ReferenceEncoder
+from custseg.workflow import write_comparison
 from custseg.config import RunConfig
 from custseg.exceptions import ConfigError, DataError
 from custseg.schema import infer_schema
@@ -168,6 +169,7 @@ def test_written_files(result, tmp_path):
 
 
 # -- the command -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # every method, two seeds, through the command line
 def test_compare_command(tmp_path, customer_files, fast_config, capsys):
     train, new = customer_files
     output = tmp_path / "results" / "comparison.csv"
@@ -189,5 +191,7 @@ def test_compare_command_rejects_zero_seeds(tmp_path, customer_files, capsys):
     code = main(["compare", "--train", str(customer_files[0]), "--seeds", "0",
                  "--output", str(tmp_path / "comparison.csv")])
     assert code == 1
-    assert capsys.readouterr().err.startswith("Error: --seeds must be an int >= 1. Got 0 instead.")
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith("Error: Invalid value for '--seeds': ") and "1" in line
+    assert line.endswith("(see 'custseg compare --help')")
     assert not (tmp_path / "comparison.csv").exists()

@@ -1,9 +1,9 @@
-"""The HTML report and the segment files, built from a small fake run written in the test."""
+"""The HTML report: rendered from a real (tiny) run in memory, and rebuilt from its folders alone."""
 
 from __future__ import annotations
 
-import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,102 +11,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from custseg.exceptions import DataError
-from custseg.report.html import REPORT_SECTIONS, build_report, write_segment_outputs
-from custseg.schema import infer_schema
+from conftest import make_customers
+from custseg.config import RunConfig
+from custseg.exceptions import DataError, ModelFormatError
+from custseg.report.html import REPORT_SECTIONS, render_report
+from custseg.workflow import load_run, rebuild_report, render_run_report, train, write_training_outputs
 
-SEGMENT_OF_CLUSTER = {0: "A", 1: "B", 2: "C"}
-
-
-def _customers(n: int, rng: np.random.Generator, start_id: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Three clear groups: young single healthcare workers, married artists in their 50s, large families."""
-    cluster = rng.integers(0, 3, n)
-    age = np.where(cluster == 0, rng.normal(26, 3, n), np.where(cluster == 1, rng.normal(55, 4, n), rng.normal(40, 6, n)))
-    married = np.where(cluster == 0, rng.random(n) < 0.1, rng.random(n) < 0.9)
-    profession = np.where(cluster == 0, "Healthcare", np.where(cluster == 1, "Artist", rng.choice(["Engineer", "Doctor"], n)))
-    family = np.where(cluster == 2, rng.integers(5, 8, n), rng.integers(1, 4, n)).astype(float)
-    table = pd.DataFrame({
-        "ID": np.arange(start_id, start_id + n),
-        "Gender": rng.choice(["Male", "Female"], n),
-        "Ever_Married": np.where(married, "Yes", "No").astype(object),
-        "Age": age.round(),
-        "Profession": profession.astype(object),
-        "Family_Size": family,
-    })
-    table.loc[rng.choice(n, 5, replace=False), "Ever_Married"] = np.nan
-    table.loc[rng.choice(n, 4, replace=False), "Family_Size"] = np.nan
-    return table, cluster
+TINY = {"seed": 3, "autoencoder": {"hidden_dims": [8], "latent_dim": 3, "max_epochs": 4, "batch_size": 64},
+        "clustering": {"n_clusters": 3, "n_init": 2}, "k_selection": {"k_max": 5, "n_init": 1},
+        "plots": {"tsne_max_points": 80, "dpi": 40}}
 
 
-def _png(path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3, 2))
-    ax.plot([1, 2, 3], [3, 1, 2])
-    ax.set_xlabel("x")
-    fig.savefig(path, dpi=50)
-    plt.close(fig)
-
-
-def write_fake_run(root: Path) -> tuple[Path, Path]:
-    """A models and a results folder as ``custseg train`` writes them, with the data they name."""
-    rng = np.random.default_rng(0)
-    data, models, results = root / "data", root / "models", root / "results"
-    for folder in (data, models, results / "plots"):
-        folder.mkdir(parents=True)
-    train, clusters = _customers(300, rng, 1000)
-    segments = np.array([SEGMENT_OF_CLUSTER[c] for c in clusters])
-    flip = rng.random(300) < 0.15
-    segments[flip] = rng.choice(list("ABCD"), flip.sum())
-    train["Segmentation"] = segments
-    test, test_clusters = _customers(80, rng, 1250)  # IDs 1250..1299 are also in training
-    train.to_csv(data / "Train.csv", index=False)
-    test.to_csv(data / "Test.csv", index=False)
-
-    schema = infer_schema(train, other_columns=test.columns)
-    settings = {"seed": 7, "data": {"train": str(data / "Train.csv"), "test": str(data / "Test.csv")},
-                "clustering": {"n_clusters": 3}}
-    (models / "settings.json").write_text(json.dumps(settings))
-    (models / "schema.json").write_text(json.dumps(schema.to_dict()))
-    (models / "clustering.json").write_text(json.dumps({
-        "cluster_centers": [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]],
-        "mapping": {str(k): v for k, v in SEGMENT_OF_CLUSTER.items()}}))
-    (models / "manifest.json").write_text(json.dumps({"format": "custseg-model", "versions": {"custseg": "0.1.0"}}))
-
-    (results / "run_summary.json").write_text(json.dumps({
-        "versions": {"custseg": "0.1.0", "torch": "2.5.0"}, "settings": settings,
-        "data": {"train": {"path": settings["data"]["train"], "rows": 300},
-                 "test": {"path": settings["data"]["test"], "rows": 80}},
-        "autoencoder": {"epochs": 20, "best_epoch": 20, "stopped_early": False},
-        "duration_seconds": 12.5}))
-    epochs = np.arange(1, 21)
-    pd.DataFrame({"epoch": epochs, "loss": 1 / epochs, "val_loss": 1.1 / epochs + 0.01, "mae": 0.5 / epochs,
-                  "val_mae": 0.6 / epochs, "lr": np.where(epochs < 12, 1e-3, 5e-4)}).to_csv(
-        results / "training_history.csv", index=False)
-    pd.DataFrame({"k": range(2, 7), "inertia": [90.0, 50, 45, 42, 40], "silhouette": [0.30, 0.52, 0.41, 0.35, 0.33]}
-                 ).to_csv(results / "k_selection.csv", index=False)
-    pd.DataFrame({"metric": ["silhouette", "davies_bouldin", "ari"], "value": [0.52, 0.81, 0.44],
-                  "space": ["latent", "latent", "labels"]}).to_csv(
-        results / "clustering_metrics.csv", index=False)
-    pd.DataFrame({"ID": train["ID"], "True_Segment": segments, "Cluster": clusters,
-                  "Predicted_Segment": [SEGMENT_OF_CLUSTER[c] for c in clusters]}).to_csv(
-        results / "training_results.csv", index=False)
-    pd.DataFrame({"ID": test["ID"], "Cluster": test_clusters,
-                  "Predicted_Segment": [SEGMENT_OF_CLUSTER[c] for c in test_clusters],
-                  "Distance_To_Centroid": rng.random(80), "Reconstruction_Error": rng.random(80)}).to_csv(
-        results / "test_predictions_detailed.csv", index=False)
-    centre = np.array([[0, 0], [4, 0], [2, 3]])[clusters]
-    tsne = centre + rng.normal(0, 0.5, (300, 2))
-    tsne[::3] = np.nan  # rows outside the t-SNE sample
-    pd.DataFrame({"ID": train["ID"], "Cluster": clusters, "pca_1": centre[:, 0] + rng.normal(0, 0.6, 300),
-                  "pca_2": centre[:, 1] + rng.normal(0, 0.6, 300), "tsne_1": tsne[:, 0], "tsne_2": tsne[:, 1]}
-                 ).to_csv(results / "maps.csv", index=False)
-    for name in ("training_history", "optimal_clusters", "clusters_pca", "clusters_tsne", "cluster_distribution"):
-        _png(results / "plots" / f"{name}.png")
-    return models, results
+def train_tiny_run(root: Path):
+    """A run of ``custseg train`` on 240 planted customers and 60 new ones (20 of them returning), written to root."""
+    root.mkdir(parents=True, exist_ok=True)
+    table = make_customers(240, seed=1)
+    new = pd.concat([make_customers(40, seed=2, start_id=5000), table.iloc[-20:]], ignore_index=True)
+    table.to_csv(root / "train.csv", index=False)
+    new.drop(columns="Segment").to_csv(root / "new.csv", index=False)
+    config = RunConfig.from_dict({**TINY, "data": {"train": str(root / "train.csv"), "test": str(root / "new.csv")},
+                                  "models_dir": str(root / "models"), "results_dir": str(root / "results")})
+    result = train(config)
+    write_training_outputs(result)
+    return result, root / "models", root / "results"
 
 
 class _Tags(HTMLParser):
@@ -118,22 +45,19 @@ class _Tags(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
-@pytest.fixture
-def fake_run(tmp_path):
-    return write_fake_run(tmp_path)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("run"))
 
 
-@pytest.fixture
-def report_html(fake_run):
-    models, results = fake_run
-    path = build_report(models, results)
-    assert path == results / "report.html"
-    return path.read_text(encoding="utf-8")
+@pytest.fixture(scope="module")
+def report_html(run):
+    return render_run_report(run[0])
 
 
 def _text(html: str) -> str:
-    """The HTML with runs of whitespace made single spaces, to search sentences in it."""
-    return " ".join(html.split())
+    """The HTML without tags and with runs of whitespace made single spaces, to search sentences in it."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
 
 def _tags(html: str) -> list[tuple[str, dict]]:
@@ -158,80 +82,140 @@ def test_every_section_is_there_with_a_heading(report_html):
         match = re.search(rf'<section id="{section_id}">\s*<h2>([^<]+)</h2>', report_html)
         assert match, section_id
         assert match.group(1) == heading
-    assert "Not available" not in report_html  # the fake run has every file
+    assert "Not available" not in report_html  # the run has every part
 
 
-def test_every_image_is_an_embedded_png(report_html):
+def test_every_image_is_one_of_the_runs_figures(run, report_html):
+    import base64
+
+    result = run[0]
     images = [attrs for tag, attrs in _tags(report_html) if tag == "img"]
-    # training, k, PCA and t-SNE maps, sizes, heatmap
-    assert len(images) == 6
-    for attrs in images:
-        assert re.fullmatch(r"data:image/png;base64,[A-Za-z0-9+/]{200,}=*", attrs["src"])
-        assert attrs.get("alt")
+    shown = [base64.b64decode(a["src"].removeprefix("data:image/png;base64,")) for a in images]
+    # training, k, PCA and t-SNE maps, sizes, heatmap: each the run's own PNG
+    assert shown == [result.figures[n] for n in ("training_history", "optimal_clusters", "clusters_pca",
+                                                 "clusters_tsne", "cluster_distribution", "segment_profiles")]
+    assert all(attrs.get("alt") for attrs in images)
 
 
-def test_report_numbers_come_from_the_run(report_html):
-    report_html = _text(report_html)
-    # 50 of the 80 new customers (IDs 1250..1299) are also in the training table
-    assert "50 of the 80 new customers (62.5%)" in report_html
-    # the chosen k (3) is the best by silhouette here, so no remark about another k
-    assert "This run uses k = 3 segments. The silhouette score is highest at k = 3." in report_html
-    # the metric guide explains each metric
-    assert "higher means customers sit closer to their own cluster" in report_html
-    # every segment is described, with its size
+def test_report_numbers_come_from_the_run(run, report_html):
+    result, _, _ = run
+    text = _text(report_html)
+    # 20 of the 60 new customers are in the training table
+    assert "20 of the 60 new customers (33.3%) already appear in the training table by ID" in text
+    # the k the k-selection recommends (recommend_k's rule), not the best silhouette alone
+    k_table = result.tables["k_selection"]
+    recommended = int(k_table.loc[k_table["recommended"] == 1, "k"].iloc[0])
+    assert f"This run uses k = 3 segments. The k-selection recommends k = {recommended}: " \
+           f"{result.k_selection.reason}" in text
+    # every segment is described, with its own name and size
     assert report_html.count('class="card"') == 3
-    assert "Segment 1: " in report_html and "profession mostly Artist" in report_html
+    for d in result.descriptions:
+        assert f"Segment {d.segment}: {d.name}" in text
+        assert f"{d.size:,} customers, {100 * d.share:.0f}%" in text
 
 
-def test_known_segment_table_has_mapping_and_purity(fake_run, report_html):
-    _, results = fake_run
-    truth = pd.read_csv(results / "training_results.csv")
-    purity = (truth["True_Segment"] == truth["Cluster"].map(SEGMENT_OF_CLUSTER)).groupby(truth["Cluster"]).mean()
+def test_known_segment_table_has_mapping_and_purity(run, report_html):
+    truth = run[0].tables["training_results"]
+    purity = (truth["True_Segment"] == truth["Predicted_Segment"]).groupby(truth["Cluster"]).mean()
     for value in purity:
         assert f"{100 * value:.1f}%" in report_html
     accuracy = (truth["True_Segment"] == truth["Predicted_Segment"]).mean()
     assert f"Mapped accuracy: {100 * accuracy:.1f}%" in _text(report_html)
 
 
-def test_report_is_deterministic(fake_run):
-    models, results = fake_run
-    first = build_report(models, results).read_bytes()
-    assert build_report(models, results).read_bytes() == first
+def test_the_report_written_by_train_is_the_rendered_one(run, report_html):
+    _, _, results = run
+    assert (results / "report.html").read_text(encoding="utf-8") == report_html
 
 
-def test_report_without_optional_files_says_what_is_missing(fake_run):
-    models, results = fake_run
-    for name in ("k_selection.csv", "clustering_metrics.csv", "test_predictions_detailed.csv", "maps.csv"):
-        (results / name).unlink()
-    for png in (results / "plots").glob("*.png"):
-        png.unlink()
-    html = _text(build_report(models, results).read_text(encoding="utf-8"))
+def test_report_rebuilt_without_the_training_table_is_the_same_page(run, tmp_path):
+    """custseg report reads models/ and results/ only: with the tables moved away, the page is byte-identical."""
+    _, models, results = run
+    copy = tmp_path / "copy"
+    shutil.copytree(models, copy / "models")
+    shutil.copytree(results, copy / "results")
+    written = (copy / "results" / "report.html").read_bytes()
+    (copy / "results" / "report.html").unlink()
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("train.csv", "new.csv"):
+        shutil.copy(models.parent / name, moved / name)
+    try:
+        for name in ("train.csv", "new.csv"):
+            (models.parent / name).unlink()
+        path = rebuild_report(copy / "models", copy / "results")
+    finally:
+        for name in ("train.csv", "new.csv"):
+            shutil.copy(moved / name, models.parent / name)
+    assert path == copy / "results" / "report.html"
+    assert path.read_bytes() == written
+
+
+def test_the_rebuilt_run_holds_the_same_data(run):
+    result, models, results = run
+    rebuilt = load_run(models, results)
+    assert rebuilt.descriptions == result.descriptions
+    assert rebuilt.figures == result.figures
+    assert rebuilt.config == result.config
+    assert rebuilt.schema.to_dict() == result.schema.to_dict()
+    np.testing.assert_allclose(rebuilt.pipeline.cluster_centers_, result.pipeline.cluster_centers_)
+    pd.testing.assert_frame_equal(rebuilt.tables["k_selection"], result.tables["k_selection"], rtol=1e-5)
+
+
+def test_report_is_deterministic(run):
+    assert render_run_report(run[0]) == render_run_report(run[0])
+
+
+def test_report_without_optional_parts_says_what_is_missing(run):
+    result = run[0]
+    tables = {k: v for k, v in result.tables.items()
+              if k not in ("k_selection", "clustering_metrics", "test_predictions_detailed")}
+    raw = render_report(summary=result.summary, tables=tables, figures={},
+                        descriptions=result.descriptions, schema=result.schema)
     for section_id, _ in REPORT_SECTIONS:
-        assert f'<section id="{section_id}">' in html
-    assert "Not available: clustering_metrics.csv" in html
-    assert "Not available: test_predictions_detailed.csv" in html
-    assert "Not available: maps.csv" in html
+        assert f'<section id="{section_id}">' in raw
+    html = _text(raw)
+    for what in ("clustering_metrics.csv", "test_predictions_detailed.csv", "k_selection.csv", "the map figures",
+                 "the training history figure", "the segment profile figure"):
+        assert f"Not available: {what}" in html, what
 
 
-def test_report_needs_training_results(fake_run):
-    models, results = fake_run
-    (results / "training_results.csv").unlink()
-    with pytest.raises(DataError, match=r"training_results.csv' does not exist; run 'custseg train' first"):
-        build_report(models, results)
+def test_report_needs_the_run_summary(run, tmp_path):
+    _, models, results = run
+    shutil.copytree(results, tmp_path / "results")
+    (tmp_path / "results" / "run_summary.json").unlink()
+    with pytest.raises(DataError, match=r"run_summary.json' does not exist; run 'custseg train' first"):
+        rebuild_report(models, tmp_path / "results")
 
 
-def test_write_segment_outputs(tmp_path):
-    table, clusters = _customers(200, np.random.default_rng(1), 1)
-    paths = write_segment_outputs(table.drop(columns="ID"), clusters, tmp_path / "out",
-                                  known_segments=[SEGMENT_OF_CLUSTER[c] for c in clusters])
-    assert set(paths) == {"segment_profiles", "segments"}
-    profiles = pd.read_csv(paths["segment_profiles"], keep_default_na=False)
+def test_report_needs_the_model_folder(run, tmp_path):
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        rebuild_report(tmp_path / "nomodel", run[2])
+
+
+def test_a_bad_value_in_a_results_file_is_one_error_naming_the_file(run, tmp_path):
+    _, models, results = run
+    shutil.copytree(results, tmp_path / "results")
+    path = tmp_path / "results" / "clustering_metrics.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2].split(",")[0] + ",lots," + lines[2].split(",")[2]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"clustering_metrics.csv', line 3, column 'value': 'lots' is not a number"):
+        rebuild_report(models, tmp_path / "results")
+
+
+def test_segment_files_hold_the_profile_and_the_descriptions(run):
+    result, _, results = run
+    profiles = pd.read_csv(results / "segment_profiles.csv", keep_default_na=False)
     assert list(profiles.columns) == ["segment", "feature", "value", "statistic", "number"]
     sizes = profiles[profiles["statistic"] == "size"].set_index("segment")["number"]
+    clusters = result.pipeline.labels_
     assert sizes.astype(float).to_dict() == {str(k): float(v) for k, v in
                                              pd.Series(clusters).value_counts().sort_index().items()}
     composition = profiles[(profiles["feature"] == "known_segment") & (profiles["statistic"] == "share")]
-    assert set(composition["value"]) == {"A", "B", "C"}
-    markdown = paths["segments"].read_text(encoding="utf-8")
+    assert set(composition["value"]) == {"G0", "G1", "G2"}
+    markdown = (results / "segments.md").read_text(encoding="utf-8")
     assert markdown.startswith("# Customer segments\n")
     assert markdown.count("\n## Segment ") == 3
+    for d in result.descriptions:
+        assert d.name in markdown

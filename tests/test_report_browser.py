@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from custseg.report.html import REPORT_SECTIONS, build_report
-from test_report import write_fake_run
+from custseg.report.html import REPORT_SECTIONS
+from test_report import train_tiny_run
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -23,8 +23,8 @@ pytestmark = [
 
 def test_report_renders_offline_in_chromium(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    models, results = write_fake_run(tmp_path)
-    report = build_report(models, results)
+    _, _, results = train_tiny_run(tmp_path)
+    report = results / "report.html"
 
     errors, requests = [], []
     with sync_api.sync_playwright() as p:

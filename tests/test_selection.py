@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from custseg.cli import main
 from custseg.exceptions import ConfigError, DataError
-from custseg.evaluation.selection import (clustering_stability, knee_point, pairwise_ari, recommend_k, select_k)
+from custseg.evaluation.metrics import pairwise_ari
+from custseg.evaluation.selection import clustering_stability, knee_point, recommend_k, select_k
 
 SCAN_K_COLUMNS = ["k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"]
+#: k_selection.csv, as both 'custseg train' and 'custseg select-k' write it
+K_SELECTION_COLUMNS = SCAN_K_COLUMNS + ["stability", "stability_sd", "stable", "knee", "recommended"]
 
 
 def planted(n_clusters: int, n_per: int = 60, dims: int = 5, seed: int = 0, spread: float = 0.4) -> np.ndarray:
@@ -87,11 +90,26 @@ def test_planted_clusters_give_the_planted_k(n_clusters):
     assert f"k={n_clusters}" in sel.reason
 
 
-def test_table_is_a_superset_of_the_train_k_scan():
+def test_the_table_holds_every_score_and_the_marks_as_0_or_1():
     sel = select_k(planted(3), range(2, 6), n_resamples=2, n_init=2)
-    assert list(sel.table.columns[:5]) == SCAN_K_COLUMNS
-    assert {"stability", "stability_sd", "stable", "knee", "recommended"} <= set(sel.table.columns)
-    assert sel.table["k"].tolist() == [2, 3, 4, 5]
+    table = sel.to_frame()
+    assert list(table.columns) == K_SELECTION_COLUMNS
+    assert table["k"].tolist() == [2, 3, 4, 5]
+    assert table["recommended"].tolist() == [0, 1, 0, 0] and table["knee"].tolist() == [0, 1, 0, 0]
+
+
+def test_one_resample_leaves_stability_unmeasured_and_recommends_by_silhouette():
+    sel = select_k(planted(3), range(2, 6), n_resamples=1, n_init=2)
+    assert sel.table["stability"].isna().all()
+    assert sel.recommended_k == int(sel.table.loc[sel.table["silhouette"].idxmax(), "k"])
+    assert "stability was not measured" in sel.reason
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")  # identical rows: that is the point
+def test_identical_rows_leave_nothing_to_recommend_but_keep_the_scores():
+    sel = select_k(np.zeros((10, 2)), range(2, 4), n_resamples=1, n_init=1)
+    assert sel.recommended_k is None and "no k could be scored" in sel.reason
+    assert sel.table["inertia"].tolist() == [0.0, 0.0]
 
 
 def test_an_unstable_k_is_not_recommended_even_with_the_best_silhouette():
@@ -133,9 +151,10 @@ def test_select_k_command_writes_the_table_and_the_figure(tmp_path, customer_fil
     assert code == 0
     table = pd.read_csv(results / "k_selection.csv")
     assert table["k"].tolist() == [2, 3, 4, 5, 6]
-    assert list(table.columns[:5]) == SCAN_K_COLUMNS
+    assert list(table.columns) == K_SELECTION_COLUMNS
     assert table["recommended"].sum() == 1
-    assert (results / "plots" / "k_selection.png").stat().st_size > 10_000
+    assert table["stability"].notna().all()  # --seeds 3: measured
+    assert (results / "plots" / "k_selection.png").read_bytes().startswith(b"\x89PNG")
     printed = capsys.readouterr().out
     recommended = int(table.loc[table["recommended"] == 1, "k"].iloc[0])
     assert f"Recommended k={recommended}:" in printed
@@ -148,5 +167,5 @@ def test_select_k_command_rejects_an_empty_range(tmp_path, customer_files, capsy
                  "--results-dir", str(tmp_path / "results")])
     assert code == 1
     err = capsys.readouterr().err
-    assert err.startswith("Error: --max must be at least --min (5). Got 3 instead.")
+    assert err.startswith("Error: --max must be an int >= 5 (--min). Got 3 instead.")
     assert not (tmp_path / "results").exists()

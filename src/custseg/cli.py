@@ -1,7 +1,8 @@
 """The ``custseg`` command: a thin layer over :mod:`custseg.workflow`.
 
-Each command parses its options, builds a :class:`~custseg.config.RunConfig` or
-paths, calls one library function and prints what it returned. Every error custseg
+Each command parses its options, builds a :class:`~custseg.config.RunConfig` (a
+config file and :meth:`~custseg.config.RunConfig.with_overrides`, where every value is
+checked) or paths, calls one library function and prints what it returned. Every error custseg
 raises on purpose becomes one ``Error: ...`` line on stderr and exit code 1
 (``--debug`` shows the traceback instead). :func:`main` can be called from tests.
 """
@@ -9,7 +10,6 @@ raises on purpose becomes one ``Error: ...`` line on stderr and exit code 1
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
 import sys
 import time
@@ -24,7 +24,10 @@ from rich.table import Table
 from ._version import __version__
 from .exceptions import ConfigError, CustsegError
 
+# rich_markup_mode=None: plain click help, so "[default: ...]" stays text (rich reads brackets as
+# markup) and flags show no "<bool>" metavar.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings={"max_content_width": 110},
                   help="Customer segmentation with an autoencoder and K-Means.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -45,33 +48,19 @@ def _root(
     _state["debug"] = debug
 
 
+#: override of RunConfig.with_overrides -> the option that gives it, for error messages that name the option
+_OPTION_NAMES = {"train": "--train", "test": "--test", "models_dir": "--models-dir", "results_dir": "--results-dir",
+                 "n_clusters": "--clusters", "seed": "--seed", "id_column": "--id-column",
+                 "label_column": "--label-column", "no_label": "--no-label", "na_values": "--na-values",
+                 "k_min": "--min", "k_max": "--max", "k_selection__n_resamples": "--seeds",
+                 "k_selection__silhouette_sample": "--silhouette-sample"}
+
+
 def _config(config: Optional[Path], **overrides) -> "RunConfig":
-    from .config import DataConfig, RunConfig, load_config
+    from .config import RunConfig, load_config
 
-    cfg = load_config(config) if config is not None else RunConfig()
-    data_fields = {f.name for f in dataclasses.fields(cfg.data)}
-    # the shipped Test.csv is the default test table of the shipped Train.csv only
-    if overrides.get("train") is not None and overrides.get("test") is None and cfg.data.test == DataConfig().test:
-        cfg.data.test = None
-    for key, value in overrides.items():
-        if value is None or value == []:
-            continue
-        if key == "na_values":  # added to the config's tokens, not replacing them
-            cfg.data.na_values = list(dict.fromkeys([*cfg.data.na_values, *value]))
-        elif key in data_fields:
-            setattr(cfg.data, key, value)
-        elif key == "n_clusters":
-            cfg.clustering.n_clusters = value
-        else:
-            setattr(cfg, key, value)
-    return cfg.validate()
-
-
-def _positive_k(value: Optional[int]) -> Optional[int]:
-    if value is not None and value < 1:
-        raise ConfigError(f"--clusters must be an int >= 1. Got {value} instead; give the number of segments, "
-                          "e.g. --clusters 5")
-    return value
+    base = load_config(config) if config is not None else RunConfig()
+    return base.with_overrides(names=_OPTION_NAMES, **overrides)
 
 
 @app.command()
@@ -97,14 +86,9 @@ def train(
     from .persistence import MANIFEST
     from .workflow import load_tables, train as run_train, write_training_outputs
 
-    _positive_k(clusters)
-    if no_label and label_column is not None:
-        raise ConfigError("--no-label and --label-column contradict each other; give one of them")
     cfg = _config(config, train=train, test=test, models_dir=models_dir, results_dir=results_dir,
                   n_clusters=clusters, seed=seed, id_column=id_column, label_column=label_column,
-                  na_values=na_values, infer_label=False if no_label else None)
-    if no_label:
-        cfg.data.label_column = None
+                  na_values=na_values, no_label=no_label or None)
     # every output location is checked, and locked, before the expensive work
     check_output_folders(cfg.models_dir, cfg.results_dir, marker=MANIFEST)
     with output_lock(cfg.models_dir, cfg.results_dir):
@@ -237,12 +221,12 @@ def report(
     models_dir: str = typer.Option("models", "--models-dir", help="Model folder written by 'custseg train'."),
     results_dir: str = typer.Option("results", "--results-dir", help="Results folder written by 'custseg train'."),
 ) -> None:
-    """Write results/report.html: one self-contained page describing the run and its segments."""
+    """Write results/report.html again from what 'custseg train' wrote (the training table is not needed)."""
     from .io.atomic import recover
-    from .report.html import build_report
+    from .workflow import rebuild_report
 
     recover(models_dir, results_dir)
-    out.print(f"Wrote {build_report(models_dir, results_dir)}")
+    out.print(f"Wrote {rebuild_report(models_dir, results_dir)}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -250,18 +234,16 @@ def compare(
     train: Optional[str] = typer.Option(None, "--train", help="Training table with known segments [default: data/raw/Train.csv]."),
     test: Optional[str] = typer.Option(None, "--test", help="New customers; returning ones (ID in --train) are scored (default: data/raw/Test.csv if --train is not given, else none)."),
     clusters: Optional[int] = typer.Option(None, "--clusters", "-k", help="Number of clusters for every method [default: 7]."),
-    seeds: int = typer.Option(5, "--seeds", help="Number of seeds per method: --seed, --seed + 1, ..."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Number of seeds per method: --seed, --seed + 1, ..."),
     seed: Optional[int] = typer.Option(None, "--seed", help="First seed [default: 42]."),
     output: str = typer.Option("results/comparison.csv", "--output", help="CSV to write; the .md summary and .png figure go beside it."),
-    silhouette_sample: int = typer.Option(0, "--silhouette-sample", help="Silhouettes on this many rows (0 = all rows)."),
+    silhouette_sample: int = typer.Option(0, "--silhouette-sample", min=0, help="Silhouettes on this many rows (0 = all rows)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any setting (autoencoder, K-Means)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the table."),
 ) -> None:
     """Compare the autoencoder with baseline clusterings on the same data, k and seeds (about 3 minutes for 5 seeds on 8,000 customers)."""
-    from .evaluation.comparison import run_comparison, write_comparison
+    from .workflow import run_comparison, write_comparison
 
-    _positive_k(clusters)
-    _check_sampling(seeds, silhouette_sample)
     cfg = _config(config, train=train, test=test, n_clusters=clusters, seed=seed)
     echo = _quiet_echo if quiet else _echo
     result = run_comparison(cfg, n_seeds=seeds, silhouette_sample=silhouette_sample or None, progress=echo)
@@ -275,7 +257,8 @@ def select_k(
     train: Optional[str] = typer.Option(None, "--train", help="Training table [default: data/raw/Train.csv]."),
     k_min: Optional[int] = typer.Option(None, "--min", help="Smallest k scanned [default: 2]."),
     k_max: Optional[int] = typer.Option(None, "--max", help="Largest k scanned [default: 12]."),
-    seeds: int = typer.Option(5, "--seeds", help="Bootstrap resamples per k for the stability (1 skips it)."),
+    seeds: int = typer.Option(5, "--seeds", help="Bootstrap resamples per k for the stability (1 skips it; "
+                              "train uses the config's k_selection.n_resamples)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the autoencoder and K-Means [default: 42]."),
     clusters: Optional[int] = typer.Option(None, "--clusters", "-k", help="The k asked for, compared with the recommendation [default: 7]."),
     results_dir: Optional[str] = typer.Option(None, "--results-dir", help="Where k_selection.csv and plots/k_selection.png go [default: results]."),
@@ -283,20 +266,14 @@ def select_k(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any setting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
 ) -> None:
-    """Scan k on the latent space of a freshly trained autoencoder and recommend one."""
-    from .evaluation.selection import run_k_selection, write_k_selection
+    """Scan k on the latent space of a freshly trained autoencoder and recommend one (the scan 'train' writes)."""
+    from .workflow import run_k_selection, write_k_selection
 
-    _positive_k(clusters)
-    if k_min is not None and k_min < 2:
-        raise ConfigError(f"--min must be an int >= 2. Got {k_min} instead.")
-    if k_min is not None and k_max is not None and k_max < k_min:
-        raise ConfigError(f"--max must be at least --min ({k_min}). Got {k_max} instead.")
-    _check_sampling(seeds, silhouette_sample)
-    cfg = _config(config, train=train, results_dir=results_dir, n_clusters=clusters, seed=seed)
+    cfg = _config(config, train=train, results_dir=results_dir, n_clusters=clusters, seed=seed, k_min=k_min,
+                  k_max=k_max, k_selection__n_resamples=seeds, k_selection__silhouette_sample=silhouette_sample)
     echo = _quiet_echo if quiet else _echo
-    run = run_k_selection(cfg, k_min=k_min, k_max=k_max, n_resamples=seeds,
-                          silhouette_sample=silhouette_sample or None, progress=echo)
-    written = write_k_selection(run, cfg.results_dir, dpi=cfg.plots.dpi)
+    run = run_k_selection(cfg, progress=echo)
+    written = write_k_selection(run, cfg.results_dir)
     grid = Table(title=f"k on the autoencoder's latent space ({run.n_customers:,} customers, seed {run.seed})",
                  title_justify="left")
     for name in ("k", "inertia", "silhouette", "Davies-\nBouldin", "Calinski-\nHarabasz", "stability", ""):
@@ -310,13 +287,6 @@ def select_k(
     for line in run.summary_lines():
         out.print(line, markup=False, soft_wrap=True)
     out.print("Wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
-
-
-def _check_sampling(seeds: int, silhouette_sample: int) -> None:
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be an int >= 1. Got {seeds} instead.")
-    if silhouette_sample < 0:
-        raise ConfigError(f"--silhouette-sample must be 0 (all rows) or more. Got {silhouette_sample} instead.")
 
 
 def _echo(message: str) -> None:
@@ -425,13 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # click's usage errors (typer vendors click, so match them by shape, not by class)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code") and not _state["debug"]:
-            err.print(f"Error: {exc.format_message()} (see 'custseg --help')", markup=False, soft_wrap=True)
+            err.print(f"Error: {exc.format_message()} (see '{_command_path(exc)} --help')", markup=False,
+                      soft_wrap=True)
             return 1
         raise
     finally:
         _state["debug"] = False
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _command_path(exc: Exception) -> str:
+    """``custseg train`` for an error in the train command's options, ``custseg`` before a command."""
+    ctx = getattr(exc, "ctx", None)
+    return getattr(ctx, "command_path", None) or "custseg"
 
 
 def _warning_sentences(caught) -> list[str]:

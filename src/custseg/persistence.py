@@ -35,7 +35,7 @@ import sklearn
 import torch
 
 from ._version import __version__
-from .io.atomic import staging_dir, swap_directory
+from .io.writing import MODEL_MARKER, write_model_folder
 from .embedders.autoencoder import AutoencoderEmbedder, json_params, params_from_json
 from .exceptions import ModelFormatError
 from .pipeline import SegmentationPipeline
@@ -46,7 +46,7 @@ __all__ = ["save_model", "load_model", "LoadedModel", "FORMAT_NAME", "FORMAT_VER
 
 FORMAT_NAME = "custseg-model"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+MANIFEST = MODEL_MARKER
 
 
 @dataclass
@@ -147,20 +147,8 @@ def _pipeline_from_params(params: dict[str, Any]) -> SegmentationPipeline:
 
 def save_model(pipeline: SegmentationPipeline, path: str | os.PathLike, *, schema: Schema | None = None,
                settings: dict[str, Any] | None = None) -> Path:
-    """Save a fitted pipeline to folder ``path``, atomically (see :mod:`custseg.atomic`)."""
-    files = model_files(pipeline, schema, settings)
-    with staging_dir(path) as staged:
-        write_files(staged, files)
-        swap_directory(staged, path, marker=MANIFEST)
-    return Path(path)
-
-
-def write_files(folder: Path, files: dict[str, bytes]) -> None:
-    for name, data in files.items():
-        with open(folder / name, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    """Save a fitted pipeline to folder ``path``, atomically (see :mod:`custseg.io.writing`)."""
+    return write_model_folder(path, model_files(pipeline, schema, settings))
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:

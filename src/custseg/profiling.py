@@ -41,10 +41,11 @@ import pandas as pd
 from scipy.stats.contingency import association
 
 from .exceptions import DataError
-from .schema import category_text
+from .schema import Schema, category_text
 
 __all__ = [
     "SegmentProfile",
+    "cluster_characteristics",
     "SegmentDescription",
     "profile_segments",
     "rank_features",
@@ -685,3 +686,33 @@ def profile_heatmap_data(profile: SegmentProfile, *, per_segment: int = 3, max_c
         rows += [{"segment": s, "column": label, "cohens_d": d, "text": t}
                  for s, d, t in zip(data["segment"], data["cohens_d"], texts)]
     return pd.DataFrame(rows, columns=["segment", "column", "cohens_d", "text"])
+
+
+def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: Schema,
+                            mapping: dict | None = None) -> pd.DataFrame:
+    """Per cluster: size, share, mean and median of numeric features, most frequent category and its share.
+
+    Computed on the table as read (original units and categories, missing values left out).
+    """
+    clusters = np.asarray(clusters)
+    rows = []
+    for c in sorted(np.unique(clusters)):
+        part = frame[clusters == c]
+        row: dict = {"Cluster": int(c)}
+        if mapping is not None:
+            row["Predicted_Segment"] = mapping.get(int(c), "")
+        row["Size"] = len(part)
+        row["Share"] = round(len(part) / len(frame), 4)
+        # rounded for people: 2 decimals for values in the table's units, 4 for shares
+        for name in schema.feature_columns:
+            col = part[name]
+            if schema.column(name).role == "numeric":
+                row[f"{name}_mean"] = round(float(col.mean()), 2)
+                row[f"{name}_median"] = round(float(col.median()), 2)
+            else:
+                counts = col.dropna().map(category_text).value_counts()
+                counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+                row[f"{name}_top"] = counts.index[0] if len(counts) else ""
+                row[f"{name}_top_share"] = round(float(counts.iloc[0] / counts.sum()), 4) if len(counts) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)

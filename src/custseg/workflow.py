@@ -1,71 +1,106 @@
-"""The two jobs of the command line, as library functions: train and predict.
+"""custseg's jobs as library functions: train, report, predict, select k, compare.
 
-:func:`train` reads the tables, fits the pipeline and computes every table and figure
-in memory, writing nothing. :func:`write_training_outputs` then writes them all, at
-once and atomically (:mod:`custseg.atomic`). :func:`predict_file` scores a table with a
-saved model. The CLI is a thin layer over these three.
+Data flows one way through them: load (:func:`load_tables`: read, infer and check the
+schema) -> preprocess, embed, cluster (the pipeline) -> evaluate
+(:mod:`custseg.evaluation`) -> profile (:mod:`custseg.profiling`) -> draw
+(:mod:`custseg.report.plots`) -> write (:mod:`custseg.io.writing`, the only writer).
+
+:func:`train` computes every output of a run in memory and writes nothing; its
+:class:`TrainResult` is what :func:`write_training_outputs` writes and what the report
+is rendered from (:func:`render_run_report`). :func:`load_run` rebuilds the same
+:class:`TrainResult` from a model folder and a results folder, so ``custseg report``
+renders the same page without the training table. :func:`predict_file` scores a table
+with a saved model. The CLI is a thin layer over these functions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-from concurrent.futures import ThreadPoolExecutor
+import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ._version import __version__
-from .io.atomic import (check_output_file, check_output_folders, commit_outputs, merge_into, output_lock, recover,
-                        staging_dir)
-from .embedders.autoencoder import AutoencoderEmbedder
 from .clustering import mapping_table
-from .evaluation.selection import scan_k
 from .config import RunConfig
-from .exceptions import DataError
+from .evaluation.comparison import ComparisonResult, compare_methods
+from .evaluation.methods import build_pipeline
+from .evaluation.metrics import external_metrics, internal_metrics
+from .evaluation.selection import MIN_STABILITY, KSelection, select_k
+from .exceptions import ConfigError, DataError
+from .io.atomic import check_output_file, merge_into, recover, staging_dir
 from .io.chunks import CHUNK_ROWS, TableStream
 from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
-from .io.writing import csv_rows
-from .report.maps import pca_coordinates, tsne_coordinates
-from .evaluation.metrics import external_metrics, internal_metrics
-from .persistence import load_model, model_files, save_model, write_files, MANIFEST
+from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
+from .persistence import load_model, model_files
 from .pipeline import SegmentationPipeline
-from .preprocessing import CustomerPreprocessor
-from .profiling import describe_segments, profile_segments, segments_markdown
-from .report.html import build_report
-from .schema import Schema, category_text, infer_schema
+from .profiling import (SegmentDescription, SegmentProfile, cluster_characteristics, describe_segments,
+                        profile_heatmap_data, profile_segments, segments_markdown)
+from .report.html import REPORT_FIGURES, render_report
+from .report.maps import pca_coordinates, tsne_coordinates
+from .report import plots
+from .report.plots import plot_comparison, plot_k_selection, render_png
+from .schema import Schema, infer_schema
 
-__all__ = ["TrainResult", "train", "write_training_outputs", "PredictResult", "predict_table", "predict_file",
-           "score_chunks", "StreamReport", "TypingChanged", "load_tables", "cluster_characteristics"]
+__all__ = ["TrainResult", "train", "write_training_outputs", "render_run_report", "load_run", "write_report",
+           "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
+           "cluster_characteristics", "KSelectionRun", "run_k_selection", "write_k_selection", "run_comparison",
+           "write_comparison", "RESULT_TABLES", "score_chunks", "StreamReport", "TypingChanged"]
 
-FLOAT_FORMAT = "%.6g"
 #: fewer training rows than this leave the k scan and the metrics undefined
 MIN_TRAIN_ROWS = 3
+#: The tables of a results folder (``<name>.csv``), in the order a run writes them.
+RESULT_TABLES = ("clustering_metrics", "k_selection", "training_history", "training_results",
+                 "cluster_characteristics", "cluster_segment_crosstab", "segment_profiles",
+                 "test_predictions_detailed", "submission", "maps")
+#: Columns that must hold numbers when a results table is read back.
+_NUMERIC_COLUMNS = {
+    "clustering_metrics": ["value"],
+    "k_selection": ["k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz", "stability"],
+    "training_history": ["epoch", "loss", "val_loss", "lr"],
+    "maps": ["Cluster", "pca_1", "pca_2", "tsne_1", "tsne_2"],
+    "cluster_segment_crosstab": ["Cluster", "Size", "Purity"],
+    "test_predictions_detailed": ["Cluster", "Distance_To_Centroid", "Reconstruction_Error"],
+    "training_results": ["Cluster"],
+}
 
 
 @dataclass
 class TrainResult:
-    """Everything a training run produced, in memory."""
+    """Everything a training run produced, in memory.
+
+    :func:`train` fills every field; :func:`load_run` rebuilds all but the tables read
+    from the customers (``train_table``, ``test_table``, ``profile``, ``k_selection``)
+    from the folders a run wrote.
+    """
 
     pipeline: SegmentationPipeline
-    schema: Schema
+    schema: Schema | None
     config: RunConfig
+    #: table name -> DataFrame (``results/<name>.csv``)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    #: figure name -> PNG bytes
+    #: figure name -> PNG bytes (``results/plots/<name>.png``)
     figures: dict[str, bytes] = field(default_factory=dict)
     #: file name -> text (segments.md)
     texts: dict[str, str] = field(default_factory=dict)
-    descriptions: list = field(default_factory=list)
+    descriptions: list[SegmentDescription] = field(default_factory=list)
+    #: ``run_summary.json``
     summary: dict[str, Any] = field(default_factory=dict)
     train_table: pd.DataFrame | None = None
     test_table: pd.DataFrame | None = None
+    profile: SegmentProfile | None = None
+    k_selection: KSelection | None = None
     #: sentences that change what the results mean (one cluster...), for the user even under --quiet
     notices: list[str] = field(default_factory=list)
 
@@ -141,21 +176,6 @@ def _ids(frame: pd.DataFrame, schema: Schema) -> pd.Series:
     return frame[schema.id_column].map(_id_text).rename("ID")
 
 
-def build_pipeline(config: RunConfig, schema: Schema) -> SegmentationPipeline:
-    """The pipeline a run's settings describe."""
-    ae = config.autoencoder
-    return SegmentationPipeline(
-        preprocessor=CustomerPreprocessor(numeric=schema.names("numeric"), categorical=schema.names("categorical"),
-                                          ordinal=schema.ordinal_orders or None),
-        embedder=AutoencoderEmbedder(
-            hidden_dims=tuple(ae.hidden_dims), latent_dim=ae.latent_dim, dropout=ae.dropout,
-            learning_rate=ae.learning_rate, batch_size=ae.batch_size, max_epochs=ae.max_epochs,
-            patience=ae.patience, lr_factor=ae.lr_factor, lr_patience=ae.lr_patience, min_lr=ae.min_lr,
-            validation_fraction=ae.validation_fraction, n_threads=ae.n_threads, random_state=config.seed),
-        n_clusters=config.clustering.n_clusters, n_init=config.clustering.n_init,
-        max_iter=config.clustering.max_iter, random_state=config.seed)
-
-
 def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
           echo: Callable[[str], None] = _noop, tables: tuple | None = None) -> TrainResult:
     """Fit the segmentation described by ``config`` and compute every output in memory.
@@ -163,6 +183,7 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     Parameters
     ----------
     config : RunConfig
+        Validated settings (a :class:`~custseg.config.RunConfig` checks itself when built).
     progress : callable, optional
         Called after every autoencoder epoch with its history record.
     echo : callable, optional
@@ -171,13 +192,9 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         ``(train, test, schema)`` as returned by :func:`load_tables`, if already loaded.
     """
     started = time.perf_counter()
-    config.validate()
     train_t, test_t, schema = tables if tables is not None else load_tables(config)
     frame = train_t.frame
     k = config.clustering.n_clusters
-    if len(frame) < k:
-        raise DataError(f"file {train_t.source!r} has {len(frame)} customers, fewer than the {k} clusters asked for; "
-                        "give more rows or a smaller --clusters")
     label = schema.label_column
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
     pipeline = build_pipeline(config, schema)
@@ -198,7 +215,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     clusters = pipeline.labels_
     ids = _ids(frame, schema)
     known = y.to_numpy().astype(object) if y is not None else None
-    has_known = known is not None and pd.notna(known).any()
+    if known is not None and not pd.notna(known).any():
+        known = None
 
     # The t-SNE map is the slowest picture and needs only the latent features: compute it
     # on a second thread (openTSNE releases the GIL) while this thread, limited to one
@@ -206,26 +224,32 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):
         tsne_job = pool.submit(tsne_coordinates, latent, clusters, max_points=config.plots.tsne_max_points,
                                perplexity=config.plots.tsne_perplexity, random_state=config.seed)
-        _evaluate(result, latent, ids, known if has_known else None, test_t, echo)
-        result.summary["data"]["train"].update(delimiter=train_t.delimiter,
-                                               numeric_from_text=train_t.numeric_from_text)
-        _draw(result, latent, ids, known if has_known else None)
+        metrics = _evaluate(result, latent, known)
+        echo(f"k-means: k={config.clustering.n_clusters}, silhouette {metrics['silhouette']:.3f}"
+             + (f", NMI {metrics['nmi']:.3f}, mapped accuracy {metrics['mapped_accuracy']:.3f}"
+                if known is not None else ""))
+        _profile(result, known)
+        _row_tables(result, ids, known)
+        test_info = _score_test(result, test_t, ids)
+        result.summary = _summary(result, metrics, train_t, test_info)
+        pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
         tsne_idx, tsne_xy = tsne_job.result()
-    _draw_tsne(result, known if has_known else None, tsne_idx, tsne_xy)
+    result.tables["maps"] = _maps_table(ids, clusters, pca_xy, tsne_idx, tsne_xy)
+    result.figures = _draw(result, known, pca_xy, pca_var, tsne_idx, tsne_xy)
+    result.summary["cluster_names"] = {str(c): n for c, n in cluster_names(result).items()}
+    result.summary["tsne_points"] = int(len(tsne_idx))
     result.summary["duration_seconds"] = round(time.perf_counter() - started, 1)
+    result.summary["segments"] = [dataclasses.asdict(d) for d in result.descriptions]
     return result
 
 
-def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, test_t, echo) -> None:
-    """Metrics, the k scan, and the per-row and per-cluster tables."""
-    pipeline, config, schema, frame = result.pipeline, result.config, result.schema, result.train_table
+def _evaluate(result: TrainResult, latent: np.ndarray, known: np.ndarray | None) -> dict[str, float]:
+    """Metrics of the clustering and the k scan: ``clustering_metrics`` and ``k_selection``."""
+    pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
-    has_known = known is not None
-    k = config.clustering.n_clusters
-    # -- metrics ------------------------------------------------------------------------------
     metrics = internal_metrics(latent, clusters, random_state=config.seed)
     metrics["inertia"] = pipeline.inertia_
-    if has_known:
+    if known is not None:
         labelled = pd.notna(known)
         metrics.update(external_metrics(clusters[labelled], known[labelled].astype(str), pipeline.mapping_))
     result.tables["clustering_metrics"] = pd.DataFrame(
@@ -233,50 +257,69 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
          "space": ["latent" if m in ("silhouette", "davies_bouldin", "calinski_harabasz", "inertia") else "labels"
                    for m in metrics]})
     ks = config.k_selection
-    k_table = scan_k(latent, range(ks.k_min, min(ks.k_max, len(frame) - 1) + 1), n_init=ks.n_init,
-                     random_state=config.seed, silhouette_sample=ks.silhouette_sample or None)
-    result.tables["k_selection"] = k_table
-    echo(f"k-means: k={k}, silhouette {metrics['silhouette']:.3f}"
-         + (f", NMI {metrics['nmi']:.3f}, mapped accuracy {metrics['mapped_accuracy']:.3f}" if has_known else ""))
+    result.k_selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
+                                  n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
+                                  silhouette_sample=ks.silhouette_sample or None)
+    result.k_selection.settings.update(space="autoencoder latent features", seed=config.seed)
+    result.tables["k_selection"] = result.k_selection.to_frame()
+    result.tables["training_history"] = pipeline.embedder_.history_.copy()
+    return metrics
 
-    # -- per-row tables ------------------------------------------------------------------------------
-    history = pipeline.embedder_.history_.copy()
-    result.tables["training_history"] = history
+
+def _profile(result: TrainResult, known: np.ndarray | None) -> None:
+    """What sets each segment apart, in numbers (``segment_profiles``) and in words (``segments.md``)."""
+    schema = result.schema
+    result.profile = profile_segments(result.train_table, result.pipeline.labels_, numeric=schema.names("numeric"),
+                                      categorical=schema.names("categorical") + schema.names("ordinal"),
+                                      known_segments=known)
+    result.descriptions = describe_segments(result.profile)
+
+
+def _row_tables(result: TrainResult, ids: pd.Series, known: np.ndarray | None) -> None:
+    """The per-customer and per-cluster tables, in the order a run writes them."""
+    pipeline, schema, frame = result.pipeline, result.schema, result.train_table
+    clusters = pipeline.labels_
     training_results = pd.DataFrame({"ID": ids.to_numpy()})
-    if has_known:
+    if known is not None:
         training_results["True_Segment"] = known
     training_results["Cluster"] = clusters
     if pipeline.mapping_ is not None:
         training_results["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
     result.tables["training_results"] = training_results
     result.tables["cluster_characteristics"] = cluster_characteristics(frame, clusters, schema, pipeline.mapping_)
-    if has_known:
+    if known is not None:
+        labelled = pd.notna(known)
         result.tables["cluster_segment_crosstab"] = mapping_table(
-            clusters[pd.notna(known)], known[pd.notna(known)].astype(str), pipeline.mapping_)
-
-    profile = profile_segments(frame, clusters, numeric=schema.names("numeric"),
-                               categorical=schema.names("categorical") + schema.names("ordinal"),
-                               known_segments=known)
-    result.descriptions = describe_segments(profile)
-    result.tables["segment_profiles"] = profile.to_frame()
+            clusters[labelled], known[labelled].astype(str), pipeline.mapping_)
+    result.tables["segment_profiles"] = result.profile.to_frame()
     result.texts["segments.md"] = segments_markdown(result.descriptions)
 
-    test_info: dict[str, Any] = {}
-    if test_t is not None:
-        scored = predict_table(pipeline, schema, test_t,
-                               segment_names={int(d.segment): d.name for d in result.descriptions})
-        scored.table = scored.table.rename(columns={scored.id_column: "ID"})
-        result.tables["test_predictions_detailed"] = scored.table
-        if pipeline.mapping_ is not None:
-            result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
-                columns={"Predicted_Segment": "Segmentation"})
-        test_info = {"rows": len(test_t.frame), "extra_columns": scored.extra_columns,
-                     "unseen_categories": scored.unseen_categories,
-                     "missing": missing_report(test_t.frame).to_dict(orient="records")}
-        if schema.id_column is not None:
-            test_info["ids_in_train"] = int(test_t.frame[schema.id_column].map(_id_text).isin(set(ids)).sum())
 
-    result.summary = {
+def _score_test(result: TrainResult, test_t: LoadedTable | None, ids: pd.Series) -> dict[str, Any]:
+    """The new customers assigned to segments (``test_predictions_detailed``, ``submission``)."""
+    if test_t is None:
+        return {}
+    pipeline, schema = result.pipeline, result.schema
+    scored = predict_table(pipeline, schema, test_t,
+                           segment_names={int(d.segment): d.name for d in result.descriptions})
+    scored.table = scored.table.rename(columns={scored.id_column: "ID"})
+    result.tables["test_predictions_detailed"] = scored.table
+    if pipeline.mapping_ is not None:
+        result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
+            columns={"Predicted_Segment": "Segmentation"})
+    info = {"rows": len(test_t.frame), "extra_columns": scored.extra_columns,
+            "unseen_categories": scored.unseen_categories,
+            "missing": missing_report(test_t.frame).to_dict(orient="records")}
+    if schema.id_column is not None:
+        info["ids_in_train"] = int(test_t.frame[schema.id_column].map(_id_text).isin(set(ids)).sum())
+    return info
+
+
+def _summary(result: TrainResult, metrics: dict, train_t: LoadedTable, test_info: dict) -> dict[str, Any]:
+    """``run_summary.json``: versions, settings, data, schema, training and metrics."""
+    pipeline, config, frame = result.pipeline, result.config, result.train_table
+    history = result.tables["training_history"]
+    return {
         "custseg_version": __version__,
         "versions": _versions(),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
@@ -284,12 +327,13 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
         "data": {
             "train": {"path": str(config.data.train), "absolute_path": str(Path(config.data.train).resolve()),
                       "rows": len(frame), "columns": len(frame.columns),
-                      "missing": missing_report(frame).to_dict(orient="records")},
+                      "missing": missing_report(frame).to_dict(orient="records"),
+                      "delimiter": train_t.delimiter, "numeric_from_text": train_t.numeric_from_text},
             "test": {"path": str(config.data.test) if config.data.test else None,
                      "absolute_path": str(Path(config.data.test).resolve()) if config.data.test else None,
                      **test_info},
         },
-        "schema": schema.to_dict(),
+        "schema": result.schema.to_dict(),
         "autoencoder": {"epochs": len(history), "best_epoch": pipeline.embedder_.best_epoch_,
                         "stopped_early": pipeline.embedder_.stopped_early_,
                         "best_val_loss": _none_if_nan(history["val_loss"].min())},
@@ -298,55 +342,40 @@ def _evaluate(result: TrainResult, latent: np.ndarray, ids: pd.Series, known, te
     }
 
 
-def _draw(result: TrainResult, latent: np.ndarray, ids: pd.Series, known) -> None:
-    """The PCA map and every figure but the t-SNE map, rendered to PNG bytes."""
-    from .report.plots import plot_cluster_distribution, plot_k_selection, plot_maps, plot_training_history
+def _maps_table(ids: pd.Series, clusters: np.ndarray, pca_xy: np.ndarray, tsne_idx: np.ndarray,
+                tsne_xy: np.ndarray) -> pd.DataFrame:
+    """``maps``: each customer's PCA coordinates, and t-SNE ones for the customers in its sample."""
+    maps = pd.DataFrame({"ID": ids.to_numpy(), "Cluster": clusters, "pca_1": pca_xy[:, 0], "pca_2": pca_xy[:, 1],
+                         "tsne_1": np.nan, "tsne_2": np.nan})
+    maps.loc[tsne_idx, "tsne_1"] = tsne_xy[:, 0]
+    maps.loc[tsne_idx, "tsne_2"] = tsne_xy[:, 1]
+    return maps
 
+
+def _draw(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca_var: np.ndarray,
+          tsne_idx: np.ndarray, tsne_xy: np.ndarray) -> dict[str, bytes]:
+    """Every figure of a run, as PNG bytes by name."""
     pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
     names = cluster_names(result)
-    pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
-    result.tables["maps"] = pd.DataFrame({"ID": ids.to_numpy(), "Cluster": clusters, "pca_1": pca_xy[:, 0],
-                                          "pca_2": pca_xy[:, 1], "tsne_1": np.nan, "tsne_2": np.nan})
     dpi = config.plots.dpi
-    result.figures["training_history"] = render_png(
-        plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_), dpi)
-    result.figures["optimal_clusters"] = render_png(
-        plot_k_selection(result.tables["k_selection"], chosen_k=config.clustering.n_clusters), dpi)
-    result.figures["clusters_pca"] = render_png(plot_maps(
-        pca_xy, clusters, names, "PCA", known,
-        axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)", f"PC 2 ({pca_var[1]:.0%} of variance)")), dpi)
-    result.figures["cluster_distribution"] = render_png(plot_cluster_distribution(clusters, names, known), dpi)
-    result.summary["cluster_names"] = {str(c): n for c, n in names.items()}
-
-
-def _draw_tsne(result: TrainResult, known, tsne_idx: np.ndarray, tsne_xy: np.ndarray) -> None:
-    """The t-SNE map: its coordinates into maps.csv, and its figure."""
-    from .report.plots import plot_maps
-
-    clusters = result.pipeline.labels_
-    maps = result.tables["maps"]
-    maps.loc[tsne_idx, "tsne_1"] = tsne_xy[:, 0]
-    maps.loc[tsne_idx, "tsne_2"] = tsne_xy[:, 1]
-    result.figures["clusters_tsne"] = render_png(plot_maps(
-        tsne_xy, clusters[tsne_idx], cluster_names(result), "t-SNE",
-        None if known is None else known[tsne_idx],
-        axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers"
-                     + (", stratified sample)" if len(tsne_idx) < len(clusters) else ", every customer)"), "t-SNE 2")),
-        result.config.plots.dpi)
-    result.summary["tsne_points"] = int(len(tsne_idx))
-
-
-def render_png(fig, dpi: int) -> bytes:
-    """PNG bytes of a figure (no timestamp, so the same figure gives the same bytes); closes it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    sampled = "every customer" if len(tsne_idx) == len(clusters) else "stratified sample"
+    return {
+        "training_history": render_png(
+            plots.plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_), dpi),
+        "optimal_clusters": render_png(
+            plots.plot_k_selection(result.k_selection, chosen_k=config.clustering.n_clusters), dpi),
+        "clusters_pca": render_png(plots.plot_maps(
+            pca_xy, clusters, names, "PCA", known,
+            axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)", f"PC 2 ({pca_var[1]:.0%} of variance)")), dpi),
+        "cluster_distribution": render_png(plots.plot_cluster_distribution(clusters, names, known), dpi),
+        "clusters_tsne": render_png(plots.plot_maps(
+            tsne_xy, clusters[tsne_idx], names, "t-SNE", None if known is None else known[tsne_idx],
+            axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, {sampled})", "t-SNE 2")), dpi),
+        "segment_profiles": render_png(plots.plot_profile_heatmap(
+            profile_heatmap_data(result.profile), {d.segment: d.name for d in result.descriptions}), dpi,
+            tight=True),
+    }
 
 
 def cluster_names(result: TrainResult) -> dict[int, str]:
@@ -354,36 +383,6 @@ def cluster_names(result: TrainResult) -> dict[int, str]:
     if result.descriptions:
         return {int(d.segment): f"{d.segment}: {d.name}" for d in result.descriptions}
     return {c: f"Cluster {c}" for c in range(len(result.pipeline.cluster_centers_))}
-
-
-def cluster_characteristics(frame: pd.DataFrame, clusters: np.ndarray, schema: Schema,
-                            mapping: dict | None = None) -> pd.DataFrame:
-    """Per cluster: size, share, mean and median of numeric features, most frequent category and its share.
-
-    Computed on the table as read (original units and categories, missing values left out).
-    """
-    clusters = np.asarray(clusters)
-    rows = []
-    for c in sorted(np.unique(clusters)):
-        part = frame[clusters == c]
-        row: dict[str, Any] = {"Cluster": int(c)}
-        if mapping is not None:
-            row["Predicted_Segment"] = mapping.get(int(c), "")
-        row["Size"] = len(part)
-        row["Share"] = round(len(part) / len(frame), 4)
-        # rounded for people: 2 decimals for values in the table's units, 4 for shares
-        for name in schema.feature_columns:
-            col = part[name]
-            if schema.column(name).role == "numeric":
-                row[f"{name}_mean"] = round(float(col.mean()), 2)
-                row[f"{name}_median"] = round(float(col.median()), 2)
-            else:
-                counts = col.dropna().map(_id_text).value_counts()
-                counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
-                row[f"{name}_top"] = counts.index[0] if len(counts) else ""
-                row[f"{name}_top_share"] = round(float(counts.iloc[0] / counts.sum()), 4) if len(counts) else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 @dataclass
@@ -724,63 +723,267 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
     check_output_file(output_path, {"--input": input_path, "--model": None})
     recover(model_dir)
     model = load_model(model_dir)
-    output_path = Path(output_path)
     kinds, id_choice = None, None
     for _attempt in range(3):
         report = StreamReport()
+
+        def blocks():
+            for scored in score_chunks(model, input_path, na_values=na_values, id_column=id_column,
+                                       chunk_rows=chunk_rows, kinds=kinds, report=report, _id_choice=id_choice):
+                yield scored
+                if progress is not None:  # the block is written
+                    progress(report)
+
         try:
-            with staging_dir(output_path) as staged:
-                staged_file = staged / output_path.name
-                with open(staged_file, "wb") as fh:
-                    header = True
-                    for scored in score_chunks(model, input_path, na_values=na_values, id_column=id_column,
-                                               chunk_rows=chunk_rows, kinds=kinds, report=report,
-                                               _id_choice=id_choice):
-                        if header:
-                            fh.write((",".join(scored.columns) + "\n").encode("utf-8"))
-                            header = False
-                        fh.write(csv_rows(scored, FLOAT_FORMAT))
-                        if progress is not None:
-                            progress(report)
-                merge_into(staged, output_path.parent if str(output_path.parent) else ".")
+            write_csv_blocks(output_path, blocks())
             return report
         except TypingChanged as exc:  # rare: score again as the whole table reads
             kinds, id_choice = exc.kinds, exc.id_choice or id_choice
     raise AssertionError("unreachable: the third pass has every typing and the ID column fixed")
 
 
+def _result_files(result: TrainResult) -> dict[str, bytes]:
+    """The files of a results folder: tables, summary, figures, texts and the report, by relative path."""
+    files = {f"{name}.csv": csv_bytes(table) for name, table in result.tables.items()}
+    files["run_summary.json"] = json_bytes(result.summary)
+    files.update({f"plots/{name}.png": png for name, png in result.figures.items()})
+    files.update({name: text.encode("utf-8") for name, text in result.texts.items()})
+    files["report.html"] = render_run_report(result).encode("utf-8")
+    return files
+
+
 def write_training_outputs(result: TrainResult, models_dir: str | Path | None = None,
                            results_dir: str | Path | None = None) -> dict[str, list[Path]]:
-    """Write the model folder and the results folder of a run, atomically.
-
-    Both are staged completely before either target is touched; a failure before
-    that leaves both as they were.
-    """
+    """Write the model folder and the results folder of a run, atomically (see :func:`custseg.io.writing.write_run`)."""
     models_dir = Path(models_dir or result.config.models_dir)
     results_dir = Path(results_dir or result.config.results_dir)
-    check_output_folders(models_dir, results_dir, marker=MANIFEST)
-    files = model_files(result.pipeline, result.schema, result.config.to_dict(),
+    model = model_files(result.pipeline, result.schema, result.config.to_dict(),
                         cluster_names={int(d.segment): d.name for d in result.descriptions})
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(output_lock(models_dir, results_dir))
-        recover(models_dir, results_dir)  # a run killed mid-commit is completed before this one starts
-        staged_models = stack.enter_context(staging_dir(models_dir))
-        staged_results = stack.enter_context(staging_dir(results_dir))
-        write_files(staged_models, files)
-        for name, table in result.tables.items():
-            table.to_csv(staged_results / f"{name}.csv", index=False, float_format=FLOAT_FORMAT,
-                         lineterminator="\n")
-        (staged_results / "run_summary.json").write_text(
-            json.dumps(result.summary, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
-        (staged_results / "plots").mkdir()
-        for name, png in result.figures.items():
-            (staged_results / "plots" / f"{name}.png").write_bytes(png)
-        for name, text in result.texts.items():
-            (staged_results / name).write_text(text, encoding="utf-8")
-        build_report(staged_models, staged_results)
-        # models and results move together: after a crash at any point the pair is old+old or new+new
-        moved = commit_outputs(staged_models, models_dir, staged_results, results_dir)
-    return {"models": sorted(models_dir.iterdir()), "results": moved}
+    return write_run(models_dir, model, results_dir, _result_files(result))
+
+
+# -- the report --------------------------------------------------------------------------------------------
+def render_run_report(result: TrainResult) -> str:
+    """The HTML report of a run, from the run's data alone (nothing is read)."""
+    return render_report(summary=result.summary, tables=result.tables, figures=result.figures,
+                         descriptions=result.descriptions, schema=result.schema)
+
+
+def write_report(result: TrainResult, results_dir: str | Path | None = None) -> Path:
+    """Write ``report.html`` of ``result`` into ``results_dir`` (the run's own by default), atomically."""
+    folder = Path(results_dir or result.config.results_dir)
+    write_into(folder, {"report.html": render_run_report(result).encode("utf-8")})
+    return folder / "report.html"
+
+
+def rebuild_report(models_dir: str | Path = "models", results_dir: str | Path = "results") -> Path:
+    """``custseg report``: rebuild the run from its folders (:func:`load_run`) and write its report again."""
+    results = Path(results_dir)
+    if results.is_dir() and not os.access(results, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write the report into {str(results)!r} (the folder is read-only); make it "
+                        "writable or give another --results-dir")
+    result = load_run(models_dir, results)
+    try:
+        html = render_run_report(result)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        # a results file edited by hand (or by another tool) with a value the report cannot place
+        raise DataError(f"the files in {str(results)!r} hold a value the report cannot use ({type(exc).__name__}: "
+                        f"{str(exc)[:80]}); run 'custseg train' again") from None
+    write_into(results, {"report.html": html.encode("utf-8")})
+    return results / "report.html"
+
+
+def load_run(models_dir: str | Path = "models", results_dir: str | Path = "results") -> TrainResult:
+    """The :class:`TrainResult` of a run, read back from the model and results folders it wrote.
+
+    The training table is not read: everything the report shows was written by the run
+    (tables, figures, ``run_summary.json`` with the segment descriptions).
+
+    Raises
+    ------
+    ModelFormatError
+        If the model folder is missing or damaged.
+    DataError
+        If ``run_summary.json`` is missing or unreadable, or a results file holds a value
+        of the wrong kind.
+    """
+    model = load_model(models_dir)
+    results = Path(results_dir)
+    summary_path = results / "run_summary.json"
+    if not summary_path.is_file():
+        raise DataError(f"{str(summary_path)!r} does not exist; run 'custseg train' first, "
+                        "or give the folder it wrote with --results-dir")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read {str(summary_path)!r} ({exc}); run 'custseg train' again") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("segments"), list):
+        raise DataError(f"{str(summary_path)!r} holds no segment descriptions (written by an older custseg?); "
+                        "run 'custseg train' again")
+    try:
+        config = RunConfig.from_dict(summary.get("settings") or model.settings or {}, source=str(summary_path))
+        descriptions = [SegmentDescription(**d) for d in summary["segments"]]
+    except (ConfigError, TypeError) as exc:
+        raise DataError(f"{str(summary_path)!r} cannot be read ({exc}); run 'custseg train' again") from None
+    schema = model.schema if model.schema is not None else (
+        Schema.from_dict(summary["schema"]) if summary.get("schema") else None)
+    if not (results / "training_results.csv").is_file():
+        raise DataError(f"{str(results / 'training_results.csv')!r} does not exist; run 'custseg train' first, "
+                        "or give the folder it wrote with --results-dir")
+    n_clusters = len(model.pipeline.cluster_centers_)
+    tables = {name: table for name in RESULT_TABLES
+              if (table := _read_result_table(results / f"{name}.csv", name, n_clusters)) is not None}
+    figures = {name: (results / "plots" / f"{name}.png").read_bytes() for name in REPORT_FIGURES
+               if (results / "plots" / f"{name}.png").is_file()}
+    texts = {name: (results / name).read_text(encoding="utf-8") for name in ("segments.md",)
+             if (results / name).is_file()}
+    return TrainResult(pipeline=model.pipeline, schema=schema, config=config, tables=tables, figures=figures,
+                       texts=texts, descriptions=descriptions, summary=summary)
+
+
+def _read_result_table(path: Path, name: str, n_clusters: int) -> pd.DataFrame | None:
+    """A results table as the run wrote it, checked: numbers are numbers, clusters are the model's 0..k-1.
+
+    Segments and IDs stay text (a segment called 'true' is not a boolean); only an empty
+    cell is missing.
+    """
+    if not path.is_file():
+        return None
+    text_columns = {c: str for c in ("ID", "True_Segment", "Predicted_Segment", "Segmentation", "Segment_Name",
+                                     "Cluster")}
+    try:
+        table = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); run 'custseg train' again") from None
+    for column in _NUMERIC_COLUMNS.get(name, []):
+        if column in table and column != "Cluster" and not pd.api.types.is_numeric_dtype(table[column]):
+            bad = pd.to_numeric(table[column], errors="coerce").isna() & table[column].notna()
+            row = int(np.argmax(bad.to_numpy()))
+            raise DataError(f"file {str(path)!r}, line {row + 2}, column {column!r}: {table[column].iloc[row]!r} "
+                            "is not a number; run 'custseg train' again to rewrite the results")
+    if "Cluster" in table:
+        clusters = pd.to_numeric(table["Cluster"], errors="coerce")
+        bad = clusters.isna() | (clusters % 1 != 0) | (clusters < 0) | (clusters >= n_clusters)
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise DataError(f"file {str(path)!r}, line {row + 2}, column 'Cluster': {table['Cluster'].iloc[row]!r} "
+                            f"is not a cluster of the model (0..{n_clusters - 1}); the file was edited: run "
+                            "'custseg train' again")
+        table["Cluster"] = clusters.astype(int)
+    return table
+
+
+# -- choosing k on a table -----------------------------------------------------------------------------
+@dataclass
+class KSelectionRun:
+    """:func:`~custseg.evaluation.selection.select_k` on the latent space of a freshly trained autoencoder.
+
+    Attributes
+    ----------
+    selection : KSelection
+    business_k : int
+        The number of segments asked for (the config's ``clustering.n_clusters``).
+    source : str
+        The training file.
+    n_customers : int
+    epochs : int
+        Epochs the autoencoder trained for.
+    seed : int
+    dpi : int
+        Resolution of the figure.
+    """
+
+    selection: KSelection
+    business_k: int
+    source: str
+    n_customers: int
+    epochs: int
+    seed: int
+    dpi: int = 120
+
+    def summary_lines(self) -> list[str]:
+        """What the command prints after the table."""
+        sel = self.selection
+        return [f"Recommended k={sel.recommended_k}: {sel.reason}.",
+                f"Asked for: {sel.describe_k(self.business_k)}.",
+                "Note: the stability is K-Means' on this one trained autoencoder (seed "
+                f"{self.seed}); retraining the autoencoder with another seed moves customers between clusters "
+                "far more ('custseg compare' measures that)."]
+
+
+def run_k_selection(config: RunConfig, *, min_stability: float = MIN_STABILITY,
+                    progress: Callable[[str], None] = _noop) -> KSelectionRun:
+    """Train the reference autoencoder once (``config.seed``), then select k on its latent features.
+
+    The autoencoder is the one ``custseg train`` fits with the same settings and seed,
+    and the scan is the one ``train`` writes (``k_selection.k_min`` .. ``k_max``,
+    ``n_init``, ``n_resamples``, ``silhouette_sample``), so both describe the same space
+    with the same table.
+    """
+    config = config.model_copy(deep=True)
+    config.data.test = None  # only the training table is clustered
+    train_t, _, schema = load_tables(config)
+    frame = train_t.frame
+    ks = config.k_selection
+    if ks.k_max >= len(frame):
+        raise DataError(f"file {train_t.source!r} has {len(frame)} customers; k up to {ks.k_max} needs more. "
+                        "Give a smaller --max")
+    label = schema.label_column
+    y = frame[label] if label else None
+    pipeline = build_pipeline(config, schema)
+    # K-Means of the pipeline itself is not needed here; one init keeps the fit short
+    pipeline.set_params(n_init=1)
+    pipeline.fit(frame, None if y is None else y.map(lambda v: v if pd.isna(v) else _id_text(v)))
+    epochs = len(pipeline.embedder_.history_)
+    progress(f"autoencoder: {epochs} epochs (best {pipeline.embedder_.best_epoch_}); "
+             f"scanning k={ks.k_min}..{ks.k_max} on {pipeline.embedder_.latent_dim} latent features")
+    latent = pipeline.transform(frame)
+    selection = select_k(latent, range(ks.k_min, ks.k_max + 1), n_resamples=ks.n_resamples, n_init=ks.n_init,
+                         random_state=config.seed, silhouette_sample=ks.silhouette_sample or None,
+                         min_stability=min_stability, progress=progress)
+    selection.settings.update(space="autoencoder latent features", seed=config.seed)
+    return KSelectionRun(selection=selection, business_k=config.clustering.n_clusters, source=train_t.source,
+                         n_customers=len(frame), epochs=epochs, seed=config.seed, dpi=config.plots.dpi)
+
+
+def write_k_selection(run: KSelectionRun, results_dir: str | Path) -> list[Path]:
+    """Write ``k_selection.csv`` (the table ``train`` writes) and ``plots/k_selection.png`` into ``results_dir``."""
+    png = render_png(plot_k_selection(run.selection, chosen_k=run.business_k), run.dpi)
+    return write_into(results_dir, {"k_selection.csv": csv_bytes(run.selection.to_frame()),
+                                    "plots/k_selection.png": png})
+
+
+# -- comparing methods ---------------------------------------------------------------------------------
+def run_comparison(config: RunConfig, *, n_seeds: int = 5, methods: Sequence[str] | None = None,
+                   supervised: bool = True, silhouette_sample: int | None = None,
+                   progress: Callable[[str], None] = _noop) -> ComparisonResult:
+    """Read the tables ``config`` names and :func:`~custseg.evaluation.comparison.compare_methods` on them.
+
+    The seeds are ``config.seed``, ``config.seed + 1``, ... (``n_seeds`` of them); k is
+    ``config.clustering.n_clusters``; the autoencoder and K-Means settings are the config's.
+    """
+    if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
+        raise ConfigError(f"The 'n_seeds' parameter must be an int >= 1. Got {n_seeds!r} instead.")
+    train_t, test_t, schema = load_tables(config)
+    return compare_methods(train_t.frame, schema, test_frame=None if test_t is None else test_t.frame,
+                           n_clusters=config.clustering.n_clusters,
+                           seeds=range(config.seed, config.seed + n_seeds), methods=methods, supervised=supervised,
+                           config=config, silhouette_sample=silhouette_sample, source=train_t.source,
+                           progress=progress)
+
+
+def write_comparison(result: ComparisonResult, output: str | Path, dpi: int = 120) -> list[Path]:
+    """Write ``output`` (the per-run CSV) and, beside it, the ``.md`` summary and the ``.png`` figure."""
+    output = Path(output)
+    if output.is_dir():
+        raise DataError(f"--output {str(output)!r} is a folder; give a file name such as comparison.csv")
+    if output.suffix.lower() in (".md", ".png"):
+        raise DataError(f"--output {str(output)!r} names the summary or the figure; give the CSV file, such as "
+                        "comparison.csv (the .md and .png files are written beside it)")
+    folder = output.parent if str(output.parent) else Path(".")
+    return write_into(folder, {output.name: csv_bytes(result.runs),
+                               output.with_suffix(".md").name: result.to_markdown().encode("utf-8"),
+                               output.with_suffix(".png").name: render_png(plot_comparison(result), dpi)})
 
 
 def _versions() -> dict[str, str]:
@@ -796,13 +999,3 @@ def _none_if_nan(value: Any) -> Any:
         return None if np.isnan(value) else float(value)
     except TypeError:
         return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -7,11 +7,14 @@ clusters with known segments.
 
 from __future__ import annotations
 
+import itertools
+from typing import Iterable
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-__all__ = ["internal_metrics", "external_metrics", "mapped_accuracy", "METRIC_GUIDE"]
+__all__ = ["internal_metrics", "external_metrics", "mapped_accuracy", "pairwise_ari", "METRIC_GUIDE"]
 
 #: One line per metric on how to read it (used in the report and the docs).
 METRIC_GUIDE = {
@@ -68,3 +71,10 @@ def external_metrics(clusters: np.ndarray, segments: np.ndarray, mapping: dict |
     if mapping is not None:
         out["mapped_accuracy"] = mapped_accuracy(clusters, segments, mapping)
     return out
+
+
+def pairwise_ari(labelings: Iterable[np.ndarray]) -> np.ndarray:
+    """Adjusted Rand index of every pair of labelings of the same rows (empty for fewer than two)."""
+    labelings = [np.asarray(labels) for labels in labelings]
+    return np.array([skm.adjusted_rand_score(a, b) for a, b in itertools.combinations(labelings, 2)],
+                    dtype="float64")

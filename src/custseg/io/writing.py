@@ -1,22 +1,147 @@
-"""CSV text of scored tables, fast, and byte for byte what pandas' ``to_csv`` writes.
+"""The one place custseg writes files: CSV, PNG, JSON, HTML and model folders.
 
-``DataFrame.to_csv(float_format="%.6g")`` goes through a per-cell Python writer. :func:`csv_rows`
-formats each float column with ``%`` in one list comprehension and joins the columns
-and lines with pyarrow's string kernels; text holding the delimiter, a quote or a line
-break is quoted as the csv module quotes it. Anything else (a carriage return in a value,
-columns of other types, one column) is written by pandas itself.
+Everything else computes data and hands it here. Tables become CSV with one number
+format (:data:`FLOAT_FORMAT`), summaries become JSON, figures arrive as PNG bytes
+(:func:`custseg.report.plots.render_png`), the report as HTML text, a model folder as
+the bytes of its files (:func:`custseg.persistence.model_files`). Every write goes
+through :mod:`custseg.io.atomic`: staged beside the target, then moved into place, so
+a failure leaves the targets as they were.
+
+Predictions of big tables are written block by block (:func:`write_csv_blocks`), with
+:func:`csv_rows`: the bytes ``to_csv`` writes, formatted column by column with pyarrow's
+string kernels instead of pandas' per-cell writer; text holding the delimiter, a quote
+or a line break is quoted as the csv module quotes it.
 """
 
 from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["csv_rows", "format_general"]
+from ..exceptions import DataError
+from .atomic import (check_output_folders, commit_outputs, merge_into, output_lock, recover, staging_dir,
+                     swap_directory)
 
+__all__ = ["FLOAT_FORMAT", "csv_bytes", "csv_rows", "format_general", "json_bytes", "write_csv_blocks", "write_files",
+           "write_model_folder", "write_into", "write_run"]
+
+#: Six significant digits: every metric reads the same, and the same run gives the same bytes.
+FLOAT_FORMAT = "%.6g"
+#: the file only a custseg model folder holds; a folder without it is never replaced
+MODEL_MARKER = "manifest.json"
+#: text the csv module quotes (a carriage return is left to pandas: the rule for it varies by version)
 _NEEDS_QUOTES = r'[,"\n]'
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """A table as custseg writes every CSV: no index, :data:`FLOAT_FORMAT`, ``\\n`` line ends, UTF-8."""
+    return frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n").encode("utf-8")
+
+
+def json_bytes(data: Any) -> bytes:
+    """Indented JSON in the order given; NumPy numbers become plain numbers and NaN becomes null."""
+    return (json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_files(folder: str | os.PathLike, files: Mapping[str, bytes]) -> None:
+    """Write ``files`` (relative path -> bytes) into ``folder``, each flushed to disk.
+
+    Only for a folder that is not yet visible (a staging folder): the files appear one by one.
+    """
+    folder = Path(folder)
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_model_folder(path: str | os.PathLike, files: Mapping[str, bytes]) -> Path:
+    """Replace model folder ``path`` by one holding ``files``, whole or not at all."""
+    with staging_dir(path) as staged:
+        write_files(staged, files)
+        swap_directory(staged, path, marker=MODEL_MARKER)
+    return Path(path)
+
+
+def write_into(folder: str | os.PathLike, files: Mapping[str, bytes]) -> list[Path]:
+    """Put ``files`` (relative path -> bytes) into ``folder``; other files there are left alone.
+
+    All are staged first, then each is moved into place atomically.
+    """
+    folder = Path(folder)
+    with staging_dir(folder) as staged:
+        write_files(staged, files)
+        try:
+            return merge_into(staged, folder)
+        except PermissionError as exc:
+            raise DataError(f"cannot write into folder {str(folder)!r} ({exc.strerror}); "
+                            "fix its permissions or choose another folder") from None
+
+
+def write_run(models_dir: str | os.PathLike, model: Mapping[str, bytes], results_dir: str | os.PathLike,
+              results: Mapping[str, bytes]) -> dict[str, list[Path]]:
+    """Write a training run: the model folder (swapped whole) and the results (merged file by file).
+
+    Both are staged completely and then committed together under a lock
+    (:func:`custseg.io.atomic.commit_outputs`): after a failure or a kill at any point the
+    pair is the old one or the new one, never a mix.
+    """
+    models_dir, results_dir = Path(models_dir), Path(results_dir)
+    check_output_folders(models_dir, results_dir, marker=MODEL_MARKER)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(models_dir, results_dir))
+        recover(models_dir, results_dir)  # a run killed mid-commit is completed before this one starts
+        staged_models = stack.enter_context(staging_dir(models_dir))
+        staged_results = stack.enter_context(staging_dir(results_dir))
+        write_files(staged_models, model)
+        write_files(staged_results, results)
+        moved = commit_outputs(staged_models, models_dir, staged_results, results_dir)
+    return {"models": sorted(models_dir.iterdir()), "results": moved}
+
+
+def write_csv_blocks(path: str | os.PathLike, blocks: Iterable[pd.DataFrame]) -> int:
+    """Write the tables ``blocks`` gives as one CSV file (header of the first), each as it comes; rows written.
+
+    The file is staged beside ``path`` and renamed onto it once the last block is in, so a
+    failure at any point (an error raised by ``blocks`` included) leaves an earlier file
+    at ``path`` as it was. The bytes are those :func:`csv_bytes` gives for the blocks
+    concatenated.
+    """
+    path = Path(path)
+    rows, header = 0, True
+    with staging_dir(path) as staged:
+        with open(staged / path.name, "wb") as fh:
+            for block in blocks:
+                if header:
+                    fh.write(csv_bytes(block.iloc[:0]))
+                    header = False
+                fh.write(csv_rows(block, FLOAT_FORMAT))
+                rows += len(block)
+            fh.flush()
+            os.fsync(fh.fileno())
+        merge_into(staged, path.parent if str(path.parent) else ".")
+    return rows
 
 
 def csv_rows(frame: pd.DataFrame, float_format: str = "%.6g") -> bytes:

@@ -1,35 +1,30 @@
-"""The HTML report of a run, and the segment profile files.
+"""The HTML report of a run: one self-contained page, rendered from the run's data.
 
-:func:`write_segment_outputs` writes ``segment_profiles.csv`` and ``segments.md``;
-:func:`build_report` reads what ``custseg train`` wrote into the models and results
-folders (and the training table it names) and writes ``report.html``: one
-self-contained file, every style and figure inside it, that opens offline.
+:func:`render_report` turns what a run computed (its summary, tables, figures and
+segment descriptions: :class:`custseg.workflow.TrainResult` holds them, whether just
+trained or rebuilt from disk by :func:`custseg.workflow.load_run`) into HTML text. It
+reads no file and writes none (:mod:`custseg.io.writing` does); every style and figure
+is inside the page, which opens offline.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..io.atomic import atomic_write_text
-from ..exceptions import CustsegError, DataError
-from ..io.reading import missing_report, read_table
-from ..profiling import (SegmentDescription, SegmentProfile, describe_segments, known_segments_text,
-                        profile_heatmap_data, profile_segments, segments_markdown)
+from ..evaluation.metrics import METRIC_GUIDE
+from ..evaluation.selection import recommend_k
+from ..profiling import SegmentDescription, known_segments_text
 from ..schema import Schema, category_text
+from .plots import segment_palette
 
-from ..report.plots import plot_cluster_distribution, plot_maps, segment_palette
-
-__all__ = ["build_report", "write_segment_outputs", "REPORT_SECTIONS"]
+__all__ = ["render_report", "REPORT_SECTIONS", "REPORT_FIGURES"]
 
 #: (id, heading) of every section of the report, in order.
 REPORT_SECTIONS = [
@@ -46,224 +41,18 @@ REPORT_SECTIONS = [
     ("predictions", "New customers"),
 ]
 
-
-def write_segment_outputs(
-    table: pd.DataFrame,
-    labels: Sequence | np.ndarray,
-    results_dir: str | os.PathLike,
-    known_segments: Sequence | np.ndarray | None = None,
-    numeric: Sequence[str] | None = None,
-    categorical: Sequence[str] | None = None,
-) -> dict[str, Path]:
-    """Profile the segments and write ``segment_profiles.csv`` and ``segments.md``.
-
-    Parameters
-    ----------
-    table, labels, known_segments, numeric, categorical
-        As for :func:`custseg.profiling.profile_segments`.
-    results_dir : path-like
-        Folder to write into (created if needed); each file is written atomically.
-
-    Returns
-    -------
-    dict
-        ``{"segment_profiles": Path, "segments": Path}``.
-    """
-    profile = profile_segments(table, labels, numeric=numeric, categorical=categorical,
-                               known_segments=known_segments)
-    descriptions = describe_segments(profile)
-    folder = Path(results_dir)
-    paths = {"segment_profiles": folder / "segment_profiles.csv", "segments": folder / "segments.md"}
-    atomic_write_text(paths["segment_profiles"],
-                      profile.to_frame().to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-    atomic_write_text(paths["segments"], segments_markdown(descriptions))
-    return paths
+#: The figures (``results/plots/<name>.png``) the report shows, by name.
+REPORT_FIGURES = ("training_history", "optimal_clusters", "clusters_pca", "clusters_tsne", "cluster_distribution",
+                  "segment_profiles")
 
 
-# --------------------------------------------------------------------------- reading a run
-
-
-@dataclass
-class _Run:
-    """What ``custseg train`` left on disk, read once."""
-
-    results: Path
-    models: Path
-    summary: dict
-    settings: dict
-    schema: Schema | None
-    clustering: dict
-    train: pd.DataFrame
-    test: pd.DataFrame | None
-    train_path: str
-    test_path: str | None
-    training_results: pd.DataFrame
-
-    def csv(self, name: str) -> pd.DataFrame | None:
-        path = self.results / name
-        if not path.is_file():
-            return None
-        try:
-            return pd.read_csv(path)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); run 'custseg train' again") from None
-
-    def png(self, name: str) -> str | None:
-        path = self.results / "plots" / name
-        return _data_uri(path.read_bytes()) if path.is_file() else None
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {str(path)!r} ({exc}); run 'custseg train' again") from None
-
-
-def _data_path(summary: dict, settings: dict, which: str) -> str | None:
-    """Path of the ``train`` / ``test`` table: run_summary's ``data.<which>``, else the settings'.
-
-    The absolute path is preferred where it still exists, so that ``custseg report`` works
-    from another folder than the one ``custseg train`` ran in.
-    """
-    entry = (summary.get("data") or {}).get(which)
-    if isinstance(entry, dict):
-        absolute = entry.get("absolute_path")
-        if absolute and Path(absolute).is_file():
-            return absolute
-        entry = entry.get("path")
-    return entry or (settings.get("data") or {}).get(which)
-
-
-def _read_run(models_dir: Path, results_dir: Path) -> _Run:
-    training_results = results_dir / "training_results.csv"
-    if not training_results.is_file():
-        raise DataError(f"{str(training_results)!r} does not exist; run 'custseg train' first, "
-                        "or give the folder it wrote with --results-dir")
-    summary = _read_json(results_dir / "run_summary.json") or {}
-    settings = _read_json(models_dir / "settings.json") or summary.get("settings") or {}
-    schema_dict = _read_json(models_dir / "schema.json") or summary.get("schema")
-    train_path, test_path = _data_path(summary, settings, "train"), _data_path(summary, settings, "test")
-    if not train_path:
-        raise DataError(f"neither {str(results_dir / 'run_summary.json')!r} nor {str(models_dir / 'settings.json')!r} "
-                        "names the training table; run 'custseg train' again")
-    na_values = (settings.get("data") or {}).get("na_values") or ()
-    return _Run(
-        results=results_dir,
-        models=models_dir,
-        summary=summary,
-        settings=settings,
-        schema=Schema.from_dict(schema_dict) if schema_dict else None,
-        clustering=_read_json(models_dir / "clustering.json") or {},
-        train=read_table(train_path, na_values=na_values).frame,
-        test=read_table(test_path, na_values=na_values).frame if test_path and Path(test_path).is_file() else None,
-        train_path=train_path,
-        test_path=test_path,
-        training_results=_read_training_results(training_results, int(
-            (_read_json(models_dir / "clustering.json") or {}).get("params", {}).get("n_clusters") or 0)),
-    )
-
-
-def _read_training_results(path: Path, n_clusters: int) -> pd.DataFrame:
-    """training_results.csv, checked: segments stay text ('true' is not a boolean), clusters are 0..k-1."""
-    try:
-        table = pd.read_csv(path, dtype={"ID": str, "True_Segment": str, "Predicted_Segment": str, "Cluster": str},
-                            keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); run 'custseg train' again") from None
-    if "Cluster" not in table.columns:
-        raise DataError(f"{str(path)!r} has no 'Cluster' column; run 'custseg train' again")
-    clusters = pd.to_numeric(table["Cluster"], errors="coerce")
-    bad = clusters.isna() | (clusters % 1 != 0) | (clusters < 0) \
-        | ((clusters >= n_clusters) if n_clusters > 0 else False)
-    if bad.any():
-        pos = int(np.argmax(bad.to_numpy()))
-        raise DataError(f"{str(path)!r}, line {pos + 2}, column 'Cluster': value {table['Cluster'].iloc[pos]!r} is "
-                        f"not a cluster of the model (0..{max(n_clusters - 1, 0)}); the file was edited: run "
-                        "'custseg train' again")
-    table["Cluster"] = clusters.astype(int)
-    return table
+def _data_uri(png: bytes | None) -> str | None:
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _id_keys(values: pd.Series) -> pd.Series:
     """IDs as canonical text, so 462809, 462809.0 and "462809" match."""
     return values.map(lambda v: "" if pd.isna(v) else category_text(v))
-
-
-def _training_frame(run: _Run) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """The training table, each row's cluster and (if known) its known segment."""
-    results = run.training_results
-    id_col = run.schema.id_column if run.schema else None
-    if id_col and id_col in run.train and "ID" in results:
-        by_id = results.assign(_key=_id_keys(results["ID"])).drop_duplicates("_key").set_index("_key")
-        keys = _id_keys(run.train[id_col])
-        keep = keys.isin(by_id.index).to_numpy()
-        table = run.train[keep].reset_index(drop=True)
-        rows = by_id.loc[keys[keep]]
-    elif len(results) == len(run.train):
-        table, rows = run.train, results
-    else:
-        raise DataError(f"training_results.csv has {len(results)} rows but the training table has "
-                        f"{len(run.train)} and no ID column to match them; run 'custseg train' again")
-    clusters = rows["Cluster"].to_numpy().astype(int)
-    known = None
-    if "True_Segment" in rows and rows["True_Segment"].notna().any():
-        known = rows["True_Segment"].map(lambda v: v if pd.isna(v) else category_text(v)).to_numpy(dtype=object)
-    return table, clusters, known
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _figure_uri(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return _data_uri(buffer.getvalue())
-
-
-def _plot_profile_heatmap(data: pd.DataFrame, names: dict):
-    """Segments x features, coloured by standardized difference from the rest, annotated with values."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    grid = data.pivot(index="segment", columns="column", values="cohens_d")
-    text = data.pivot(index="segment", columns="column", values="text")
-    columns = list(dict.fromkeys(data["column"]))
-    grid, text = grid[columns], text[columns]
-    shown = np.clip(grid.to_numpy(dtype="float64"), -2, 2)
-    fig, ax = plt.subplots(figsize=(1.05 * len(columns) + 3.2, 0.55 * len(grid) + 2.2))
-    image = ax.imshow(shown, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
-    # labels are cut: a 100,000-character category value made this figure exhaust memory
-    ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=35, ha="right", fontsize=9)
-    ax.set_yticks(range(len(grid)), [_short(f"{s}: {names[s]}") for s in grid.index], fontsize=9)
-    ax.set_xlabel("distinguishing feature (value in the segment)")
-    ax.set_ylabel("segment")
-    for i in range(shown.shape[0]):
-        for j in range(shown.shape[1]):
-            dark = abs(shown[i, j]) > 1.2
-            ax.text(j, i, _short(str(text.iat[i, j]), 24), ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
-    bar = fig.colorbar(image, ax=ax, shrink=0.85)
-    bar.set_label("difference from the other customers\n(standard deviations, Cohen's d)")
-    ax.set_title("Segment profiles: red = more than the rest, blue = less")
-    fig.tight_layout()
-    return fig
-
-
-def _short(label: str, limit: int = 40) -> str:
-    """A label cut to ``limit`` characters (with an ellipsis) so that a figure keeps its size."""
-    return label if len(label) <= limit else label[: limit - 1] + "\u2026"
 
 
 # --------------------------------------------------------------------------- formatting
@@ -307,47 +96,58 @@ def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- sections
 
 
-def _summary_section(run: _Run, profile: SegmentProfile) -> dict:
-    summary, settings = run.summary, run.settings
-    facts = [("training table", f"{run.train_path} ({len(run.train):,} rows)")]
-    if run.test_path:
-        facts.append(("new customers", f"{run.test_path} ({len(run.test):,} rows)" if run.test is not None
-                      else f"{run.test_path} (not found)"))
-    if run.schema is not None:
-        facts.append(("id column", run.schema.id_column or "none"))
-        facts.append(("known segment column", run.schema.label_column or "none"))
-    facts.append(("numeric features", ", ".join(profile.numeric_features) or "none"))
-    facts.append(("categorical features", ", ".join(profile.categorical_features) or "none"))
-    facts.append(("segments (k)", str(len(profile.segments))))
+def _feature_names(schema: Schema | None) -> tuple[list[str], list[str]]:
+    if schema is None:
+        return [], []
+    return schema.names("numeric"), schema.names("categorical") + schema.names("ordinal")
+
+
+def _summary_section(summary: dict, schema: Schema | None, n_segments: int) -> dict:
+    data = summary.get("data") or {}
+    train, test = data.get("train") or {}, data.get("test") or {}
+    facts = [("training table", f"{train.get('path')} ({train.get('rows', 0):,} rows)")]
+    if test.get("path"):
+        facts.append(("new customers", f"{test['path']} ({test['rows']:,} rows)" if test.get("rows") is not None
+                      else f"{test['path']} (not read)"))
+    if schema is not None:
+        facts.append(("id column", schema.id_column or "none"))
+        facts.append(("known segment column", schema.label_column or "none"))
+    numeric, categorical = _feature_names(schema)
+    facts.append(("numeric features", ", ".join(numeric) or "none"))
+    facts.append(("categorical features", ", ".join(categorical) or "none"))
+    facts.append(("segments (k)", str(n_segments)))
+    settings = summary.get("settings") or {}
     if "seed" in settings:
         facts.append(("seed", str(settings["seed"])))
     if summary.get("duration_seconds") is not None:
         facts.append(("training time", f"{summary['duration_seconds']:.1f} s"))
-    versions = summary.get("versions") or (_read_json(run.models / "manifest.json") or {}).get("versions") or {}
+    versions = summary.get("versions") or {}
     if versions:
         facts.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
     return {"facts": facts, "settings": _flatten(settings)}
 
 
-def _quality_section(run: _Run) -> dict:
-    train_missing = missing_report(run.train).rename(columns={"missing": "missing (training)",
-                                                              "share": "share (training)"})
-    out = {"n_test": None, "n_in_train": None}
-    table = train_missing
-    if run.test is not None:
-        test_missing = missing_report(run.test).rename(columns={"missing": "missing (new)", "share": "share (new)"})
-        table = train_missing.merge(test_missing, on="column", how="left")
-        id_col = run.schema.id_column if run.schema else None
-        if id_col and id_col in run.test and id_col in run.train:
-            in_train = _id_keys(run.test[id_col]).isin(set(_id_keys(run.train[id_col])))
-            out.update(n_test=len(run.test), n_in_train=int(in_train.sum()), share_in_train=float(in_train.mean()))
+def _missing(entry: dict, which: str) -> pd.DataFrame:
+    frame = pd.DataFrame(entry.get("missing") or [], columns=["column", "missing", "share"])
+    return frame.rename(columns={"missing": f"missing ({which})", "share": f"share ({which})"})
+
+
+def _quality_section(summary: dict) -> dict:
+    data = summary.get("data") or {}
+    train, test = data.get("train") or {}, data.get("test") or {}
+    table = _missing(train, "training")
+    out: dict[str, Any] = {"n_test": None, "n_in_train": None}
+    if test.get("rows") is not None:
+        table = table.merge(_missing(test, "new"), on="column", how="left")
+        if test.get("ids_in_train") is not None:
+            out.update(n_test=test["rows"], n_in_train=test["ids_in_train"],
+                       share_in_train=test["ids_in_train"] / max(test["rows"], 1))
     out["table"] = _table(table, pct=[c for c in table.columns if c.startswith("share")])
     return out
 
 
-def _training_section(run: _Run) -> dict:
-    history = run.csv("training_history.csv")
-    out = {"image": run.png("training_history.png"), "facts": []}
+def _training_section(summary: dict, history: pd.DataFrame | None, image: str | None) -> dict:
+    out = {"image": image, "facts": []}
     if history is not None and len(history):
         watched = "val_loss" if "val_loss" in history and history["val_loss"].notna().any() else "loss"
         best = history.loc[history[watched].idxmin()]
@@ -357,7 +157,7 @@ def _training_section(run: _Run) -> dict:
              f"{best[watched]:.4g} (epoch {int(best['epoch'])})"),
             ("final training loss", f"{history['loss'].iloc[-1]:.4g}"),
         ]
-        stopped = (run.summary.get("autoencoder") or {}).get("stopped_early")
+        stopped = (summary.get("autoencoder") or {}).get("stopped_early")
         if stopped is not None:
             out["facts"].append(("stopped early", "yes, validation loss stopped improving" if stopped
                                  else "no, ran the maximum number of epochs"))
@@ -367,95 +167,70 @@ def _training_section(run: _Run) -> dict:
     return out
 
 
-def _k_section(run: _Run, k: int) -> dict:
-    scan = run.csv("k_selection.csv")
-    out = {"image": run.png("optimal_clusters.png"), "k": k, "best_k": None, "table": None}
+def _k_section(scan: pd.DataFrame | None, image: str | None, k: int) -> dict:
+    """The k scan, and the k :func:`~custseg.evaluation.selection.recommend_k` recommends from it."""
+    out = {"image": image, "k": k, "recommended_k": None, "reason": None, "table": None}
     if scan is not None and len(scan):
-        if "silhouette" in scan and scan["silhouette"].notna().any():
-            out["best_k"] = int(scan.loc[scan["silhouette"].idxmax(), "k"])
+        if {"silhouette", "stability"} <= set(scan.columns) and scan["silhouette"].notna().any():
+            out["recommended_k"], out["reason"] = recommend_k(scan)
         out["table"] = _table(scan, highlight=(scan["k"] == k).tolist())
     return out
 
 
-def _maps_section(run: _Run, names: dict, known: np.ndarray | None) -> list[dict]:
-    maps = run.csv("maps.csv")
-    figures = []
-    for method, png, axes in (("PCA", "clusters_pca.png", ("pca_1", "pca_2")),
-                              ("t-SNE", "clusters_tsne.png", ("tsne_1", "tsne_2"))):
-        if run.png(png):  # drawn by 'custseg train' with the same names and colours
-            figures.append({"method": method, "image": run.png(png), "n": _mapped_rows(maps, axes)})
-        elif maps is not None and set(axes) <= set(maps.columns):
-            rows = maps.dropna(subset=list(axes))
-            segments = None
-            if known is not None and "ID" in maps:
-                truth = run.training_results.assign(_key=_id_keys(run.training_results["ID"])).set_index("_key")
-                segments = truth["True_Segment"].reindex(_id_keys(rows["ID"])).astype(str).to_numpy()
-            fig = plot_maps(rows[list(axes)].to_numpy(), rows["Cluster"].to_numpy().astype(int), names, method,
-                            segments=segments)
-            figures.append({"method": method, "image": _figure_uri(fig), "n": len(rows)})
-    return figures
+def _maps_section(maps: pd.DataFrame | None, figures: Mapping[str, bytes]) -> list[dict]:
+    out = []
+    for method, name, axes in (("PCA", "clusters_pca", ("pca_1", "pca_2")),
+                               ("t-SNE", "clusters_tsne", ("tsne_1", "tsne_2"))):
+        if figures.get(name) is not None:
+            n = None
+            if maps is not None and set(axes) <= set(maps.columns):
+                n = int(maps[list(axes)].notna().all(axis=1).sum())
+            out.append({"method": method, "image": _data_uri(figures[name]), "n": n})
+    return out
 
 
-def _mapped_rows(maps: pd.DataFrame | None, axes: tuple[str, str]) -> int | None:
-    if maps is None or not set(axes) <= set(maps.columns):
-        return None
-    return int(maps[list(axes)].notna().all(axis=1).sum())
-
-
-def _sizes_section(run: _Run, profile: SegmentProfile, names: dict, legend: dict, colours: dict, clusters: np.ndarray,
-                   known: np.ndarray | None) -> dict:
-    sizes = profile.sizes.assign(name=[names[s] for s in profile.segments])
-    image = png if (png := run.png("cluster_distribution.png")) else \
-        _figure_uri(plot_cluster_distribution(clusters, legend, known))
-    rows = [{"segment": s, "name": n, "size": f"{k:,}", "share": f"{100 * p:.1f}%", "colour": colours[s],
-             "width": f"{100 * p / sizes['share'].max():.1f}"}
-            for s, n, k, p in zip(sizes.segment, sizes.name, sizes["size"], sizes.share)]
+def _sizes_section(descriptions: Sequence[SegmentDescription], colours: dict, image: str | None) -> dict:
+    largest = max((d.share for d in descriptions), default=1.0) or 1.0
+    rows = [{"segment": d.segment, "name": d.name, "size": f"{d.size:,}", "share": f"{100 * d.share:.1f}%",
+             "colour": colours[d.segment], "width": f"{100 * d.share / largest:.1f}"} for d in descriptions]
     return {"image": image, "rows": rows}
 
 
-def _known_section(run: _Run, clusters: np.ndarray, known: np.ndarray | None, names: dict) -> dict | None:
-    if known is None:
+def _known_section(crosstab: pd.DataFrame | None, metrics: dict, names: dict) -> dict | None:
+    if crosstab is None or not len(crosstab):
         return None
-    from ..clustering import map_clusters_to_segments, mapping_table
-
-    labelled = pd.notna(known)
-    clusters, known = clusters[labelled], known[labelled].astype(str)
-    mapping = run.clustering.get("mapping")
-    mapping = ({int(k): str(v) for k, v in mapping.items()} if mapping
-               else map_clusters_to_segments(clusters, known))
-    table = mapping_table(clusters, known, mapping)
+    table = crosstab.copy()
+    labels = [c for c in table.columns if c not in ("Cluster", "Size", "Mapped_Segment", "Purity")]
     table.insert(1, "Name", [names.get(int(c), "") for c in table["Cluster"]])
     table = table.rename(columns={"Cluster": "Segment", "Mapped_Segment": "Mapped to"})
-    accuracy = float(np.mean(pd.Series(clusters).map(mapping).to_numpy() == known))
-    return {"table": _table(table, pct=["Purity"]), "accuracy": accuracy, "labels": sorted(set(known))}
+    return {"table": _table(table, pct=["Purity"]), "accuracy": metrics.get("mapped_accuracy"),
+            "labels": [str(c) for c in labels]}
 
 
-def _metrics_section(run: _Run) -> dict | None:
-    from ..evaluation.metrics import METRIC_GUIDE
-
-    metrics = run.csv("clustering_metrics.csv")
+def _metrics_section(metrics: pd.DataFrame | None) -> dict | None:
     if metrics is None:
         return None
     return {"rows": [{"metric": m, "value": _fmt(float(v)), "guide": METRIC_GUIDE.get(str(m), "")}
                      for m, v in zip(metrics["metric"], metrics["value"])]}
 
 
-def _predictions_section(run: _Run, profile: SegmentProfile, names: dict) -> dict | None:
-    scored = run.csv("test_predictions_detailed.csv")
+def _predictions_section(scored: pd.DataFrame | None, descriptions: Sequence[SegmentDescription],
+                         names: dict) -> dict | None:
     if scored is None or not len(scored):
         return None
-    counts = scored["Cluster"].value_counts().reindex(profile.segments, fill_value=0)
+    segments = [d.segment for d in descriptions]
+    counts = scored["Cluster"].value_counts().reindex(segments, fill_value=0)
     per_segment = pd.DataFrame({
-        "Segment": profile.segments,
-        "Name": [names[s] for s in profile.segments],
+        "Segment": segments,
+        "Name": [names[s] for s in segments],
         "New customers": counts.to_numpy(),
         "Share (new)": counts.to_numpy() / len(scored),
-        "Share (training)": profile.sizes["share"].to_numpy(),
+        "Share (training)": [d.share for d in descriptions],
     })
     if "Predicted_Segment" in scored:
         per_segment["Predicted known segment"] = [
             ", ".join(sorted(scored.loc[scored["Cluster"] == s, "Predicted_Segment"].astype(str).unique()))
-            for s in profile.segments]
+            for s in segments]
     out = {"n": len(scored), "table": _table(per_segment, pct=["Share (new)", "Share (training)"]), "unusual": None}
     if "Reconstruction_Error" in scored:
         columns = [c for c in ("ID", "Cluster", "Predicted_Segment", "Distance_To_Centroid", "Reconstruction_Error")
@@ -467,7 +242,7 @@ def _predictions_section(run: _Run, profile: SegmentProfile, names: dict) -> dic
     return out
 
 
-def _cards(descriptions: list[SegmentDescription], colours: dict) -> list[dict]:
+def _cards(descriptions: Sequence[SegmentDescription], colours: dict) -> list[dict]:
     return [{"segment": d.segment, "name": d.name, "traits": d.traits, "colour": colours[d.segment],
              "known": known_segments_text(d.composition), "size": f"{d.size:,}", "share": f"{100 * d.share:.0f}%"}
             for d in descriptions]
@@ -476,77 +251,58 @@ def _cards(descriptions: list[SegmentDescription], colours: dict) -> list[dict]:
 # --------------------------------------------------------------------------- the report
 
 
-def build_report(models_dir: str | os.PathLike = "models", results_dir: str | os.PathLike = "results") -> Path:
-    """Write ``report.html`` into ``results_dir`` from what ``custseg train`` wrote.
+def render_report(*, summary: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
+                  figures: Mapping[str, bytes], descriptions: Sequence[SegmentDescription],
+                  schema: Schema | None = None) -> str:
+    """The report of a run as HTML text.
 
-    The report is one HTML file that needs nothing else: styles are inline, figures are
-    PNG data URIs, there are no scripts and no links to other files or sites.
+    The page needs nothing else: styles are inline, figures are PNG data URIs, there are
+    no scripts and no links to other files or sites. Reads and writes nothing.
 
     Parameters
     ----------
-    models_dir : path-like
-        The model folder (``settings.json``, ``schema.json``, ``clustering.json`` are read).
-    results_dir : path-like
-        The results folder; ``training_results.csv`` is required, every other file adds
-        its section (a missing one is said so in the report). The training table is
-        re-read from the path in ``run_summary.json`` (or ``settings.json``) to profile
-        the segments.
+    summary : mapping
+        The run summary (``run_summary.json``): data, settings, versions, metrics.
+    tables : mapping of str to DataFrame
+        The run's tables by name (``training_history``, ``k_selection``, ``maps``,
+        ``clustering_metrics``, ``cluster_segment_crosstab``, ``test_predictions_detailed``);
+        an absent one is said so in its section.
+    figures : mapping of str to bytes
+        PNG bytes by name (:data:`REPORT_FIGURES`).
+    descriptions : sequence of SegmentDescription
+        One per segment (:func:`custseg.profiling.describe_segments`).
+    schema : Schema, optional
+        The column roles of the training table.
 
     Returns
     -------
-    Path
-        The path of the report.
-
-    Raises
-    ------
-    DataError
-        If ``training_results.csv`` or the training table cannot be found.
+    str
     """
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    models, results = Path(models_dir), Path(results_dir)
-    if results.is_dir() and not os.access(results, os.W_OK | os.X_OK):
-        raise DataError(f"cannot write the report into {str(results)!r} (the folder is read-only); make it "
-                        "writable or give another --results-dir")
-    try:
-        run = _read_run(models, results)
-        table, clusters, known = _training_frame(run)
-        numeric = categorical = None
-        if run.schema is not None:
-            numeric = run.schema.names("numeric")
-            categorical = run.schema.names("categorical") + run.schema.names("ordinal")
-        profile = profile_segments(table, clusters, numeric=numeric, categorical=categorical, known_segments=known)
-        descriptions = describe_segments(profile)
-        names = {d.segment: d.name for d in descriptions}
-        legend = {s: f"{s}: {n}" for s, n in names.items()}
-        colours = dict(zip(profile.segments, segment_palette(len(profile.segments))))
-
-        context = {
-            "title": f"Customer segments: {len(profile.segments)} segments of {profile.n_customers:,} customers",
-            "sections": REPORT_SECTIONS,
-            "summary": _summary_section(run, profile),
-            "quality": _quality_section(run),
-            "training": _training_section(run),
-            "k": _k_section(run, len(profile.segments)),
-            "maps": _maps_section(run, legend, known),
-            "sizes": _sizes_section(run, profile, names, legend, colours, clusters, known),
-            "heatmap": _figure_uri(_plot_profile_heatmap(profile_heatmap_data(profile), names)),
-            "profiles_csv": (results / "segment_profiles.csv").is_file(),
-            "descriptions": _cards(descriptions, colours),
-            "known": _known_section(run, clusters, known, names),
-            "metrics": _metrics_section(run),
-            "predictions": _predictions_section(run, profile, names),
-        }
-    except CustsegError:
-        raise
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
-        # a results file edited by hand (or by another tool) with a value the report cannot place
-        raise DataError(f"the files in {str(results)!r} hold a value the report cannot use ({type(exc).__name__}: "
-                        f"{str(exc)[:80]}); run 'custseg train' again") from None
+    descriptions = sorted(descriptions, key=lambda d: d.segment)
+    names = {d.segment: d.name for d in descriptions}
+    colours = dict(zip(names, segment_palette(len(names))))
+    n_customers = sum(d.size for d in descriptions)
+    metrics = {str(m): v for m, v in (summary.get("metrics") or {}).items()}
+    context = {
+        "title": f"Customer segments: {len(descriptions)} segments of {n_customers:,} customers",
+        "sections": REPORT_SECTIONS,
+        "summary": _summary_section(dict(summary), schema, len(descriptions)),
+        "quality": _quality_section(dict(summary)),
+        "training": _training_section(dict(summary), tables.get("training_history"),
+                                      _data_uri(figures.get("training_history"))),
+        "k": _k_section(tables.get("k_selection"), _data_uri(figures.get("optimal_clusters")), len(descriptions)),
+        "maps": _maps_section(tables.get("maps"), figures),
+        "sizes": _sizes_section(descriptions, colours, _data_uri(figures.get("cluster_distribution"))),
+        "heatmap": _data_uri(figures.get("segment_profiles")),
+        "profiles_csv": "segment_profiles" in tables,
+        "descriptions": _cards(descriptions, colours),
+        "known": _known_section(tables.get("cluster_segment_crosstab"), metrics, names),
+        "metrics": _metrics_section(tables.get("clustering_metrics")),
+        "predictions": _predictions_section(tables.get("test_predictions_detailed"), descriptions, names),
+    }
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    html = env.get_template("report.html.j2").render(**context)
-    path = results / "report.html"
-    atomic_write_text(path, html)
-    return path
+    return env.get_template("report.html.j2").render(**context)

@@ -1,0 +1,606 @@
+"""A mixed-type autoencoder: its own input encoding, a loss per column type, optional guidance, batched members.
+
+:class:`MixedInputEncoder` turns a customer table into the network's input with
+scikit-learn parts (a ``ColumnTransformer`` of ``SimpleImputer``, ``MissingIndicator``,
+``StandardScaler`` and ``OneHotEncoder``): standardized numbers, one 0/1 indicator per
+feature column that had missing values in training, and one-hot categories. Its state
+is plain JSON.
+
+:class:`BatchedAutoencoder` is a plain ``nn.Module`` holding ``n_members`` independent
+autoencoders as one network: every weight has a leading member dimension and the layers
+are ``torch.baddbmm`` calls, so one forward / backward / optimizer step trains every member
+(40 members cost a few times one member, not forty).
+
+:class:`MixedAutoencoderEmbedder` is the sklearn estimator that trains it through
+autograd. Loss per row: squared error on the numeric columns, binary cross-entropy on the
+missing-value indicators, cross-entropy per one-hot category group, averaged over those
+blocks; with ``guidance_weight > 0`` plus that weight times the cross-entropy of a linear
+head on the latent space predicting the known segment (rows without one contribute
+reconstruction only). The latent space stays unconstrained otherwise: the number of
+clusters made in it is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+from torch.nn import functional as F
+
+from ..exceptions import ConfigError, NotFittedError, SchemaError
+from ..schema import category_text
+
+__all__ = ["MixedInputEncoder", "BatchedAutoencoder", "MixedAutoencoderEmbedder"]
+
+MIXED_HISTORY_COLUMNS = ["epoch", "loss", "reconstruction", "guidance"]
+
+
+# -- the input encoding --------------------------------------------------------------------------------------
+class MixedInputEncoder(TransformerMixin, BaseEstimator):
+    """Standardized numbers, missing-value indicators and one-hot categories of a customer table.
+
+    Parameters
+    ----------
+    numeric : list of str, optional
+        Numeric columns: median-imputed, then standardized. If both ``numeric`` and
+        ``categorical`` are None, numeric dtypes are numeric and the rest categorical.
+    categorical : list of str, optional
+        Categorical columns: most-frequent imputed, then one-hot encoded (categories in
+        sorted order; a category unseen in training is all zeros).
+    ordinal : dict, optional
+        Ordinal column -> its categories; one-hot encoded in that order.
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str
+        The feature columns it reads, in table order.
+    numeric_ : list of str
+    categorical_ : list of str
+    indicator_columns_ : list of str
+        Feature columns with missing values in training; each gets a 0/1 indicator.
+    categories_ : dict
+        Categorical column -> its categories (the one-hot order).
+    blocks_ : dict
+        ``{"numeric": n, "indicators": n, "groups": [sizes of the one-hot groups]}``: the
+        layout of the output, numeric first, then indicators, then the groups.
+    transformer_ : sklearn.compose.ColumnTransformer
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"Age": [20.0, 40.0, None], "Gender": ["Male", "Female", "Male"]})
+    >>> enc = MixedInputEncoder().fit(df)
+    >>> list(enc.get_feature_names_out())
+    ['Age', 'missing=Age', 'Gender=Female', 'Gender=Male']
+    """
+
+    def __init__(self, numeric=None, categorical=None, ordinal=None):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.ordinal = ordinal
+
+    def fit(self, X: pd.DataFrame, y=None) -> "MixedInputEncoder":
+        X = _as_frame(X)
+        ordinal = dict(self.ordinal or {})
+        if self.numeric is None and self.categorical is None:
+            numeric = [c for c in X.columns if c not in ordinal and pd.api.types.is_numeric_dtype(X[c])
+                       and not pd.api.types.is_bool_dtype(X[c])]
+            categorical = [c for c in X.columns if c not in ordinal and c not in numeric]
+        else:
+            numeric, categorical = list(self.numeric or []), list(self.categorical or [])
+        wanted = set(numeric) | set(categorical) | set(ordinal)
+        missing = sorted(c for c in wanted if c not in X.columns)
+        if missing:
+            raise SchemaError(f"columns are missing: {set(missing)}")
+        self.feature_names_in_ = np.array([c for c in X.columns if c in wanted], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.numeric_ = [c for c in self.feature_names_in_ if c in numeric]
+        self.categorical_ = [c for c in self.feature_names_in_ if c not in numeric]
+        self.indicator_columns_ = [c for c in self.feature_names_in_ if X[c].isna().any()]
+        text = self._text(X)
+        self.categories_ = {c: (list(ordinal[c]) if c in ordinal else sorted(text[c].dropna().unique().tolist()))
+                            for c in self.categorical_}
+        self.transformer_ = self._build().fit(self._input(X, text))
+        self._set_blocks()
+        return self
+
+    def _text(self, X: pd.DataFrame) -> pd.DataFrame:
+        # categories compared as text, so 1 and "1" and 1.0 are one category
+        return pd.DataFrame({c: X[c].map(lambda v: np.nan if pd.isna(v) else category_text(v))
+                             for c in self.categorical_}, index=X.index)
+
+    def _input(self, X: pd.DataFrame, text: pd.DataFrame | None = None) -> pd.DataFrame:
+        text = self._text(X) if text is None else text
+        numbers = {c: pd.to_numeric(X[c], errors="coerce").astype("float64") for c in self.numeric_}
+        frame = pd.DataFrame({**numbers, **{c: text[c].astype(object) for c in self.categorical_}}, index=X.index)
+        return frame[list(self.feature_names_in_)]
+
+    def _build(self) -> ColumnTransformer:
+        parts = []
+        if self.numeric_:
+            parts.append(("numeric", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                                                   StandardScaler()), self.numeric_))
+        if self.indicator_columns_:
+            parts.append(("indicators", MissingIndicator(features="all"), self.indicator_columns_))
+        if self.categorical_:
+            cats = [np.asarray(self.categories_[c], dtype=object) for c in self.categorical_]
+            parts.append(("categories", make_pipeline(
+                SimpleImputer(strategy="most_frequent", missing_values=np.nan, keep_empty_features=True),
+                OneHotEncoder(categories=cats, handle_unknown="ignore", sparse_output=False)), self.categorical_))
+        return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
+
+    def _set_blocks(self) -> None:
+        self.blocks_ = {"numeric": len(self.numeric_), "indicators": len(self.indicator_columns_),
+                        "groups": [len(self.categories_[c]) for c in self.categorical_]}
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """Encoded rows (float32): numeric, then indicators, then one-hot groups."""
+        check_is_fitted(self, "transformer_")
+        X = _as_frame(X)
+        missing = sorted(c for c in self.feature_names_in_ if c not in X.columns)
+        if missing:
+            raise SchemaError(f"columns are missing: {set(missing)}")
+        out = self.transformer_.transform(self._input(X))
+        return np.ascontiguousarray(out, dtype="float32")
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        check_is_fitted(self, "transformer_")
+        names = list(self.numeric_) + [f"missing={c}" for c in self.indicator_columns_]
+        names += [f"{c}={v}" for c in self.categorical_ for v in self.categories_[c]]
+        return np.array(names, dtype=object)
+
+    # -- JSON state -----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Fitted state as plain JSON-able data."""
+        check_is_fitted(self, "transformer_")
+        state: dict[str, Any] = {
+            "params": {"numeric": self.numeric, "categorical": self.categorical, "ordinal": self.ordinal},
+            "feature_names_in": list(self.feature_names_in_), "numeric": self.numeric_,
+            "categorical": self.categorical_, "indicator_columns": self.indicator_columns_,
+            "categories": self.categories_,
+        }
+        if self.numeric_:
+            imputer, scaler = self.transformer_.named_transformers_["numeric"].steps[0][1], \
+                self.transformer_.named_transformers_["numeric"].steps[1][1]
+            state.update(medians=imputer.statistics_.tolist(), mean=scaler.mean_.tolist(),
+                         scale=scaler.scale_.tolist())
+        if self.categorical_:
+            imputer = self.transformer_.named_transformers_["categories"].steps[0][1]
+            state["modes"] = [str(v) for v in imputer.statistics_]
+        return state
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MixedInputEncoder":
+        """Rebuild a fitted encoder from :meth:`to_dict`'s output.
+
+        The ``ColumnTransformer`` is rebuilt from the saved settings, fitted on a small
+        table that contains every saved category, and its learned numbers (medians,
+        modes, means, scales) are then replaced by the saved ones.
+        """
+        enc = cls(**data["params"])
+        enc.feature_names_in_ = np.array(data["feature_names_in"], dtype=object)
+        enc.n_features_in_ = len(enc.feature_names_in_)
+        enc.numeric_, enc.categorical_ = list(data["numeric"]), list(data["categorical"])
+        enc.indicator_columns_ = list(data["indicator_columns"])
+        enc.categories_ = {k: list(v) for k, v in data["categories"].items()}
+        n = max([2] + [len(v) for v in enc.categories_.values()])
+        proto = pd.DataFrame({c: (np.arange(n, dtype="float64") if c in enc.numeric_ else
+                                  np.resize(np.asarray(enc.categories_[c], dtype=object), n))
+                              for c in enc.feature_names_in_})
+        enc.transformer_ = enc._build().fit(proto)
+        if enc.numeric_:
+            imputer, scaler = (step for _, step in enc.transformer_.named_transformers_["numeric"].steps)
+            imputer.statistics_ = np.asarray(data["medians"], dtype="float64")
+            scaler.mean_ = np.asarray(data["mean"], dtype="float64")
+            scaler.scale_ = np.asarray(data["scale"], dtype="float64")
+            scaler.var_ = scaler.scale_ ** 2
+        if enc.categorical_:
+            imputer = enc.transformer_.named_transformers_["categories"].steps[0][1]
+            imputer.statistics_ = np.asarray(data["modes"], dtype=object)
+        enc._set_blocks()
+        return enc
+
+
+# -- the network ---------------------------------------------------------------------------------------------
+class BatchedAutoencoder(nn.Module):
+    """``n_members`` fully connected autoencoders evaluated as one network.
+
+    Weights have shape ``(n_members, fan_in, fan_out)`` and each layer is
+    ``torch.baddbmm(bias, x, weight)`` on inputs of shape ``(n_members, rows, fan_in)``.
+    Encoder: ReLU after every hidden layer, a linear bottleneck (a ReLU there leaves dead
+    latent features that K-Means cannot use). Decoder: the mirror image, linear output.
+    An optional linear head on the latent space predicts ``n_classes`` known segments.
+    Each layer is initialised as ``nn.Linear`` would be, independently per member.
+    """
+
+    def __init__(self, n_members: int, n_features: int, hidden_dims: tuple[int, ...] = (64, 32),
+                 latent_dim: int = 8, n_classes: int = 0):
+        super().__init__()
+        self.n_members = int(n_members)
+        enc = [n_features, *hidden_dims, latent_dim]
+        dec = [latent_dim, *reversed(hidden_dims), n_features]
+        self.encoder = nn.ParameterList()
+        self.decoder = nn.ParameterList()
+        for sizes, params in ((enc, self.encoder), (dec, self.decoder)):
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                params.extend(self._layer(a, b))
+        self.head = nn.ParameterList(self._layer(latent_dim, n_classes) if n_classes else [])
+
+    def _layer(self, fan_in: int, fan_out: int) -> list[nn.Parameter]:
+        bound = 1.0 / np.sqrt(fan_in)  # nn.Linear's default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        w = torch.empty(self.n_members, fan_in, fan_out).uniform_(-bound, bound)
+        b = torch.empty(self.n_members, 1, fan_out).uniform_(-bound, bound)
+        return [nn.Parameter(w), nn.Parameter(b)]
+
+    @staticmethod
+    def _run(params: nn.ParameterList, x: torch.Tensor, activate_last: bool) -> torch.Tensor:
+        n_layers = len(params) // 2
+        for i in range(n_layers):
+            x = torch.baddbmm(params[2 * i + 1], x, params[2 * i])
+            if i < n_layers - 1 or activate_last:
+                x = F.relu(x)
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n_members, rows, n_features)`` (or ``(rows, n_features)``, shared) -> latent per member."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n_members, -1, -1)
+        return self._run(self.encoder, x, activate_last=False)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self._run(self.decoder, z, activate_last=False)
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of the known segments from the latent features (needs ``n_classes > 0``)."""
+        return torch.baddbmm(self.head[1], z, self.head[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, blocks: dict[str, Any],
+                        categorical_loss: str = "cross_entropy") -> torch.Tensor:
+    """Per-member, per-row loss: mean over the blocks (numeric columns, indicators, category groups).
+
+    Squared error for numeric columns, binary cross-entropy (on logits) for missing-value
+    indicators, cross-entropy for each one-hot group (``categorical_loss="mse"``: squared error on
+    indicators and one-hot columns alike, every column one block). ``output`` and ``target`` have shape
+    ``(n_members, rows, n_features)`` (target may be ``(rows, n_features)``); returns ``(n_members, rows)``.
+    """
+    target = target.expand_as(output)
+    if categorical_loss == "mse":
+        return (output - target).pow(2).mean(-1)
+    total = output.new_zeros(output.shape[:2])
+    start = 0
+    n_num, n_ind = blocks["numeric"], blocks["indicators"]
+    if n_num:
+        total = total + (output[..., :n_num] - target[..., :n_num]).pow(2).sum(-1)
+        start = n_num
+    if n_ind:
+        sl = slice(start, start + n_ind)
+        total = total + F.binary_cross_entropy_with_logits(output[..., sl], target[..., sl], reduction="none").sum(-1)
+        start += n_ind
+    for size in blocks["groups"]:
+        logits = output[..., start:start + size]
+        # one-hot target: cross-entropy is minus the log-softmax at the true category
+        total = total - (F.log_softmax(logits, dim=-1) * target[..., start:start + size]).sum(-1)
+        start += size
+    n_blocks = max(1, n_num + n_ind + len(blocks["groups"]))
+    return total / n_blocks
+
+
+# -- the estimator -------------------------------------------------------------------------------------------
+class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
+    """Latent features of customers from a mixed-type autoencoder (one or many members).
+
+    Parameters
+    ----------
+    numeric, categorical, ordinal
+        Column roles, as in :class:`MixedInputEncoder`. A numeric array is read as
+        numeric columns.
+    hidden_dims : tuple of int, default=(64, 32)
+    latent_dim : int, default=8
+    n_members : int, default=1
+        Autoencoders trained together, each with its own initial weights, batch order
+        and noise. ``transform`` returns their latent features side by side.
+    guidance_weight : float, default=0.0
+        Weight of the known-segment cross-entropy of a linear head on the latent
+        space; 0 trains without the segments (unsupervised).
+    max_epochs : int, default=60
+    batch_size : int, default=256
+    learning_rate : float, default=0.001
+        Adam's learning rate.
+    noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the inputs while training
+        (a denoising autoencoder when > 0).
+    categorical_loss : {"cross_entropy", "mse"}, default="cross_entropy"
+        Loss of the one-hot groups and missing-value indicators (numbers always use squared error).
+    n_threads : int, default=1
+        Torch threads while training and encoding.
+    random_state : int, RandomState or None, default=None
+        Seeds the initial weights, batch order and noise.
+
+    Attributes
+    ----------
+    encoder_ : MixedInputEncoder
+    module_ : BatchedAutoencoder
+        The trained network, in eval mode.
+    classes_ : ndarray or None
+        The known segments the guidance head predicts (None without guidance).
+    history_ : pandas.DataFrame
+        One row per epoch: epoch, loss, reconstruction, guidance (means over members).
+    n_features_in_, feature_names_in_
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(50, 4))
+    >>> emb = MixedAutoencoderEmbedder(max_epochs=2, random_state=0).fit(X)
+    >>> emb.transform(X).shape
+    (50, 8)
+    """
+
+    def __init__(self, numeric=None, categorical=None, ordinal=None, hidden_dims=(64, 32), latent_dim=8,
+                 n_members=1, guidance_weight=0.0, max_epochs=60, batch_size=256, learning_rate=0.001,
+                 noise=0.0, categorical_loss="cross_entropy", n_threads=1, random_state=None):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.ordinal = ordinal
+        self.hidden_dims = hidden_dims
+        self.latent_dim = latent_dim
+        self.n_members = n_members
+        self.guidance_weight = guidance_weight
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.noise = noise
+        self.categorical_loss = categorical_loss
+        self.n_threads = n_threads
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are imputed and flagged by the input encoding
+        return tags
+
+    def _validate_params(self) -> None:
+        def is_int(v, low):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
+
+        def is_num(v, low, strict):
+            return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and (
+                v > low if strict else v >= low)
+
+        checks = [
+            ("hidden_dims", isinstance(self.hidden_dims, (tuple, list)) and all(is_int(h, 1) for h in self.hidden_dims),
+             "a tuple of ints >= 1"),
+            ("latent_dim", is_int(self.latent_dim, 1), "an int >= 1"),
+            ("n_members", is_int(self.n_members, 1), "an int >= 1"),
+            ("guidance_weight", is_num(self.guidance_weight, 0, False), "a float >= 0"),
+            ("max_epochs", is_int(self.max_epochs, 1), "an int >= 1"),
+            ("batch_size", is_int(self.batch_size, 1), "an int >= 1"),
+            ("learning_rate", is_num(self.learning_rate, 0, True), "a float > 0"),
+            ("noise", is_num(self.noise, 0, False), "a float >= 0"),
+            ("n_threads", is_int(self.n_threads, 1), "an int >= 1"),
+            ("categorical_loss", self.categorical_loss in ("cross_entropy", "mse"), "'cross_entropy' or 'mse'"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"The '{name}' parameter of MixedAutoencoderEmbedder must be {expected}. "
+                                  f"Got {getattr(self, name)!r} instead.")
+
+    def _as_table(self, X, reset: bool) -> pd.DataFrame:
+        """The feature table: a DataFrame's columns as they are, an array as numeric columns x0, x1, ..."""
+        if isinstance(X, pd.DataFrame):
+            return X
+        arr = validate_data(self, X, reset=reset, dtype="float64", ensure_all_finite="allow-nan",
+                            ensure_min_samples=2 if reset else 1)
+        return pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])])
+
+    def fit(self, X, y=None) -> "MixedAutoencoderEmbedder":
+        """Train on a customer table (or a numeric array).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, n_features)
+        y : array-like, optional
+            Known segments, used only when ``guidance_weight > 0``; missing values (None,
+            NaN) mark rows without a known segment.
+        """
+        self._validate_params()
+        table = self._as_table(X, reset=True)
+        if isinstance(X, pd.DataFrame):
+            if len(X) < 2:
+                raise ValueError(f"Found array with {len(X)} sample(s) while a minimum of 2 is required.")
+        numeric, categorical = self.numeric, self.categorical
+        if not isinstance(X, pd.DataFrame):
+            numeric, categorical = list(table.columns), []
+        self.encoder_ = MixedInputEncoder(numeric=numeric, categorical=categorical, ordinal=self.ordinal).fit(table)
+        if isinstance(X, pd.DataFrame):
+            # the columns it reads; other columns of the table (an ID, the segment) are ignored
+            self.feature_names_in_ = self.encoder_.feature_names_in_.copy()
+            self.n_features_in_ = len(self.feature_names_in_)
+        x = torch.from_numpy(self.encoder_.transform(table))
+        targets, self.classes_ = self._targets(y, len(table))
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        with _torch_threads(self.n_threads), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = BatchedAutoencoder(self.n_members, x.shape[1], tuple(int(h) for h in self.hidden_dims),
+                                        int(self.latent_dim), 0 if self.classes_ is None else len(self.classes_))
+            history = self._train(module, x, targets)
+        module.eval()
+        self.module_ = module
+        self.history_ = pd.DataFrame(history, columns=MIXED_HISTORY_COLUMNS)
+        return self
+
+    def _targets(self, y, n: int) -> tuple[torch.Tensor | None, np.ndarray | None]:
+        if not self.guidance_weight or y is None:
+            return None, None
+        labels = pd.Series(np.asarray(y, dtype=object))
+        if len(labels) != n:
+            raise ValueError(f"y has {len(labels)} rows but X has {n}.")
+        known = labels.notna().to_numpy()
+        text = labels.map(lambda v: None if pd.isna(v) else category_text(v))
+        classes = np.array(sorted(text[known].unique().tolist()), dtype=object)
+        if len(classes) < 2:
+            return None, None  # nothing to tell apart: guidance has no signal
+        lookup = {c: i for i, c in enumerate(classes)}
+        codes = np.where(known, text.map(lookup).fillna(-1).to_numpy(), -1).astype("int64")
+        return torch.from_numpy(codes), classes
+
+    def _train(self, module: BatchedAutoencoder, x: torch.Tensor, targets: torch.Tensor | None) -> list[dict]:
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+        blocks = self.encoder_.blocks_
+        n, bs, members = len(x), int(self.batch_size), self.n_members
+        history = []
+        for epoch in range(1, self.max_epochs + 1):
+            module.train()
+            # every member draws its own batch order: members that saw the same batches would share
+            # that randomness, and averaging over them could not remove it
+            order = torch.argsort(torch.rand(members, n), dim=1)
+            sums = {"loss": 0.0, "reconstruction": 0.0, "guidance": 0.0}
+            for start in range(0, n, bs):
+                idx = order[:, start:start + bs]  # (members, rows)
+                batch = x[idx]
+                inputs = batch if self.noise <= 0 else batch + self.noise * torch.randn(batch.shape)
+                z = module.encode(inputs)
+                recon = reconstruction_loss(module.decode(z), batch, blocks, self.categorical_loss).mean(1)  # per member
+                loss = recon
+                guide = torch.zeros_like(recon)
+                if targets is not None:
+                    t = targets[idx]
+                    known = (t >= 0).to(z.dtype)
+                    ce = F.cross_entropy(module.classify(z).transpose(1, 2), t.clamp_min(0), reduction="none")
+                    # rows without a known segment contribute reconstruction only
+                    guide = (ce * known).sum(1) / known.sum(1).clamp_min(1)
+                    loss = recon + self.guidance_weight * guide
+                optimizer.zero_grad(set_to_none=True)
+                # members share no weights, so the summed loss gives each member its own gradient
+                loss.sum().backward()
+                optimizer.step()
+                w = idx.shape[1] / n
+                sums["loss"] += w * float(loss.detach().mean())
+                sums["reconstruction"] += w * float(recon.detach().mean())
+                sums["guidance"] += w * float(guide.detach().mean())
+            history.append({"epoch": epoch, **sums})
+        return history
+
+    # -- using it ----------------------------------------------------------------------------------------------
+    def _encoded(self, X) -> torch.Tensor:
+        if not hasattr(self, "module_"):
+            raise NotFittedError("This MixedAutoencoderEmbedder instance is not fitted yet. Call 'fit' first.")
+        if isinstance(X, pd.DataFrame):
+            table = X
+        else:
+            table = self._as_table(X, reset=False)
+        return torch.from_numpy(self.encoder_.transform(table))
+
+    def transform_members(self, X) -> np.ndarray:
+        """Latent features of every member: shape ``(n_members, n_rows, latent_dim)``, float64."""
+        x = self._encoded(X)
+        with _torch_threads(self.n_threads), torch.no_grad():
+            z = self.module_.encode(x)
+        return z.numpy().astype("float64")
+
+    def transform(self, X) -> np.ndarray:
+        """Latent features, the members side by side: shape ``(n_rows, n_members * latent_dim)``."""
+        z = self.transform_members(X)
+        return np.ascontiguousarray(z.transpose(1, 0, 2).reshape(z.shape[1], -1))
+
+    def reconstruction_error(self, X) -> np.ndarray:
+        """Per-row reconstruction loss (the training loss without guidance), mean over members."""
+        x = self._encoded(X)
+        with _torch_threads(self.n_threads), torch.no_grad():
+            loss = reconstruction_loss(self.module_(x), x, self.encoder_.blocks_, self.categorical_loss)
+        return loss.mean(0).numpy().astype("float64")
+
+    def predict_segment_proba(self, X) -> np.ndarray:
+        """The guidance head's probabilities of the known segments (``classes_`` order), mean over members."""
+        if getattr(self, "classes_", None) is None:
+            raise NotFittedError("This MixedAutoencoderEmbedder has no guidance head: fit it with "
+                                 "guidance_weight > 0 and known segments.")
+        x = self._encoded(X)
+        with _torch_threads(self.n_threads), torch.no_grad():
+            p = F.softmax(self.module_.classify(self.module_.encode(x)), dim=-1)
+        return p.mean(0).numpy().astype("float64")
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        if not hasattr(self, "module_"):
+            raise NotFittedError("This MixedAutoencoderEmbedder instance is not fitted yet. Call 'fit' first.")
+        if self.n_members == 1:
+            return np.array([f"latent{j}" for j in range(self.latent_dim)], dtype=object)
+        return np.array([f"member{m}_latent{j}" for m in range(self.n_members) for j in range(self.latent_dim)],
+                        dtype=object)
+
+    # -- persistence: tensors for safetensors, everything else JSON -----------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The network's weights by name (for ``safetensors.torch.save_file``)."""
+        if not hasattr(self, "module_"):
+            raise NotFittedError("This MixedAutoencoderEmbedder instance is not fitted yet. Call 'fit' first.")
+        return {k: v.detach().contiguous() for k, v in self.module_.state_dict().items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Parameters, input encoding, classes and history as plain JSON-able data."""
+        if not hasattr(self, "module_"):
+            raise NotFittedError("This MixedAutoencoderEmbedder instance is not fitted yet. Call 'fit' first.")
+        params = self.get_params()
+        params["hidden_dims"] = [int(h) for h in params["hidden_dims"]]
+        if not isinstance(params["random_state"], (int, type(None))):
+            params["random_state"] = None
+        return {
+            "params": params,
+            "encoder": self.encoder_.to_dict(),
+            "classes": None if self.classes_ is None else [str(c) for c in self.classes_],
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": [str(c) for c in getattr(self, "feature_names_in_", [])] or None,
+            "history": self.history_.to_dict(orient="list"),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "MixedAutoencoderEmbedder":
+        """Rebuild a fitted embedder from :meth:`to_dict` and :meth:`state_tensors`."""
+        params = dict(data["params"])
+        params["hidden_dims"] = tuple(params["hidden_dims"])
+        est = cls(**params)
+        est.encoder_ = MixedInputEncoder.from_dict(data["encoder"])
+        est.classes_ = None if data["classes"] is None else np.array(data["classes"], dtype=object)
+        est.n_features_in_ = int(data["n_features_in"])
+        if data.get("feature_names_in"):
+            est.feature_names_in_ = np.array(data["feature_names_in"], dtype=object)
+        n_in = sum([est.encoder_.blocks_["numeric"], est.encoder_.blocks_["indicators"],
+                    *est.encoder_.blocks_["groups"]])
+        module = BatchedAutoencoder(est.n_members, n_in, est.hidden_dims, est.latent_dim,
+                                    0 if est.classes_ is None else len(est.classes_))
+        module.load_state_dict(tensors, strict=True)
+        module.eval()
+        est.module_ = module
+        est.history_ = pd.DataFrame(data["history"], columns=MIXED_HISTORY_COLUMNS)
+        return est
+
+
+def _as_frame(X) -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X
+    raise TypeError(f"MixedInputEncoder expects a pandas DataFrame with named columns, got {type(X).__name__}")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,279 @@
+"""The clustering methods :mod:`custseg.evaluation.comparison` compares, and the space they are measured in.
+
+:data:`METHODS` is the registry: method name -> :class:`Method`. Each method's ``fit``
+takes ``(frame, schema, n_clusters, seed, config)`` and returns a
+:class:`FittedClustering` (labels, its own space, a predict function).
+
+Adding a method
+---------------
+Write a function ``fit(frame, schema, n_clusters, seed, config) -> FittedClustering``
+and add a :class:`Method` to :data:`METHODS` (or call :func:`register_method`);
+the comparison, its tables and its figure follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from sklearn.preprocessing import FunctionTransformer
+
+from ..config import RunConfig
+from ..embedders.autoencoder import AutoencoderEmbedder
+from ..exceptions import ConfigError, DataError, NotFittedError
+from ..pipeline import SegmentationPipeline
+from ..preprocessing import CustomerPreprocessor
+from ..schema import Schema, category_text
+
+__all__ = ["Method", "FittedClustering", "METHODS", "register_method", "ReferenceEncoder", "build_pipeline",
+           "KPROTOTYPES_N_INIT", "GMM_N_INIT", "feature_roles"]
+
+#: K-Prototypes initialisations per fit. kmodes is pure Python: one init takes about 3.5 s on
+#: 8,000 customers, so the library's default of 10 would make it the slowest method by far.
+KPROTOTYPES_N_INIT = 3
+#: Gaussian-mixture initialisations per fit.
+GMM_N_INIT = 3
+
+
+# -- the reference space ---------------------------------------------------------------------------------
+class ReferenceEncoder(TransformerMixin, BaseEstimator):
+    """Numeric (and ordinal) features standardized, categorical features one-hot encoded.
+
+    Imputation is :class:`~custseg.preprocessing.CustomerPreprocessor`'s (median, most
+    frequent category), and so is the handling of unseen categories (they become the
+    training mode). One-hot columns stay 0/1, so two customers differing in one category
+    are sqrt(2) apart, about as far as 1.4 standard deviations of one numeric feature.
+
+    Parameters
+    ----------
+    numeric, categorical, ordinal
+        As in :class:`~custseg.preprocessing.CustomerPreprocessor`.
+
+    Attributes
+    ----------
+    preprocessor_ : CustomerPreprocessor
+    feature_names_out_ : ndarray of str
+        ``Age`` for a numeric column, ``Profession=Artist`` for a one-hot column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"Age": [20.0, 40.0], "Gender": ["Male", "Female"]})
+    >>> enc = ReferenceEncoder(numeric=["Age"], categorical=["Gender"]).fit(df)
+    >>> list(enc.get_feature_names_out())
+    ['Age', 'Gender=Female', 'Gender=Male']
+    >>> enc.transform(df).tolist()
+    [[-1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+    """
+
+    def __init__(self, numeric=None, categorical=None, ordinal=None):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.ordinal = ordinal
+
+    def fit(self, X: pd.DataFrame, y=None) -> "ReferenceEncoder":
+        self.preprocessor_ = CustomerPreprocessor(numeric=self.numeric, categorical=self.categorical,
+                                                  ordinal=self.ordinal).fit(X)
+        names = []
+        for name in self.preprocessor_.feature_names_in_:
+            if self.preprocessor_.kinds_[name] == "categorical":
+                names += [f"{name}={c}" for c in self.preprocessor_.categories_[name]]
+            else:
+                names.append(name)
+        self.feature_names_out_ = np.array(names, dtype=object)
+        self.n_features_in_ = self.preprocessor_.n_features_in_
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        if not hasattr(self, "preprocessor_"):
+            raise NotFittedError("This ReferenceEncoder instance is not fitted yet. Call 'fit' first.")
+        pre = self.preprocessor_
+        z = pre.transform(X)
+        blocks = []
+        for j, name in enumerate(pre.feature_names_in_):
+            if pre.kinds_[name] == "categorical":
+                codes = np.rint(z[:, j] * pre.scale_[j] + pre.mean_[j]).astype(int)
+                blocks.append(np.eye(len(pre.categories_[name]))[codes])
+            else:
+                blocks.append(z[:, [j]])
+        return np.hstack(blocks)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        if not hasattr(self, "feature_names_out_"):
+            raise NotFittedError("This ReferenceEncoder instance is not fitted yet. Call 'fit' first.")
+        return self.feature_names_out_.copy()
+
+
+def feature_roles(schema: Schema) -> dict[str, Any]:
+    """The column-role arguments of :class:`~custseg.preprocessing.CustomerPreprocessor` for ``schema``."""
+    return {"numeric": schema.names("numeric"), "categorical": schema.names("categorical"),
+            "ordinal": schema.ordinal_orders or None}
+
+
+# -- the methods ------------------------------------------------------------------------------------------
+@dataclass
+class FittedClustering:
+    """A method fitted on the training rows.
+
+    Attributes
+    ----------
+    labels : ndarray of int
+        Cluster of each training row.
+    space : ndarray or None
+        The training rows in the method's own space (where its internal metrics are computed).
+    predict : callable
+        Table of customers -> their clusters.
+    """
+
+    labels: np.ndarray
+    space: np.ndarray | None
+    predict: Callable[[pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A clustering method the comparison runs.
+
+    Attributes
+    ----------
+    name : str
+        Short identifier (the ``method`` column of ``comparison.csv``).
+    label : str
+        Human-readable name for tables and figures.
+    space : str
+        What its own space is.
+    fit : callable
+        ``fit(frame, schema, n_clusters, seed, config) -> FittedClustering``.
+    """
+
+    name: str
+    label: str
+    space: str
+    fit: Callable[..., FittedClustering]
+
+
+def _fit_segmentation(pipeline: SegmentationPipeline, frame: pd.DataFrame, y) -> FittedClustering:
+    pipeline.fit(frame, y)
+    return FittedClustering(labels=pipeline.labels_, space=pipeline.transform(frame), predict=pipeline.predict)
+
+
+def _kmeans_pipeline(preprocessor, embedder, n_clusters: int, seed: int, config) -> SegmentationPipeline:
+    return SegmentationPipeline(preprocessor=preprocessor, embedder=embedder, n_clusters=n_clusters,
+                                n_init=config.clustering.n_init, max_iter=config.clustering.max_iter,
+                                random_state=seed)
+
+
+def _fit_kmeans_features(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    pipeline = _kmeans_pipeline(CustomerPreprocessor(**feature_roles(schema)), FunctionTransformer(), n_clusters, seed,
+                                config)
+    return _fit_segmentation(pipeline, frame, None)
+
+
+def _fit_kmeans_onehot(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    pipeline = _kmeans_pipeline(ReferenceEncoder(**feature_roles(schema)), FunctionTransformer(), n_clusters, seed,
+                                config)
+    return _fit_segmentation(pipeline, frame, None)
+
+
+def _fit_pca_kmeans(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    n_features = len(schema.feature_columns)
+    pca = PCA(n_components=min(config.autoencoder.latent_dim, n_features), random_state=seed)
+    pipeline = _kmeans_pipeline(CustomerPreprocessor(**feature_roles(schema)), pca, n_clusters, seed, config)
+    return _fit_segmentation(pipeline, frame, None)
+
+
+def _fit_gmm(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    pre = CustomerPreprocessor(**feature_roles(schema)).fit(frame)
+    X = pre.transform(frame)
+    gmm = GaussianMixture(n_components=n_clusters, covariance_type="full", n_init=GMM_N_INIT,
+                          random_state=seed).fit(X)
+    return FittedClustering(labels=gmm.predict(X), space=X, predict=lambda f: gmm.predict(pre.transform(f)))
+
+
+def _fit_kprototypes(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    from kmodes.kprototypes import KPrototypes  # imported here: only this method needs it
+
+    pre = CustomerPreprocessor(**feature_roles(schema)).fit(frame)
+    names = list(pre.feature_names_in_)
+    cat_idx = [j for j, n in enumerate(names) if pre.kinds_[n] == "categorical"]
+    num_idx = [j for j in range(len(names)) if j not in cat_idx]
+
+    def mixed(f: pd.DataFrame) -> np.ndarray:
+        z = pre.transform(f)
+        out = np.empty(z.shape, dtype=object)
+        out[:, num_idx] = z[:, num_idx]
+        for j in cat_idx:
+            codes = np.rint(z[:, j] * pre.scale_[j] + pre.mean_[j]).astype(int)
+            out[:, j] = np.asarray(pre.categories_[names[j]], dtype=object)[codes]
+        return out
+
+    X = mixed(frame)
+    if not cat_idx or not num_idx:
+        raise DataError("K-Prototypes needs both numeric and categorical features; leave it out of --methods")
+    kp = KPrototypes(n_clusters=n_clusters, init="Cao", n_init=KPROTOTYPES_N_INIT, random_state=seed)
+    labels = np.asarray(kp.fit_predict(X, categorical=cat_idx), dtype=int)
+    # Its cost is squared Euclidean on the numeric features plus gamma per categorical mismatch;
+    # a mismatch is half the squared distance of two one-hot vectors, so the cost is exactly the
+    # squared Euclidean distance in [numeric, sqrt(gamma / 2) * one-hot]: its own space.
+    onehot = ReferenceEncoder(numeric=[], categorical=[names[j] for j in cat_idx]).fit(frame).transform(frame)
+    space = np.hstack([X[:, num_idx].astype("float64"), np.sqrt(kp.gamma / 2.0) * onehot])
+    return FittedClustering(labels=labels, space=space,
+                            predict=lambda f: np.asarray(kp.predict(mixed(f), categorical=cat_idx), dtype=int))
+
+
+def build_pipeline(config: RunConfig, schema: Schema) -> SegmentationPipeline:
+    """The reference method: the segmentation pipeline a run's settings describe.
+
+    ``custseg train`` fits it; the comparison fits it as ``autoencoder_kmeans``.
+    """
+    ae = config.autoencoder
+    return SegmentationPipeline(
+        preprocessor=CustomerPreprocessor(numeric=schema.names("numeric"), categorical=schema.names("categorical"),
+                                          ordinal=schema.ordinal_orders or None),
+        embedder=AutoencoderEmbedder(
+            hidden_dims=tuple(ae.hidden_dims), latent_dim=ae.latent_dim, dropout=ae.dropout,
+            learning_rate=ae.learning_rate, batch_size=ae.batch_size, max_epochs=ae.max_epochs,
+            patience=ae.patience, lr_factor=ae.lr_factor, lr_patience=ae.lr_patience, min_lr=ae.min_lr,
+            validation_fraction=ae.validation_fraction, n_threads=ae.n_threads, random_state=config.seed),
+        n_clusters=config.clustering.n_clusters, n_init=config.clustering.n_init,
+        max_iter=config.clustering.max_iter, random_state=config.seed)
+
+
+def _fit_autoencoder(frame, schema, n_clusters, seed, config) -> FittedClustering:
+    config = config.model_copy(deep=True)
+    config.seed = seed
+    config.clustering.n_clusters = n_clusters
+    y = None
+    if schema.label_column:
+        y = frame[schema.label_column].map(lambda v: v if pd.isna(v) else category_text(v))
+    return _fit_segmentation(build_pipeline(config, schema), frame, y)
+
+
+#: Every clustering method of the comparison, in the order of its tables. Extend this to add one.
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("kmeans_features", "K-Means on features",
+           "the label-encoded, standardized features (CustomerPreprocessor)", _fit_kmeans_features),
+    Method("kmeans_onehot", "K-Means on one-hot features",
+           "standardized numeric + one-hot categorical features (the reference space)", _fit_kmeans_onehot),
+    Method("pca_kmeans", "PCA + K-Means",
+           "principal components of the features, as many as the autoencoder's latent features", _fit_pca_kmeans),
+    Method("gmm_features", "Gaussian mixture on features",
+           "the label-encoded, standardized features; full covariances", _fit_gmm),
+    Method("kprototypes", "K-Prototypes (mixed types)",
+           "standardized numeric + sqrt(gamma/2)-scaled one-hot categorical features, where K-Prototypes' "
+           "cost is the squared Euclidean distance", _fit_kprototypes),
+    Method("autoencoder_kmeans", "Autoencoder + K-Means (custseg)",
+           "the autoencoder's latent features (reference design)", _fit_autoencoder),
+]}
+
+
+def register_method(method: Method) -> None:
+    """Add ``method`` to :data:`METHODS` (its name must be new)."""
+    if method.name in METHODS:
+        raise ConfigError(f"a method named {method.name!r} is already registered; give it another name")
+    METHODS[method.name] = method
