@@ -19,9 +19,11 @@ EXPECTED_RESULTS = {
     "training_history.csv", "clustering_metrics.csv", "k_selection.csv", "training_results.csv",
     "submission.csv", "test_predictions_detailed.csv", "cluster_characteristics.csv", "segment_profiles.csv",
     "segments.md", "report.html", "run_summary.json", "maps.csv", "cluster_segment_crosstab.csv",
+    "calibration.csv", "drift.csv", "drift.md", "confidence_by_segment.csv", "uncertain_customers.csv",
+    "unusual_customers.csv",
 }
 EXPECTED_PLOTS = {"training_history.png", "clusters_tsne.png", "clusters_pca.png", "cluster_distribution.png",
-                  "optimal_clusters.png", "segment_profiles.png"}
+                  "optimal_clusters.png", "segment_profiles.png", "reliability.png", "confidence.png", "drift.png"}
 
 
 def _train(tmp_path, customer_files, fast_config, *extra):
@@ -52,14 +54,17 @@ def test_train_writes_every_output(trained):
     assert {p.name for p in (results / "plots").iterdir()} == EXPECTED_PLOTS
     assert "240 customers, 3 clusters" in printed and "mapped accuracy" in printed
     training = pd.read_csv(results / "training_results.csv")
-    assert list(training.columns) == ["ID", "True_Segment", "Cluster", "Predicted_Segment"]
+    assert list(training.columns) == ["ID", "True_Segment", "Cluster", "Predicted_Segment", "Confidence",
+                                      "Second_Cluster", "Segment_Probability", "Second_Segment", "Novelty",
+                                      "Unusual", "Reason"]
     new = pd.read_csv(customer_files[1])
     submission = pd.read_csv(results / "submission.csv")
     assert list(submission.columns) == ["ID", "Segmentation"]
     assert submission["ID"].tolist() == new["ID"].tolist()  # every new row, in input order
     detailed = pd.read_csv(results / "test_predictions_detailed.csv")
     assert list(detailed.columns) == ["ID", "Cluster", "Segment_Name", "Predicted_Segment", "Distance_To_Centroid",
-                                      "Reconstruction_Error"]
+                                      "Reconstruction_Error", "Confidence", "Second_Cluster", "Segment_Probability",
+                                      "Second_Segment", "Novelty", "Unusual", "Reason"]
     chars = pd.read_csv(results / "cluster_characteristics.csv")
     assert chars["Size"].sum() == 240 and chars["Share"].sum() == pytest.approx(1)
     assert {"Age_mean", "Age_median", "Profession_top", "Profession_top_share"} <= set(chars.columns)

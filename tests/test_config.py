@@ -65,6 +65,9 @@ def test_override_errors_name_the_option_the_user_gave():
     ("clustering", "n_clusters", True, "an int >= 1"),
     ("clustering", "n_clusters", 2.0, "an int >= 1"),
     ("data", "numeric", "Age", "a list of strings. Got 'Age'"),
+    ("monitoring", "unusual_percentile", 100.0, "a finite number > 0 and < 100. Got 100.0"),
+    ("monitoring", "unusual_percentile", 0, "a finite number > 0 and < 100. Got 0"),
+    ("monitoring", "unusual_percentile", math.nan, "a finite number > 0 and < 100. Got nan"),
 ])
 def test_every_bad_value_is_one_line_naming_the_file_and_the_setting(section, key, value, expected):
     with pytest.raises(ConfigError) as info:

@@ -91,9 +91,10 @@ def test_every_image_is_one_of_the_runs_figures(run, report_html):
     result = run[0]
     images = [attrs for tag, attrs in _tags(report_html) if tag == "img"]
     shown = [base64.b64decode(a["src"].removeprefix("data:image/png;base64,")) for a in images]
-    # training, k, PCA and t-SNE maps, sizes, heatmap: each the run's own PNG
+    # training, k, PCA and t-SNE maps, sizes, heatmap, reliability, confidence per segment, drift: the run's own PNGs
     assert shown == [result.figures[n] for n in ("training_history", "optimal_clusters", "clusters_pca",
-                                                 "clusters_tsne", "cluster_distribution", "segment_profiles")]
+                                                 "clusters_tsne", "cluster_distribution", "segment_profiles",
+                                                 "reliability", "confidence", "drift")]
     assert all(attrs.get("alt") for attrs in images)
 
 
@@ -160,6 +161,46 @@ def test_the_rebuilt_run_holds_the_same_data(run):
     assert rebuilt.schema.to_dict() == result.schema.to_dict()
     np.testing.assert_allclose(rebuilt.pipeline.cluster_centers_, result.pipeline.cluster_centers_)
     pd.testing.assert_frame_equal(rebuilt.tables["k_selection"], result.tables["k_selection"], rtol=1e-5)
+
+
+def test_the_rebuilt_run_holds_the_monitoring(run):
+    result, models, results = run
+    rebuilt = load_run(models, results)
+    assert rebuilt.monitor.to_dict() == result.monitor.to_dict()
+    for name in ("drift", "confidence_by_segment", "uncertain_customers", "unusual_customers"):
+        pd.testing.assert_frame_equal(rebuilt.tables[name], result.tables[name], check_exact=True)
+    assert rebuilt.texts["drift.md"] == result.texts["drift.md"]
+
+
+def _section(html: str, section_id: str) -> str:
+    start = html.index(f'<section id="{section_id}">')
+    return html[start:html.index("</section>", start)]
+
+
+def test_monitoring_sections_show_the_runs_customers_with_their_attributes(run, report_html):
+    result = run[0]
+    scored = result.tables["test_predictions_detailed"]
+    monitoring = result.summary["monitoring"]
+    confidence = _section(report_html, "confidence")
+    assert f"expected calibration error {monitoring['calibration_error_out_of_fold']:.3f}" in _text(confidence)
+    # the least sure of the 60 new customers is listed first, with the attributes it was scored on
+    least = scored.loc[scored["Segment_Probability"].idxmin(), "ID"]
+    uncertain = confidence[confidence.index("most uncertain"):]
+    first_row = uncertain[uncertain.index("<tbody>"):uncertain.index("</tr>", uncertain.index("<tbody>"))]
+    assert re.search(rf"<td[^>]*>{least}</td>", first_row)
+    assert all(f"{c}</th>" in uncertain for c in ("Age", "Profession", "Second_Segment"))
+    unusual = _text(_section(report_html, "unusual"))
+    count = int(scored["Unusual"].sum())
+    assert f"{count:,} of 60 new customers ({100 * count / 60:.1f}%) are Unusual." in unusual
+    most = scored.loc[scored["Novelty"].idxmax(), "ID"]
+    assert str(most) in unusual
+    drift = _text(_section(report_html, "drift"))
+    drifted = result.drift.drifted_features
+    assert f"Drifted features: {', '.join(drifted) if drifted else 'none'} ." in drift
+    auc = result.drift.classifier
+    assert f"ROC AUC {auc['auc']:.3f} (95% interval {auc['low']:.3f} to {auc['high']:.3f}" in drift
+    # 20 of the new customers are training customers, unchanged
+    assert "20 new customers (33.3%) are training customers by ID; 20 of them with every attribute unchanged" in drift
 
 
 def test_report_is_deterministic(run):

@@ -149,7 +149,7 @@ def test_unlabelled_table_trains_and_predicts_with_cluster_ids(tmp_path, tiny_co
     models, results = _train(tmp_path, tiny_config, tmp_path / "train.csv", "--test", str(tmp_path / "test.csv"))
 
     training = pd.read_csv(results / "training_results.csv")
-    assert list(training.columns) == ["ID", "Cluster"]
+    assert list(training.columns) == ["ID", "Cluster", "Confidence", "Second_Cluster", "Novelty", "Unusual", "Reason"]
     assert not (results / "submission.csv").exists()
     assert not (results / "cluster_segment_crosstab.csv").exists()
     detailed = pd.read_csv(results / "test_predictions_detailed.csv")
@@ -160,7 +160,8 @@ def test_unlabelled_table_trains_and_predicts_with_cluster_ids(tmp_path, tiny_co
     assert main(["predict", "--model", str(models), "--input", str(tmp_path / "test.csv"),
                  "--output", str(tmp_path / "scored.csv")]) == 0
     scored = pd.read_csv(tmp_path / "scored.csv")
-    assert list(scored.columns) == ["ID", "Cluster", "Segment_Name", "Distance_To_Centroid", "Reconstruction_Error"]
+    assert list(scored.columns) == ["ID", "Cluster", "Segment_Name", "Distance_To_Centroid", "Reconstruction_Error",
+                                    "Confidence", "Second_Cluster", "Novelty", "Unusual", "Reason"]
     assert scored["Cluster"].tolist() == detailed["Cluster"].tolist()
 
 
@@ -175,7 +176,9 @@ def test_labels_of_any_number_and_name(segments, tmp_path, tiny_config):
                              "--label-column", "Tier")
 
     training = pd.read_csv(results / "training_results.csv", dtype={"True_Segment": str, "Predicted_Segment": str})
-    assert list(training.columns) == ["ID", "True_Segment", "Cluster", "Predicted_Segment"]
+    assert list(training.columns) == ["ID", "True_Segment", "Cluster", "Predicted_Segment", "Confidence",
+                                      "Second_Cluster", "Segment_Probability", "Second_Segment", "Novelty",
+                                      "Unusual", "Reason"]
     assert set(training["True_Segment"]) == set(segments)
     assert set(training["Predicted_Segment"]) <= set(segments)
     crosstab = pd.read_csv(results / "cluster_segment_crosstab.csv")
@@ -253,7 +256,8 @@ def test_train_flags_set_the_id_the_missing_tokens_and_no_label(tmp_path, tiny_c
     assert columns["Age"]["role"] == "numeric" and columns["Age"]["n_missing"] == 9  # '?' from the config
     assert columns["Job"]["n_missing"] == 12 and "unknown" not in columns["Job"]["categories"]  # from the flag
     training = pd.read_csv(results / "training_results.csv")
-    assert list(training.columns) == ["ID", "Cluster"] and training["ID"].iloc[0] == "acc-000"
+    assert list(training.columns) == ["ID", "Cluster", "Confidence", "Second_Cluster", "Novelty", "Unusual", "Reason"]
+    assert training["ID"].iloc[0] == "acc-000"
     assert not (results / "test_predictions_detailed.csv").exists()
 
 

@@ -42,7 +42,7 @@ def whole_table_bytes(models: Path, path: Path, id_column: str | None = None) ->
     model = load_model(models)
     na = model.settings.get("data", {}).get("na_values", [])
     result = predict_table(model.pipeline, model.schema, read_table(path, na_values=na), id_column=id_column,
-                           segment_names=model.cluster_names)
+                           segment_names=model.cluster_names, monitor=model.monitor)
     return result.table.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n").encode("utf-8")
 
 

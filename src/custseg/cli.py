@@ -116,6 +116,11 @@ def predict(
     input: str = typer.Option(..., "--input", help="Table of customers to assign (CSV or Parquet)."),
     output: str = typer.Option(..., "--output", help="CSV file to write."),
     na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Add a column P_Cluster_<c> per cluster."),
+    strict: bool = typer.Option(False, "--strict", help="Stop with an error on out-of-range values, overflows, unseen categories or empty rows/columns."),
+    unusual_above: Optional[float] = typer.Option(None, "--unusual-above", help="Training percentile of Novelty above "
+                                                  "which a customer is Unusual [default: the model's "
+                                                  "monitoring.unusual_percentile, 99]."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding customer IDs (default: the "
                                             "training ID column, else one named like an ID)."),
     engine: str = typer.Option("local", "--engine", help="'local' (this process) or 'dask' (a Dask cluster: "
@@ -153,10 +158,15 @@ def predict(
         out.print(f"Wrote {len(result.table):,} rows to {output} (onnxruntime)", markup=False, soft_wrap=True)
         return
     with _progress_bar() as progress:
-        result = predict_file(model, input, output, na_values=na_values, id_column=id_column, progress=progress)
+        result = predict_file(model, input, output, na_values=na_values, id_column=id_column,
+                              probabilities=probabilities, strict=strict, unusual_above=unusual_above,
+                              progress=progress)
     if result.id_notice:
         _notes([result.id_notice])
     out.print(f"Wrote {result.rows:,} rows to {output}")
+    if result.novelty is not None:  # unseen categories are listed per column below
+        for line in result.novelty.lines(unseen=False):
+            out.print(line, markup=False, soft_wrap=True)
     if result.extra_columns:
         out.print(f"Ignored columns not used by the model: {', '.join(result.extra_columns)}")
     for column, values in result.unseen_categories.items():
@@ -285,6 +295,25 @@ def select_k(
                      f"{row.calinski_harabasz:,.0f}", f"{row.stability:.2f}", ", ".join(marks))
     out.print(grid)
     for line in run.summary_lines():
+        out.print(line, markup=False, soft_wrap=True)
+    out.print("Wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
+
+
+@app.command()
+def drift(
+    reference: str = typer.Option(..., "--reference", help="Reference table, e.g. the training customers (CSV or Parquet)."),
+    new: str = typer.Option(..., "--new", help="New customers to compare with the reference."),
+    output: str = typer.Option("results", "--output", help="Folder for drift.csv, drift.md and plots/drift.png."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model folder: its column roles, and the shift in predicted segments."),
+    na_values: List[str] = typer.Option([], "--na-values", help="Extra token read as missing (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the classifier test's folds and bootstrap."),
+) -> None:
+    """How the new customers differ from the reference: per feature, as a whole, by segment, returning customers."""
+    from .workflow import drift_tables, write_drift
+
+    report = drift_tables(reference, new, model_dir=model, na_values=na_values, random_state=seed)
+    written = write_drift(report, output)
+    for line in report.summary_lines():
         out.print(line, markup=False, soft_wrap=True)
     out.print("Wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
 

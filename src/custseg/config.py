@@ -39,6 +39,7 @@ __all__ = [
     "ClusteringConfig",
     "KSelectionConfig",
     "PlotConfig",
+    "MonitoringConfig",
     "RunConfig",
     "PRESETS",
     "register_preset",
@@ -175,6 +176,16 @@ class PlotConfig(_Settings):
     dpi: Annotated[Int, Field(ge=10, le=1200)] = 120
 
 
+class MonitoringConfig(_Settings):
+    """Confidence and novelty of scored customers (:mod:`custseg.monitoring`)."""
+
+    model_config = _section("monitoring")
+
+    #: a customer is ``Unusual`` when its Novelty is above this percentile of the training customers'
+    #: (99: about 1 in 100 training customers); ``custseg predict --unusual-above`` overrides it per call
+    unusual_percentile: Annotated[Float, Field(gt=0.0, lt=100.0)] = 99.0
+
+
 class RunConfig(_Settings):
     """Every setting of ``custseg train``."""
 
@@ -188,6 +199,7 @@ class RunConfig(_Settings):
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
     k_selection: KSelectionConfig = Field(default_factory=KSelectionConfig)
     plots: PlotConfig = Field(default_factory=PlotConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     #: the preset (see :data:`PRESETS`) the other settings were laid over
     preset: StrictStr = "reference"
 

@@ -14,6 +14,8 @@ A model folder holds:
     of it trains the saved configuration, and the training rows' ``labels_``.
 ``schema.json``, ``settings.json``
     column roles seen in training, and the run's settings.
+``monitoring.json`` (when written by ``custseg train``)
+    the confidence and novelty model (:class:`~custseg.monitoring.CustomerMonitor`).
 
 :func:`load_model` checks the manifest first and refuses any folder whose format it
 does not know or whose files do not match their checksums. Nothing in it executes
@@ -38,6 +40,7 @@ from ._version import __version__
 from .io.writing import MODEL_MARKER, write_model_folder
 from .embedders.autoencoder import AutoencoderEmbedder, json_params, params_from_json
 from .exceptions import ModelFormatError
+from .monitoring import CustomerMonitor
 from .pipeline import SegmentationPipeline
 from .preprocessing import CustomerPreprocessor
 from .schema import Schema
@@ -57,6 +60,7 @@ class LoadedModel:
     schema: Schema | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    monitor: CustomerMonitor | None = None
     #: cluster -> its descriptive segment name, when the training run computed them
     cluster_names: dict[int, str] = field(default_factory=dict)
 
@@ -71,11 +75,12 @@ def _sha256(data: bytes) -> str:
 
 def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
                 settings: dict[str, Any] | None = None,
-                cluster_names: dict[Any, str] | None = None) -> dict[str, bytes]:
+                cluster_names: dict[Any, str] | None = None, monitor: CustomerMonitor | None = None) -> dict[str, bytes]:
     """The bytes of every file of a model folder, manifest included.
 
     ``cluster_names`` (cluster -> segment name) is saved as ``cluster_names.json`` so
-    that predictions carry the name next to the number.
+    that predictions carry the name next to the number; ``monitor`` (confidence and
+    novelty, :mod:`custseg.monitoring`) as ``monitoring.json``.
     """
     if not isinstance(pipeline.embedder_, AutoencoderEmbedder) or \
             not isinstance(pipeline.preprocessor_, CustomerPreprocessor):
@@ -98,6 +103,8 @@ def model_files(pipeline: SegmentationPipeline, schema: Schema | None = None,
     }
     if cluster_names:
         files["cluster_names.json"] = _json_bytes({str(k): str(v) for k, v in cluster_names.items()})
+    if monitor is not None:
+        files["monitoring.json"] = _json_bytes(monitor.to_dict())
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -146,9 +153,9 @@ def _pipeline_from_params(params: dict[str, Any]) -> SegmentationPipeline:
 
 
 def save_model(pipeline: SegmentationPipeline, path: str | os.PathLike, *, schema: Schema | None = None,
-               settings: dict[str, Any] | None = None) -> Path:
-    """Save a fitted pipeline to folder ``path``, atomically (see :mod:`custseg.io.writing`)."""
-    return write_model_folder(path, model_files(pipeline, schema, settings))
+               settings: dict[str, Any] | None = None, monitor: CustomerMonitor | None = None) -> Path:
+    """Save a fitted pipeline (and its monitor) to folder ``path``, atomically (see :mod:`custseg.io.writing`)."""
+    return write_model_folder(path, model_files(pipeline, schema, settings, monitor=monitor))
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
@@ -289,8 +296,11 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     schema_data = json.loads(blobs["schema.json"])
     schema = Schema.from_dict(schema_data) if schema_data else None
     names = json.loads(blobs["cluster_names.json"]) if "cluster_names.json" in blobs else {}
+    monitor = CustomerMonitor.from_dict(json.loads(blobs["monitoring.json"])) if "monitoring.json" in blobs else None
+    if monitor is not None and monitor.soft_.cluster_centers_.shape != pipeline.cluster_centers_.shape:
+        raise ModelFormatError("monitoring.json does not match the model's clusters; retrain")
     return LoadedModel(pipeline=pipeline, schema=schema, settings=json.loads(blobs["settings.json"]),
-                       manifest=manifest, cluster_names={int(c): str(n) for c, n in names.items()})
+                       manifest=manifest, cluster_names={int(c): str(n) for c, n in names.items()}, monitor=monitor)
 
 
 def _read_json(file: Path, where: str) -> Any:

@@ -10,13 +10,14 @@ schema) -> preprocess, embed, cluster (the pipeline) -> evaluate
 is rendered from (:func:`render_run_report`). :func:`load_run` rebuilds the same
 :class:`TrainResult` from a model folder and a results folder, so ``custseg report``
 renders the same page without the training table. :func:`predict_file` scores a table
-with a saved model. The CLI is a thin layer over these functions.
+with a saved model, with confidence and novelty columns (:mod:`custseg.monitoring`);
+:func:`drift_tables` compares two tables. The CLI is a thin layer over these functions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ._version import __version__
-from .clustering import mapping_table
+from .clustering import assign_to_centroids, mapping_table
 from .config import RunConfig
 from .evaluation.comparison import ComparisonResult, compare_methods
 from .evaluation.methods import build_pipeline
@@ -43,6 +44,8 @@ from .io.chunks import CHUNK_ROWS, TableStream
 from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
+from .monitoring import (DRIFT_COLUMNS, CustomerMonitor, DriftReport, NoveltySummary, classifier_two_sample_test,
+                         confidence_by_segment, drift_markdown, drift_report, extreme_customers)
 from .persistence import load_model, model_files
 from .pipeline import SegmentationPipeline
 from .profiling import (SegmentDescription, SegmentProfile, cluster_characteristics, describe_segments,
@@ -56,14 +59,16 @@ from .schema import Schema, infer_schema
 __all__ = ["TrainResult", "train", "write_training_outputs", "render_run_report", "load_run", "write_report",
            "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
            "cluster_characteristics", "KSelectionRun", "run_k_selection", "write_k_selection", "run_comparison",
-           "write_comparison", "RESULT_TABLES", "score_chunks", "StreamReport", "TypingChanged"]
+           "write_comparison", "RESULT_TABLES", "fit_monitor", "score_frame", "drift_tables", "write_drift",
+           "score_chunks", "StreamReport", "TypingChanged"]
 
 #: fewer training rows than this leave the k scan and the metrics undefined
 MIN_TRAIN_ROWS = 3
 #: The tables of a results folder (``<name>.csv``), in the order a run writes them.
 RESULT_TABLES = ("clustering_metrics", "k_selection", "training_history", "training_results",
                  "cluster_characteristics", "cluster_segment_crosstab", "segment_profiles",
-                 "test_predictions_detailed", "submission", "maps")
+                 "test_predictions_detailed", "submission", "maps", "calibration", "drift",
+                 "confidence_by_segment", "uncertain_customers", "unusual_customers")
 #: Columns that must hold numbers when a results table is read back.
 _NUMERIC_COLUMNS = {
     "clustering_metrics": ["value"],
@@ -73,7 +78,15 @@ _NUMERIC_COLUMNS = {
     "cluster_segment_crosstab": ["Cluster", "Size", "Purity"],
     "test_predictions_detailed": ["Cluster", "Distance_To_Centroid", "Reconstruction_Error"],
     "training_results": ["Cluster"],
+    "calibration": ["bin_low", "bin_high", "count"],
+    "drift": ["statistic", "p_value", "psi", "effect"],
+    "confidence_by_segment": ["customers", "mean", "q25", "median", "q75", "below_half"],
 }
+#: Columns read back as text: segments and IDs (a segment called 'true' is not a boolean), reasons.
+_TEXT_COLUMNS = ("ID", "True_Segment", "Predicted_Segment", "Segmentation", "Segment_Name", "Cluster",
+                 "Second_Segment", "Reason")
+#: How many customers the report lists as the most uncertain and the most unusual.
+N_EXTREME_CUSTOMERS = 10
 
 
 @dataclass
@@ -81,8 +94,8 @@ class TrainResult:
     """Everything a training run produced, in memory.
 
     :func:`train` fills every field; :func:`load_run` rebuilds all but the tables read
-    from the customers (``train_table``, ``test_table``, ``profile``, ``k_selection``)
-    from the folders a run wrote.
+    from the customers (``train_table``, ``test_table``, ``profile``, ``k_selection``,
+    ``drift``) from the folders a run wrote.
     """
 
     pipeline: SegmentationPipeline
@@ -101,6 +114,10 @@ class TrainResult:
     test_table: pd.DataFrame | None = None
     profile: SegmentProfile | None = None
     k_selection: KSelection | None = None
+    #: confidence and novelty of scored customers (``monitoring.json`` in the model folder)
+    monitor: CustomerMonitor | None = None
+    #: how the test table differs from the training table, when there is one
+    drift: DriftReport | None = None
     #: sentences that change what the results mean (one cluster...), for the user even under --quiet
     notices: list[str] = field(default_factory=list)
 
@@ -204,7 +221,10 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
                         f"customers' latent features allow no more distinct groups); give --clusters {len(used)}")
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
-                         test_table=None if test_t is None else test_t.frame)
+                         test_table=None if test_t is None else test_t.frame,
+                         monitor=fit_monitor(pipeline, schema, frame, y,
+                                             threshold=config.monitoring.unusual_percentile,
+                                             random_state=config.seed))
     if k == 1:
         result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
                               "table and the cluster metrics are undefined (n/a)")
@@ -224,16 +244,22 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):
         tsne_job = pool.submit(tsne_coordinates, latent, clusters, max_points=config.plots.tsne_max_points,
                                perplexity=config.plots.tsne_perplexity, random_state=config.seed)
+        # the drift's classifier test needs only the two tables: it follows the t-SNE map on the second thread
+        drift_job = None if test_t is None else pool.submit(
+            classifier_two_sample_test, frame, test_t.frame, schema, random_state=config.seed)
         metrics = _evaluate(result, latent, known)
         echo(f"k-means: k={config.clustering.n_clusters}, silhouette {metrics['silhouette']:.3f}"
              + (f", NMI {metrics['nmi']:.3f}, mapped accuracy {metrics['mapped_accuracy']:.3f}"
                 if known is not None else ""))
         _profile(result, known)
-        _row_tables(result, ids, known)
-        test_info = _score_test(result, test_t, ids)
+        train_novelty = _row_tables(result, ids, known)
+        test_info, test_scored = _score_test(result, test_t, ids)
         result.summary = _summary(result, metrics, train_t, test_info)
+        _monitoring(result, test_t, train_novelty, test_scored)
         pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
         tsne_idx, tsne_xy = tsne_job.result()
+        if drift_job is not None:
+            _add_drift_classifier(result, drift_job.result())
     result.tables["maps"] = _maps_table(ids, clusters, pca_xy, tsne_idx, tsne_xy)
     result.figures = _draw(result, known, pca_xy, pca_var, tsne_idx, tsne_xy)
     result.summary["cluster_names"] = {str(c): n for c, n in cluster_names(result).items()}
@@ -275,8 +301,11 @@ def _profile(result: TrainResult, known: np.ndarray | None) -> None:
     result.descriptions = describe_segments(result.profile)
 
 
-def _row_tables(result: TrainResult, ids: pd.Series, known: np.ndarray | None) -> None:
-    """The per-customer and per-cluster tables, in the order a run writes them."""
+def _row_tables(result: TrainResult, ids: pd.Series, known: np.ndarray | None) -> NoveltySummary | None:
+    """The per-customer and per-cluster tables, in the order a run writes them.
+
+    Returns what the monitor's guards saw on the training rows.
+    """
     pipeline, schema, frame = result.pipeline, result.schema, result.train_table
     clusters = pipeline.labels_
     training_results = pd.DataFrame({"ID": ids.to_numpy()})
@@ -285,6 +314,11 @@ def _row_tables(result: TrainResult, ids: pd.Series, known: np.ndarray | None) -
     training_results["Cluster"] = clusters
     if pipeline.mapping_ is not None:
         training_results["Predicted_Segment"] = [pipeline.mapping_[c] for c in clusters]
+    novelty = None
+    if result.monitor is not None:
+        scored, novelty = score_frame(pipeline, frame, result.monitor)
+        monitor_columns = [c for c in scored.columns if c not in _PIPELINE_COLUMNS]
+        training_results = pd.concat([training_results, scored[monitor_columns].reset_index(drop=True)], axis=1)
     result.tables["training_results"] = training_results
     result.tables["cluster_characteristics"] = cluster_characteristics(frame, clusters, schema, pipeline.mapping_)
     if known is not None:
@@ -293,26 +327,100 @@ def _row_tables(result: TrainResult, ids: pd.Series, known: np.ndarray | None) -
             clusters[labelled], known[labelled].astype(str), pipeline.mapping_)
     result.tables["segment_profiles"] = result.profile.to_frame()
     result.texts["segments.md"] = segments_markdown(result.descriptions)
+    return novelty
 
 
-def _score_test(result: TrainResult, test_t: LoadedTable | None, ids: pd.Series) -> dict[str, Any]:
+def _score_test(result: TrainResult, test_t: LoadedTable | None,
+                ids: pd.Series) -> tuple[dict[str, Any], PredictResult | None]:
     """The new customers assigned to segments (``test_predictions_detailed``, ``submission``)."""
     if test_t is None:
-        return {}
+        return {}, None
     pipeline, schema = result.pipeline, result.schema
     scored = predict_table(pipeline, schema, test_t,
-                           segment_names={int(d.segment): d.name for d in result.descriptions})
+                           segment_names={int(d.segment): d.name for d in result.descriptions},
+                           monitor=result.monitor)
     scored.table = scored.table.rename(columns={scored.id_column: "ID"})
     result.tables["test_predictions_detailed"] = scored.table
     if pipeline.mapping_ is not None:
         result.tables["submission"] = scored.table[["ID", "Predicted_Segment"]].rename(
             columns={"Predicted_Segment": "Segmentation"})
     info = {"rows": len(test_t.frame), "extra_columns": scored.extra_columns,
+            "novelty": None if scored.novelty is None else scored.novelty.to_dict(),
             "unseen_categories": scored.unseen_categories,
             "missing": missing_report(test_t.frame).to_dict(orient="records")}
     if schema.id_column is not None:
         info["ids_in_train"] = int(test_t.frame[schema.id_column].map(_id_text).isin(set(ids)).sum())
-    return info
+    return info, scored
+
+
+# -- monitoring: confidence, novelty, drift ------------------------------------------------------------------
+def _monitoring(result: TrainResult, test_t: LoadedTable | None, train_novelty: NoveltySummary | None,
+                test_scored: PredictResult | None) -> None:
+    """Calibration, novelty counts, the customers the report lists and, with a test table, its drift.
+
+    Every table the report shows from here is kept as it reads back from its CSV
+    (:func:`_as_written`), so ``custseg report`` renders the same page from the files.
+    """
+    monitor = result.monitor
+    if monitor is None:
+        return
+    n_clusters = len(result.pipeline.cluster_centers_)
+    soft = monitor.soft_
+    info: dict[str, Any] = {"temperature": soft.temperature_,
+                            "calibration_error_out_of_fold": soft.calibration_error_,
+                            "unusual_above": float(monitor.novelty_.threshold),
+                            "train": None if train_novelty is None else train_novelty.to_dict(),
+                            "test": None if test_scored is None or test_scored.novelty is None
+                            else test_scored.novelty.to_dict()}
+    if soft.calibration_ is not None:
+        result.tables["calibration"] = _as_written(soft.calibration_, "calibration", n_clusters)
+    # the report describes the new customers if there are any, else the training ones
+    if test_scored is not None:
+        scored, frame, who = result.tables["test_predictions_detailed"], result.test_table, "new customers"
+    else:
+        scored, frame, who = result.tables["training_results"], result.train_table, "training customers"
+    attributes = frame[[c for c in result.schema.feature_columns if c in frame.columns]].reset_index(drop=True)
+    column = "Segment_Probability" if "Segment_Probability" in scored else "Confidence"
+    unusual = scored["Unusual"].to_numpy(dtype=bool)
+    info["shown"] = {"who": who, "column": column, "customers": len(scored), "unusual": int(unusual.sum())}
+    keep = [c for c in ("Second_Segment", "Second_Cluster") if c in scored]
+    tables = {
+        "confidence_by_segment": confidence_by_segment(scored, column),
+        "uncertain_customers": extreme_customers(scored, attributes, column, n=N_EXTREME_CUSTOMERS, largest=False,
+                                                 keep=keep),
+        "unusual_customers": extreme_customers(scored.assign(Reason=scored["Reason"].astype(object).fillna("")),
+                                               attributes, "Novelty", n=N_EXTREME_CUSTOMERS, keep=["Reason"]),
+    }
+    result.tables.update({name: _as_written(table, name, n_clusters) for name, table in tables.items()})
+    if test_t is not None:
+        train_scored = result.tables["training_results"]
+        segment = "Predicted_Segment" if "Predicted_Segment" in scored else "Cluster"
+        # the classifier test runs on the second thread (see train); _add_drift_classifier adds it
+        drift = drift_report(result.train_table, test_t.frame, result.schema,
+                             reference_segments=train_scored[segment].to_numpy(),
+                             new_segments=scored[segment].to_numpy(), classifier=False,
+                             random_state=result.config.seed)
+        result.drift = drift
+        result.tables["drift"] = _as_written(drift.features[DRIFT_COLUMNS], "drift", n_clusters)
+        info["drift"] = {"drifted_features": drift.drifted_features, "classifier": drift.classifier,
+                         "segment_shift": drift.segment_test, "returning": drift.returning,
+                         "psi_threshold": drift.settings["psi_threshold"]}
+        result.texts["drift.md"] = drift_markdown(drift)
+    result.summary["monitoring"] = info
+
+
+def _add_drift_classifier(result: TrainResult, classifier: dict[str, Any]) -> None:
+    """The classifier two-sample test, computed on the second thread, into the drift report and summary."""
+    if result.drift is None:
+        return
+    result.drift.classifier = classifier
+    result.texts["drift.md"] = drift_markdown(result.drift)
+    result.summary["monitoring"]["drift"]["classifier"] = classifier
+
+
+def _as_written(table: pd.DataFrame, name: str, n_clusters: int) -> pd.DataFrame:
+    """``table`` as :func:`load_run` reads it back from its CSV: the numbers the report shows either way."""
+    return _parse_result_table(io.BytesIO(csv_bytes(table)), f"{name}.csv", name, n_clusters)
 
 
 def _summary(result: TrainResult, metrics: dict, train_t: LoadedTable, test_info: dict) -> dict[str, Any]:
@@ -375,7 +483,25 @@ def _draw(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca
         "segment_profiles": render_png(plots.plot_profile_heatmap(
             profile_heatmap_data(result.profile), {d.segment: d.name for d in result.descriptions}), dpi,
             tight=True),
+        **_draw_monitoring(result, dpi),
     }
+
+
+def _draw_monitoring(result: TrainResult, dpi: int) -> dict[str, bytes]:
+    """Reliability of the segment probability, confidence per segment, drift per feature."""
+    figures = {}
+    scored = result.tables.get("training_results")
+    if "calibration" in result.tables:
+        figures["reliability"] = render_png(plots.plot_reliability(
+            result.tables["calibration"], title="Segment_Probability on out-of-fold training rows"), dpi)
+    if scored is not None and "Confidence" in scored:
+        label = "Segment_Probability" if "Segment_Probability" in scored else "Confidence"
+        group = "Predicted_Segment" if "Predicted_Segment" in scored else "Cluster"
+        figures["confidence"] = render_png(plots.plot_confidence(scored[label], scored[group], label=label), dpi)
+    if result.drift is not None:
+        figures["drift"] = render_png(plots.plot_drift(
+            result.drift.features, psi_threshold=result.drift.settings["psi_threshold"]), dpi)
+    return figures
 
 
 def cluster_names(result: TrainResult) -> dict[int, str]:
@@ -396,6 +522,65 @@ class PredictResult:
     id_column: str = "ID"
     #: a sentence for the user when the IDs are not the training ID column (or there are none)
     id_notice: str | None = None
+    #: what the per-column guards saw (None without a monitor)
+    novelty: NoveltySummary | None = None
+
+
+#: the columns of SegmentationPipeline.score_table; score_frame adds the monitor's after them
+_PIPELINE_COLUMNS = ("Cluster", "Predicted_Segment", "Distance_To_Centroid", "Reconstruction_Error")
+
+
+def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFrame, y=None, *,
+                threshold: float = 99.0, random_state: int = 0) -> CustomerMonitor:
+    """Fit the confidence and novelty model of a fitted pipeline on its training rows (see :mod:`custseg.monitoring`)."""
+    features = pipeline.preprocessor_.transform(frame)
+    latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+    clusters, _ = assign_to_centroids(latent, pipeline.cluster_centers_)
+    error = _reconstruction_error(pipeline, features, latent)
+    segments = None if y is None else np.asarray(y, dtype=object)
+    monitor = CustomerMonitor(numeric=schema.names("numeric"),
+                              categorical=schema.names("categorical") + schema.names("ordinal"),
+                              threshold=threshold, random_state=random_state)
+    return monitor.fit(frame[schema.feature_columns], latent, error, clusters, pipeline.cluster_centers_, segments,
+                       pipeline.mapping_)
+
+
+def _reconstruction_error(pipeline: SegmentationPipeline, features: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    # decoding the latent features already computed: the same numbers as reconstruction_error(), one encode fewer
+    if hasattr(pipeline.embedder_, "decode") and np.isfinite(latent).all():
+        return np.mean((pipeline.embedder_.decode(latent) - features) ** 2, axis=1)
+    return pipeline._reconstruction_error(features, latent)
+
+
+def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor | None = None,
+                probabilities: bool = False) -> tuple[pd.DataFrame, NoveltySummary | None]:
+    """The pipeline's scores of ``frame`` and, with a monitor, its confidence and novelty columns.
+
+    Without a monitor this is ``pipeline.score_table(frame)``. With one, the features and
+    latent features are computed once and shared by both.
+    """
+    if monitor is None:
+        return pipeline.score_table(frame), None
+    features = pipeline.preprocessor_.transform(frame)
+    # The network computes in float32. A value it cannot represent is imputed like a missing one (0 after
+    # scaling) so the row can be scored at all; the monitor's guards flag the row Unusual and name the value.
+    unrepresentable = ~(np.abs(features) <= np.finfo(np.float32).max)
+    if unrepresentable.any():
+        features = np.where(unrepresentable, 0.0, features)
+    with np.errstate(over="ignore", invalid="ignore"):
+        latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+        clusters, dist = assign_to_centroids(latent, pipeline.cluster_centers_)
+        error = _reconstruction_error(pipeline, features, latent)
+    out = pd.DataFrame({"Cluster": clusters}, index=frame.index)
+    if pipeline.mapping_ is not None:
+        segment_of = np.array([pipeline.mapping_[c] for c in range(len(pipeline.cluster_centers_))], dtype=object)
+        out["Predicted_Segment"] = pd.Series(segment_of[clusters], index=frame.index, dtype=object)
+    out["Distance_To_Centroid"] = dist
+    out["Reconstruction_Error"] = error
+    columns = monitor.novelty_.feature_names_in_
+    monitored, summary = monitor.score(frame[[c for c in columns if c in frame.columns]], latent,
+                                       out["Reconstruction_Error"].to_numpy(), clusters, probabilities=probabilities)
+    return pd.concat([out, monitored], axis=1), summary
 
 
 def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | None = None,
@@ -463,13 +648,21 @@ def _numbered_notice(source: str, schema: Schema | None, n_rows: int) -> str:
 
 
 def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable,
-                  id_column: str | None = None, segment_names: dict[int, str] | None = None) -> PredictResult:
+                  id_column: str | None = None, segment_names: dict[int, str] | None = None,
+                  monitor: CustomerMonitor | None = None, *, probabilities: bool = False,
+                  strict: bool = False) -> PredictResult:
     """Score a loaded table: its ID column, Cluster, Segment_Name, Predicted_Segment, Distance_To_Centroid,
     Reconstruction_Error.
 
     The first column keeps the table's own ID column name and values (see :func:`prediction_ids`);
     the output has exactly one row per input row, in input order. For a table in a file,
     :func:`score_chunks` gives the same rows block by block in bounded memory.
+
+    With a ``monitor`` also Confidence, Second_Cluster, Segment_Probability, Second_Segment,
+    Novelty, Unusual, Reason (and P_Cluster_<c> with ``probabilities``). With ``strict``, any
+    data problem a guard finds (a number far outside the training range, a value that
+    overflows float32, an unseen category, a row or a column entirely empty) is a
+    :class:`~custseg.exceptions.DataError` naming the first such line.
     """
     frame = table.frame
     extra: list[str] = []
@@ -479,28 +672,47 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
     if id_name != "Row":
         _check_ids(table, id_name)
         extra = [c for c in extra if c != id_name]
-    unseen = pipeline.preprocessor_.unseen_categories(frame)
-    out = _scored_rows(pipeline, frame, id_name, ids, segment_names)
+    out, novelty = _scored_rows(pipeline, frame, id_name, ids, segment_names, monitor, probabilities)
+    # the monitor's guards already found the unseen categories; without one, ask the preprocessor
+    unseen = novelty.unseen_categories if novelty is not None else pipeline.preprocessor_.unseen_categories(frame)
+    if strict:
+        _check_strict(table.source, out, novelty, table.line_of)
     if len(out) != len(frame):  # the promise of this function; cheap to keep checking
         raise DataError(f"file {table.source!r}: {len(frame)} rows in but {len(out)} scored; please report this bug")
     return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen, id_column=id_name,
-                         id_notice=notice)
+                         id_notice=notice, novelty=novelty)
 
 
 def _scored_rows(pipeline: SegmentationPipeline, frame: pd.DataFrame, id_name: str, ids: pd.Series,
-                 segment_names: dict[int, str] | None) -> pd.DataFrame:
-    """The output rows of predict for ``frame``: ID column first, then the pipeline's scores."""
-    scores = pipeline.score_table(frame).reset_index(drop=True)
+                 segment_names: dict[int, str] | None, monitor: CustomerMonitor | None = None,
+                 probabilities: bool = False) -> tuple[pd.DataFrame, NoveltySummary | None]:
+    """The output rows of predict for ``frame`` (ID column first, then the scores) and the monitor's summary."""
+    scores, novelty = score_frame(pipeline, frame, monitor, probabilities)
+    scores = scores.reset_index(drop=True)
     if segment_names:
         clusters = scores["Cluster"].to_numpy()
         names = np.array([segment_names.get(c, "") for c in range(int(clusters.max(initial=0)) + 1)], dtype=object)
         scores.insert(1, "Segment_Name", names[clusters])
-    return pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1)
+    return pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1), novelty
+
+
+def _check_strict(source: str, out: pd.DataFrame, novelty: NoveltySummary | None, line_of) -> None:
+    """With --strict: any data problem the monitor's guards found is an error naming its first line."""
+    if novelty is None or not novelty.problems():
+        return
+    flagged = ((out["Reason"] != "") & ~out["Reason"].str.startswith("novelty above")).to_numpy()
+    where = ""
+    if flagged.any():
+        pos = int(np.argmax(flagged))
+        where = f", line {line_of(pos)}: {out['Reason'].iloc[pos]}"
+    raise DataError(f"file {source!r}{where}; " + "; ".join(novelty.problems())
+                    + " (--strict); fix or remove these customers, or score without --strict")
 
 
 def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None,
-                 chunk_rows: int = CHUNK_ROWS, kinds: dict[str, str] | None = None,
-                 report: "StreamReport | None" = None, _id_choice: Any = None) -> Iterator[pd.DataFrame]:
+                 chunk_rows: int = CHUNK_ROWS, probabilities: bool = False, strict: bool = False,
+                 kinds: dict[str, str] | None = None, report: "StreamReport | None" = None,
+                 _id_choice: Any = None) -> Iterator[pd.DataFrame]:
     """Score the table in ``path`` block by block: one scored DataFrame per block, in input order.
 
     The rows are those :func:`predict_table` gives for the whole table (the table's own
@@ -521,6 +733,9 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
         Extra missing-value tokens (besides those the model was trained with).
     id_column : str, optional
         Column holding the customer IDs (as ``--id-column``).
+    probabilities, strict : bool
+        As for :func:`predict_table` (with --strict, the first block with a data problem
+        raises, naming its first such line; the counts given are that block's).
     chunk_rows : int
         Rows per block; memory grows with it, not with the table.
     kinds : dict, optional
@@ -588,11 +803,17 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
         if id_name is None:
             ids = pd.Series(np.arange(report.rows + 1, report.rows + len(frame) + 1))
         stream.check_numbers(numeric)  # float32 cannot hold them: named before the network meets them
-        for column, counts in pipeline.preprocessor_.unseen_categories(frame).items():
+        scored, novelty = _scored_rows(pipeline, frame, report.id_column, ids, model.cluster_names, model.monitor,
+                                       probabilities)
+        if strict:
+            _check_strict(block.source, scored, novelty, block.line_of)
+        if novelty is not None:
+            report.novelty = novelty if report.novelty is None else report.novelty + novelty
+        unseen = novelty.unseen_categories if novelty is not None else pipeline.preprocessor_.unseen_categories(frame)
+        for column, counts in unseen.items():
             tally = report.unseen_categories.setdefault(column, {})
             for value, n in counts.items():
                 tally[value] = tally.get(value, 0) + n
-        scored = _scored_rows(pipeline, frame, report.id_column, ids, model.cluster_names)
         report.rows += len(frame)
         report.fraction = stream.fraction
         yield scored
@@ -634,6 +855,8 @@ class StreamReport:
     id_column: str = "ID"
     #: a sentence for the user when the IDs are not the training ID column (or there are none)
     id_notice: str | None = None
+    #: the monitor's guards over every block (None: the model has no monitor)
+    novelty: NoveltySummary | None = None
 
 
 class TypingChanged(DataError):
@@ -700,7 +923,9 @@ def _duplicate(path, hashes: np.ndarray, stream: TableStream, id_column: str) ->
 
 def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
                  na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None, *,
-                 chunk_rows: int = CHUNK_ROWS, progress: Callable[[StreamReport], None] | None = None) -> StreamReport:
+                 probabilities: bool = False, strict: bool = False,
+                 unusual_above: float | None = None, chunk_rows: int = CHUNK_ROWS,
+                 progress: Callable[["StreamReport"], None] | None = None) -> "StreamReport":
     """Score the table in ``input_path`` with the model in ``model_dir``, writing ``output_path`` as it goes.
 
     The table is read and scored in blocks of ``chunk_rows`` rows (memory bounded by
@@ -708,28 +933,29 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
     :func:`predict_table` followed by ``to_csv`` gives, is written to a hidden file
     beside ``output_path`` and renamed onto it at the end, so an interrupted or failed
     run leaves any earlier output as it was. The output may not be the input or the model.
+    ``progress`` is called after each block with the :class:`StreamReport` so far.
 
-    Parameters
-    ----------
-    id_column : str, optional
-        Column holding the customer IDs (default: the training ID column, else one named like an ID).
-    progress : callable, optional
-        Called after each block with the :class:`StreamReport` so far.
-
-    Returns
-    -------
-    StreamReport
+    ``probabilities``, ``strict``: see :func:`predict_table`. ``unusual_above`` replaces
+    the model's training percentile above which a customer is ``Unusual`` (the run's
+    ``monitoring.unusual_percentile``, 99 by default); it is checked like that setting.
     """
+    if unusual_above is not None:  # one rule for the percentile: the config's
+        unusual_above = RunConfig().with_overrides(
+            monitoring__unusual_percentile=unusual_above,
+            names={"monitoring__unusual_percentile": "--unusual-above"}).monitoring.unusual_percentile
     check_output_file(output_path, {"--input": input_path, "--model": None})
     recover(model_dir)
     model = load_model(model_dir)
+    if model.monitor is not None and unusual_above is not None:
+        model.monitor.novelty_.set_params(threshold=unusual_above)
     kinds, id_choice = None, None
     for _attempt in range(3):
         report = StreamReport()
 
         def blocks():
             for scored in score_chunks(model, input_path, na_values=na_values, id_column=id_column,
-                                       chunk_rows=chunk_rows, kinds=kinds, report=report, _id_choice=id_choice):
+                                       chunk_rows=chunk_rows, probabilities=probabilities, strict=strict,
+                                       kinds=kinds, report=report, _id_choice=id_choice):
                 yield scored
                 if progress is not None:  # the block is written
                     progress(report)
@@ -758,7 +984,7 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
     models_dir = Path(models_dir or result.config.models_dir)
     results_dir = Path(results_dir or result.config.results_dir)
     model = model_files(result.pipeline, result.schema, result.config.to_dict(),
-                        cluster_names={int(d.segment): d.name for d in result.descriptions})
+                        cluster_names={int(d.segment): d.name for d in result.descriptions}, monitor=result.monitor)
     return write_run(models_dir, model, results_dir, _result_files(result))
 
 
@@ -835,10 +1061,10 @@ def load_run(models_dir: str | Path = "models", results_dir: str | Path = "resul
               if (table := _read_result_table(results / f"{name}.csv", name, n_clusters)) is not None}
     figures = {name: (results / "plots" / f"{name}.png").read_bytes() for name in REPORT_FIGURES
                if (results / "plots" / f"{name}.png").is_file()}
-    texts = {name: (results / name).read_text(encoding="utf-8") for name in ("segments.md",)
+    texts = {name: (results / name).read_text(encoding="utf-8") for name in ("segments.md", "drift.md")
              if (results / name).is_file()}
     return TrainResult(pipeline=model.pipeline, schema=schema, config=config, tables=tables, figures=figures,
-                       texts=texts, descriptions=descriptions, summary=summary)
+                       texts=texts, descriptions=descriptions, summary=summary, monitor=model.monitor)
 
 
 def _read_result_table(path: Path, name: str, n_clusters: int) -> pd.DataFrame | None:
@@ -849,24 +1075,27 @@ def _read_result_table(path: Path, name: str, n_clusters: int) -> pd.DataFrame |
     """
     if not path.is_file():
         return None
-    text_columns = {c: str for c in ("ID", "True_Segment", "Predicted_Segment", "Segmentation", "Segment_Name",
-                                     "Cluster")}
+    return _parse_result_table(path, str(path), name, n_clusters)
+
+
+def _parse_result_table(source: Path | io.BytesIO, path: str, name: str, n_clusters: int) -> pd.DataFrame:
+    """The checks of :func:`_read_result_table` on a file or on bytes (``path`` names it in errors)."""
     try:
-        table = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=[""])
+        table = pd.read_csv(source, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read {str(path)!r} ({type(exc).__name__}); run 'custseg train' again") from None
+        raise DataError(f"cannot read {path!r} ({type(exc).__name__}); run 'custseg train' again") from None
     for column in _NUMERIC_COLUMNS.get(name, []):
         if column in table and column != "Cluster" and not pd.api.types.is_numeric_dtype(table[column]):
             bad = pd.to_numeric(table[column], errors="coerce").isna() & table[column].notna()
             row = int(np.argmax(bad.to_numpy()))
-            raise DataError(f"file {str(path)!r}, line {row + 2}, column {column!r}: {table[column].iloc[row]!r} "
+            raise DataError(f"file {path!r}, line {row + 2}, column {column!r}: {table[column].iloc[row]!r} "
                             "is not a number; run 'custseg train' again to rewrite the results")
     if "Cluster" in table:
         clusters = pd.to_numeric(table["Cluster"], errors="coerce")
         bad = clusters.isna() | (clusters % 1 != 0) | (clusters < 0) | (clusters >= n_clusters)
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
-            raise DataError(f"file {str(path)!r}, line {row + 2}, column 'Cluster': {table['Cluster'].iloc[row]!r} "
+            raise DataError(f"file {path!r}, line {row + 2}, column 'Cluster': {table['Cluster'].iloc[row]!r} "
                             f"is not a cluster of the model (0..{n_clusters - 1}); the file was edited: run "
                             "'custseg train' again")
         table["Cluster"] = clusters.astype(int)
@@ -999,3 +1228,51 @@ def _none_if_nan(value: Any) -> Any:
         return None if np.isnan(value) else float(value)
     except TypeError:
         return value
+
+
+# -- drift between two tables -------------------------------------------------------------------------
+def drift_tables(reference_path: str | Path, new_path: str | Path, *, model_dir: str | Path | None = None,
+                 na_values: list[str] | tuple[str, ...] = (), random_state: int = 0) -> DriftReport:
+    """Read two tables and compare them with :func:`custseg.monitoring.drift_report`.
+
+    The column roles come from the model in ``model_dir`` if given (and both tables are
+    then scored, so the shift in predicted segments is reported), else they are inferred
+    from the reference table; known segments present in both tables are compared too.
+
+    Returns
+    -------
+    DriftReport
+    """
+    ref_segments = new_segments = None
+    if model_dir is not None:
+        model = load_model(model_dir)
+        na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
+        ref_t, new_t = read_table(reference_path, na_values=na), read_table(new_path, na_values=na)
+        schema = model.schema
+        if schema is None:
+            raise DataError(f"model folder {str(model_dir)!r} holds no schema; retrain it with 'custseg train'")
+        for t in (ref_t, new_t):
+            schema.check(t.frame, t.source, t.line_of)
+        column = "Predicted_Segment" if model.pipeline.mapping_ is not None else "Cluster"
+        ref_segments = model.pipeline.score_table(ref_t.frame)[column].to_numpy()
+        new_segments = model.pipeline.score_table(new_t.frame)[column].to_numpy()
+    else:
+        ref_t, new_t = read_table(reference_path, na_values=na_values), read_table(new_path, na_values=na_values)
+        schema = infer_schema(ref_t.frame, integer_columns=ref_t.integer_columns,
+                              other_columns=list(new_t.frame.columns), source=ref_t.source, line_of=ref_t.line_of)
+        schema.check(new_t.frame, new_t.source, new_t.line_of)
+        label = schema.label_column
+        if label is not None and label in new_t.frame.columns:
+            ref_segments, new_segments = ref_t.frame[label].to_numpy(), new_t.frame[label].to_numpy()
+    return drift_report(ref_t.frame, new_t.frame, schema, reference_segments=ref_segments,
+                        new_segments=new_segments, random_state=random_state)
+
+
+def write_drift(report: DriftReport, output_dir: str | Path, dpi: int = 100) -> list[Path]:
+    """Write drift.csv, drift.md and plots/drift.png into ``output_dir`` (other files there are left alone)."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DataError(f"--output {str(output_dir)!r} is a file; give a folder for drift.csv, drift.md and the figure")
+    png = render_png(plots.plot_drift(report.features, psi_threshold=report.settings.get("psi_threshold", 0.1)), dpi)
+    return write_into(output_dir, {"drift.csv": csv_bytes(report.features[DRIFT_COLUMNS]),
+                                   "drift.md": drift_markdown(report).encode("utf-8"), "plots/drift.png": png})

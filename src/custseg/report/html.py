@@ -39,11 +39,14 @@ REPORT_SECTIONS = [
     ("known-segments", "Segments and the known segments"),
     ("metrics", "Metrics"),
     ("predictions", "New customers"),
+    ("confidence", "How sure the assignments are"),
+    ("unusual", "Unusual customers"),
+    ("drift", "How the new customers differ"),
 ]
 
 #: The figures (``results/plots/<name>.png``) the report shows, by name.
 REPORT_FIGURES = ("training_history", "optimal_clusters", "clusters_pca", "clusters_tsne", "cluster_distribution",
-                  "segment_profiles")
+                  "segment_profiles", "reliability", "confidence", "drift")
 
 
 def _data_uri(png: bytes | None) -> str | None:
@@ -242,6 +245,54 @@ def _predictions_section(scored: pd.DataFrame | None, descriptions: Sequence[Seg
     return out
 
 
+def _confidence_section(monitoring: dict, tables: Mapping[str, pd.DataFrame],
+                        figures: Mapping[str, bytes]) -> dict | None:
+    """Per segment, how sure the assignments are; the least sure customers with their attributes."""
+    shown = monitoring.get("shown")
+    per_segment, uncertain = tables.get("confidence_by_segment"), tables.get("uncertain_customers")
+    if not shown or per_segment is None or uncertain is None:
+        return None
+    per_segment = per_segment.rename(
+        columns={"customers": "Customers", "mean": "Mean", "q25": "25%", "median": "Median", "q75": "75%",
+                 "below_half": "Below 0.5", "unusual": "Unusual"})
+    if "ID" in uncertain:
+        uncertain = uncertain.assign(ID=_id_keys(uncertain["ID"]))
+    return {"who": shown["who"], "column": shown["column"], "n": shown["customers"],
+            "ece": monitoring.get("calibration_error_out_of_fold"),
+            "reliability": _data_uri(figures.get("reliability")), "figure": _data_uri(figures.get("confidence")),
+            "table": _table(per_segment.round(3), pct=["Below 0.5", "Unusual"]),
+            "uncertain": _table(uncertain.round(3))}
+
+
+def _unusual_section(monitoring: dict, tables: Mapping[str, pd.DataFrame]) -> dict | None:
+    """How many customers are Unusual, why, and the most unusual ones with their attributes."""
+    shown = monitoring.get("shown")
+    top = tables.get("unusual_customers")
+    if not shown or top is None:
+        return None
+    side = monitoring.get("test" if shown["who"] == "new customers" else "train") or {}
+    if "ID" in top:
+        top = top.assign(ID=_id_keys(top["ID"]))
+    if "Reason" in top:  # an empty reason reads back as missing
+        top = top.assign(Reason=top["Reason"].fillna(""))
+    n = max(int(shown["customers"]), 1)
+    return {"who": shown["who"], "n": shown["customers"], "count": shown["unusual"], "share": shown["unusual"] / n,
+            "threshold": f"{monitoring.get('unusual_above', 99):g}", "lines": side.get("lines", []),
+            "table": _table(top.round(3))}
+
+
+def _drift_section(monitoring: dict, table: pd.DataFrame | None, image: str | None) -> dict | None:
+    """Per feature and as a whole, how the new customers differ from the training ones."""
+    info = monitoring.get("drift")
+    if table is None or info is None:
+        return None
+    drifted = [str(v).lower() == "true" for v in table["drifted"]]
+    shown = table.assign(drifted=["yes" if d else "no" for d in drifted])
+    return {"drifted": info.get("drifted_features", []), "classifier": info.get("classifier") or {},
+            "segments": info.get("segment_shift"), "returning": info.get("returning"),
+            "figure": image, "table": _table(shown.round(4), highlight=drifted)}
+
+
 def _cards(descriptions: Sequence[SegmentDescription], colours: dict) -> list[dict]:
     return [{"segment": d.segment, "name": d.name, "traits": d.traits, "colour": colours[d.segment],
              "known": known_segments_text(d.composition), "size": f"{d.size:,}", "share": f"{100 * d.share:.0f}%"}
@@ -265,7 +316,8 @@ def render_report(*, summary: Mapping[str, Any], tables: Mapping[str, pd.DataFra
         The run summary (``run_summary.json``): data, settings, versions, metrics.
     tables : mapping of str to DataFrame
         The run's tables by name (``training_history``, ``k_selection``, ``maps``,
-        ``clustering_metrics``, ``cluster_segment_crosstab``, ``test_predictions_detailed``);
+        ``clustering_metrics``, ``cluster_segment_crosstab``, ``test_predictions_detailed``,
+        ``confidence_by_segment``, ``uncertain_customers``, ``unusual_customers``, ``drift``);
         an absent one is said so in its section.
     figures : mapping of str to bytes
         PNG bytes by name (:data:`REPORT_FIGURES`).
@@ -285,6 +337,7 @@ def render_report(*, summary: Mapping[str, Any], tables: Mapping[str, pd.DataFra
     colours = dict(zip(names, segment_palette(len(names))))
     n_customers = sum(d.size for d in descriptions)
     metrics = {str(m): v for m, v in (summary.get("metrics") or {}).items()}
+    monitoring = dict(summary.get("monitoring") or {})
     context = {
         "title": f"Customer segments: {len(descriptions)} segments of {n_customers:,} customers",
         "sections": REPORT_SECTIONS,
@@ -301,6 +354,9 @@ def render_report(*, summary: Mapping[str, Any], tables: Mapping[str, pd.DataFra
         "known": _known_section(tables.get("cluster_segment_crosstab"), metrics, names),
         "metrics": _metrics_section(tables.get("clustering_metrics")),
         "predictions": _predictions_section(tables.get("test_predictions_detailed"), descriptions, names),
+        "confidence": _confidence_section(monitoring, tables, figures),
+        "unusual": _unusual_section(monitoring, tables),
+        "drift": _drift_section(monitoring, tables.get("drift"), _data_uri(figures.get("drift"))),
     }
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,

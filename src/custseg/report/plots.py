@@ -29,6 +29,9 @@ __all__ = [
     "plot_cluster_distribution",
     "plot_profile_heatmap",
     "plot_comparison",
+    "plot_reliability",
+    "plot_confidence",
+    "plot_drift",
 ]
 
 # Colour-blind-safe colours (Okabe & Ito 2008, Paul Tol, IBM design) in the order that keeps the first n
@@ -367,3 +370,70 @@ def plot_comparison(result: "ComparisonResult", axes=None) -> np.ndarray:
                      f"{result.n_returning:,} returning customers", fontsize=12)
         fig.tight_layout()
     return grid.ravel()
+
+
+# -- monitoring: confidence and drift -----------------------------------------------------------------------
+def _one_axes(ax, size) -> tuple[Any, Any, bool]:
+    """The figure and the axes to draw on: ``ax``, or the one axes of a new figure."""
+    if ax is None:
+        fig, axes = _figure(1, 1, size=size)
+        return fig, axes[0], True
+    return ax.figure, ax, False
+
+
+def plot_reliability(table: pd.DataFrame, ax=None, label: str = "Segment_Probability", title: str | None = None):
+    """Reliability diagram from :func:`custseg.monitoring.reliability_table`: observed accuracy against probability.
+
+    Points on the diagonal are calibrated; marker area grows with the rows in the bin.
+    Returns the axes.
+    """
+    fig, ax, made = _one_axes(ax, (5.2, 4.4))
+    used = table[table["count"] > 0]
+    ax.plot([0, 1], [0, 1], color="#999999", lw=1, ls="--", label="perfectly calibrated")
+    sizes = 20 + 180 * used["count"] / max(int(used["count"].max()) if len(used) else 1, 1)
+    ax.plot(used["mean_probability"], used["accuracy"], color=_PALETTE[0], lw=1)
+    ax.scatter(used["mean_probability"], used["accuracy"], s=sizes, color=_PALETTE[0], zorder=3,
+               label=f"{label} (area: rows)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"mean {label} in the bin")
+    ax.set_ylabel("share predicted correctly")
+    ax.set_title(title or "Reliability of the segment probability")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    if made:
+        fig.tight_layout()
+    return ax
+
+
+def plot_confidence(confidence, groups, ax=None, label: str = "Segment_Probability"):
+    """Distribution of a confidence column per group (segment or cluster), as box plots. Returns the axes."""
+    fig, ax, made = _one_axes(ax, (6.4, 4.2))
+    frame = pd.DataFrame({"p": np.asarray(confidence, dtype="float64"), "g": np.asarray(groups).astype(str)})
+    frame = frame[np.isfinite(frame["p"])]
+    keys = sorted(frame["g"].unique())
+    ax.boxplot([frame.loc[frame["g"] == k, "p"].to_numpy() for k in keys], tick_labels=keys, showfliers=False)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted segment")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} per predicted segment")
+    if made:
+        fig.tight_layout()
+    return ax
+
+
+def plot_drift(features: pd.DataFrame, ax=None, psi_threshold: float = 0.1):
+    """PSI per feature from a drift table (drift.csv), drifted features highlighted. Returns the axes."""
+    fig, ax, made = _one_axes(ax, (6.4, 4.2))
+    rows = features[features["kind"] != "missing"]
+    psi = rows["psi"].fillna(0.0).to_numpy()
+    colours = [_PALETTE[5] if d else _PALETTE[0] for d in rows["drifted"]]
+    ax.barh(range(len(rows)), psi, color=colours)
+    ax.set_yticks(range(len(rows)), rows["feature"].tolist(), fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(psi_threshold, color="#999999", ls="--", lw=1, label=f"PSI {psi_threshold:g}")
+    ax.set_xlabel("population stability index (new vs reference)")
+    ax.set_title("Drift per feature (brown: drifted)")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    if made:
+        fig.tight_layout()
+    return ax
