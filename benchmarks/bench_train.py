@@ -25,16 +25,118 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def time_cli_train(repeats: int) -> list[float]:
-    times = []
+def cli_train_usage(repeats: int, extra: list[str] | None = None,
+                    cwd: Path | None = None) -> list[tuple[float, float, float]]:
+    """(wall, CPU = user + sys of the child, peak RSS in MB) of fresh `custseg train` processes."""
+    import resource
+
+    out = []
     exe = shutil.which("custseg") or f"{sys.executable} -m custseg"
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(REPO / "data" / "raw", Path(tmp) / "data" / "raw")
+            if cwd is None:
+                shutil.copytree(REPO / "data" / "raw", Path(tmp) / "data" / "raw")
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            subprocess.run(exe.split() + ["train", "--quiet"], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
-            times.append(time.perf_counter() - start)
-    return times
+            subprocess.run(exe.split() + ["train", "--quiet", *(extra or []),
+                                          "--models-dir", f"{tmp}/models", "--results-dir", f"{tmp}/results"],
+                           cwd=cwd or tmp, check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            out.append((wall, cpu, after.ru_maxrss / 1024))
+    return out
+
+
+#: (stage, module, attribute): the library functions `custseg train` spends its time in, wrapped
+#: one by one by :func:`stage_profile`. A stage nested in another (K-Means inside the pipeline's
+#: fit) is subtracted from the outer one.
+STAGES = [
+    ("loading (read, schema, checks)", "custseg.workflow", "load_tables"),
+    ("preprocessing", "custseg.preprocessing", "CustomerPreprocessor.fit_transform"),
+    ("autoencoder (fit)", "custseg.embedders.autoencoder", "AutoencoderEmbedder.fit"),
+    ("K-Means k=7, n_init 50", "custseg.pipeline", "KMeans.fit"),
+    ("k scan 2..12 (K-Means + silhouettes)", "custseg.workflow", "select_k"),
+    ("metrics", "custseg.workflow", "internal_metrics"),
+    ("profiles and row tables", "custseg.workflow", "_profile"),
+    ("profiles and row tables", "custseg.workflow", "_row_tables"),
+    ("test scoring", "custseg.workflow", "_score_test"),
+    ("monitoring (soft assignment, novelty, drift)", "custseg.workflow", "fit_monitor"),
+    ("PCA map", "custseg.workflow", "pca_coordinates"),
+    ("t-SNE map (second thread)", "custseg.workflow", "tsne_coordinates"),
+    ("waiting for the second thread", "custseg.workflow", "_wait"),
+    ("figures", "custseg.workflow", "_draw"),
+    ("report and writing", "custseg.workflow", "write_training_outputs"),
+]
+
+
+def stage_profile() -> list[tuple[str, float, float]]:
+    """(stage, wall s, CPU s of the thread that ran it) of one in-process `custseg train` run.
+
+    Imports are timed in a fresh process (`python -c "import custseg.cli, custseg.workflow"`);
+    every other stage by wrapping the library function that does it.
+    """
+    import functools
+    import importlib
+    import threading
+
+    start = time.perf_counter()
+    cpu0 = _children_cpu()
+    subprocess.run([sys.executable, "-c", "import custseg.cli, custseg.workflow"], check=True)
+    rows = {"imports (fresh process)": [time.perf_counter() - start, _children_cpu() - cpu0]}
+    from custseg import workflow
+    from custseg.config import RunConfig
+
+    depth = threading.local()
+
+    def wrap(stage, fn):
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            outer = getattr(depth, "stack", [])
+            depth.stack = outer + [stage]
+            w0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                w, c = time.perf_counter() - w0, time.thread_time() - c0
+                depth.stack = outer
+                acc = rows.setdefault(stage, [0.0, 0.0])
+                acc[0] += w
+                acc[1] += c
+                if outer and outer[-1] != stage:  # count nested time once, in the inner stage
+                    parent = rows.setdefault(outer[-1], [0.0, 0.0])
+                    parent[0] -= w
+                    parent[1] -= c
+        return timed
+
+    for stage, module, attr in STAGES:
+        mod = importlib.import_module(module)
+        owner_name, _, name = attr.rpartition(".")
+        owner = getattr(mod, owner_name) if owner_name else mod
+        if hasattr(owner, name):
+            setattr(owner, name, wrap(stage, getattr(owner, name)))
+    with tempfile.TemporaryDirectory() as tmp:
+        w0, c0 = time.perf_counter(), time.process_time()
+        result = workflow.train(RunConfig())
+        workflow.write_training_outputs(result, f"{tmp}/models", f"{tmp}/results")
+        total = (time.perf_counter() - w0, time.process_time() - c0)
+    out = [(stage, w, c) for stage, (w, c) in rows.items()]
+    out.append(("all but imports (wall; CPU of every thread)", *total))
+    return out
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def time_autoencoder(threads: int) -> tuple[float, int]:
@@ -83,16 +185,28 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stages-only", action="store_true", help="only the per-stage table")
     args = parser.parse_args()
     os.chdir(REPO)
-    print(f"Machine: {machine()}\n")
-    runs = time_cli_train(args.repeats)
+    print(f"Machine: {machine()}; load average before: {load_average()}\n")
+    print("| stage | wall s | CPU s |")
+    print("| --- | ---: | ---: |")
+    for stage, wall, cpu in stage_profile():
+        print(f"| {stage} | {wall:.2f} | {cpu:.2f} |")
+    print(f"\nload average after: {load_average()}\n")
+    if args.stages_only:
+        return
+    usage = cli_train_usage(args.repeats)
+    walls, cpus = [u[0] for u in usage], [u[1] for u in usage]
+    runs = walls
     ae1, ep1 = time_autoencoder(1)
     ae2, ep2 = time_autoencoder(2)
     print("| what | seconds |")
     print("| --- | ---: |")
     print(f"| `custseg train` (every output, report included), median of {args.repeats} | {statistics.median(runs):.1f} |")
     print(f"| `custseg train`, fastest / slowest | {min(runs):.1f} / {max(runs):.1f} |")
+    print(f"| `custseg train`, CPU (user + sys), median of {args.repeats} | {statistics.median(cpus):.1f} |")
+    print(f"| `custseg train`, peak memory MB (largest) | {max(u[2] for u in usage):.0f} |")
     print(f"| autoencoder alone, 1 torch thread ({ep1} epochs) | {ae1:.1f} ({1000 * ae1 / ep1:.0f} ms/epoch) |")
     print(f"| autoencoder alone, 2 torch threads ({ep2} epochs) | {ae2:.1f} ({1000 * ae2 / ep2:.0f} ms/epoch) |")
     print(f"| t-SNE map, 1,500-point stratified sample (openTSNE) | {time_tsne(1500):.1f} |")

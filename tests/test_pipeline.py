@@ -120,3 +120,26 @@ def test_mapping_ties_and_table():
     assert table["Purity"].round(3).tolist() == [0.667, 1.0]
     labels, dist = assign_to_centroids(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0], [3.0, 0.0]]))
     assert labels.tolist() == [0, 1] and dist.tolist() == [0.0, 4.0]
+
+
+def test_kmeans_on_a_sample_still_assigns_every_customer():
+    # the large-table path: centres from 120 of 300 customers, every customer assigned to the nearest one
+    table = make_customers(300, seed=3)
+    seg = _pipeline(cluster_sample=120).fit(table, table["Segment"])
+    assert len(seg.labels_) == 300
+    labels, dist = assign_to_centroids(seg.transform(table), seg.cluster_centers_)
+    np.testing.assert_array_equal(seg.labels_, labels)
+    assert seg.inertia_ == pytest.approx(float((dist ** 2).sum()))
+    assert adjusted_rand_score(table["Segment"], seg.labels_) > 0.8
+    full = _pipeline().fit(table, table["Segment"])
+    assert not np.array_equal(seg.cluster_centers_, full.cluster_centers_)  # the sample changed the fit
+
+
+def test_only_large_tables_take_the_sampled_path():
+    from custseg.config import RunConfig
+    from custseg.workflow import LARGE_TABLE_ROWS, large_table_plan
+
+    assert large_table_plan(LARGE_TABLE_ROWS, RunConfig()) is None
+    plan = large_table_plan(1_000_000, RunConfig())
+    assert plan["autoencoder_batch_size"] == 1600 and plan["kmeans_sample_rows"] < 1_000_000
+    assert "every row" in plan["note"] and "1,000,000 rows" in plan["note"]

@@ -78,5 +78,7 @@ def test_predict_on_test_csv_agrees_with_submission(runs, tmp_path):
     predicted = pd.read_csv(out)
     submission = pd.read_csv(runs[0] / "results" / "submission.csv")
     assert predicted["Predicted_Segment"].tolist() == submission["Segmentation"].tolist()
-    assert list(predicted.columns) == ["ID", "Cluster", "Predicted_Segment", "Distance_To_Centroid",
-                                       "Reconstruction_Error"]
+    # predict with the saved model is the scoring train did: same columns, same values
+    detailed = pd.read_csv(runs[0] / "results" / "test_predictions_detailed.csv")
+    assert list(predicted.columns[:4]) == ["ID", "Cluster", "Segment_Name", "Predicted_Segment"]
+    pd.testing.assert_frame_equal(predicted, detailed)

@@ -92,7 +92,7 @@ def _worker_model(model_dir: str, digest: str) -> LoadedModel:
 # -- scoring partitions ------------------------------------------------------------------------------
 def _scored(model: LoadedModel, table, first_row: int, with_features: bool, id_column: str | None) -> pd.DataFrame:
     result = predict_table(model.pipeline, model.schema, table, id_column=id_column,
-                           segment_names=model.cluster_names)
+                           segment_names=model.cluster_names, monitor=model.monitor)
     out = result.table
     if result.id_column == "Row":
         # customers without IDs are numbered through the whole input, as one table would be

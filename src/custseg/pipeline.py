@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError
-from sklearn.utils import get_tags
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils.validation import check_array
 
 from .embedders.autoencoder import AutoencoderEmbedder
@@ -51,6 +51,11 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
     max_iter : int, default=500
     random_state : int, RandomState instance or None, default=42
         One seed for the embedder and K-Means (None: fresh randomness).
+    cluster_sample : int or None, default=None
+        Fit K-Means on at most this many rows drawn at random (seeded by
+        ``random_state``), then assign every row to its nearest centre. None fits on
+        every row. For tables far larger than the number of clusters needs (a million
+        customers), the centres barely move and the fit costs a fraction.
 
     Attributes
     ----------
@@ -75,15 +80,18 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
+        "cluster_sample": [Interval(Integral, 1, None, closed="left"), None],
     }
 
-    def __init__(self, preprocessor=None, embedder=None, n_clusters=7, n_init=50, max_iter=500, random_state=42):
+    def __init__(self, preprocessor=None, embedder=None, n_clusters=7, n_init=50, max_iter=500, random_state=42,
+                 cluster_sample=None):
         self.preprocessor = preprocessor
         self.embedder = embedder
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
+        self.cluster_sample = cluster_sample
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -127,11 +135,16 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             self.embedder_ = embedder.fit(features, strata)
         latent = np.asarray(self.embedder_.transform(features), dtype="float64")
+        fitted_on = latent
+        if self.cluster_sample is not None and self.cluster_sample < len(latent):
+            rows = check_random_state(self.random_state).choice(len(latent), self.cluster_sample, replace=False)
+            fitted_on = latent[np.sort(rows)]
         km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
-                    random_state=self.random_state).fit(latent)
+                    random_state=self.random_state).fit(fitted_on)
         self.cluster_centers_ = km.cluster_centers_
-        self.labels_, _ = assign_to_centroids(latent, self.cluster_centers_)
-        self.inertia_ = float(km.inertia_)
+        self.labels_, distances = assign_to_centroids(latent, self.cluster_centers_)
+        # inertia of every row (the same as K-Means' own when it was fitted on every row)
+        self.inertia_ = float(km.inertia_) if fitted_on is latent else float(np.square(distances).sum())
         self.n_iter_ = int(km.n_iter_)
         self.mapping_ = None
         if y is not None and labelled.any():

@@ -175,14 +175,16 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     def score_records(body: bytes) -> str:
         frame = _records_frame(body)
         table = table_from_frame(frame, "request body", na, first_line=1)
-        scored = predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names).table
+        scored = predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names,
+                               monitor=model.monitor).table
         return scored.to_json(orient="records", double_precision=15)
 
     def score_file(body: bytes, filename: str) -> pd.DataFrame:
         if not body.strip():
             raise DataError(f"file {filename!r} is empty; send the table as the request body")
         table = read_table_bytes(body, filename, na, parquet=filename.lower().endswith((".parquet", ".pq")))
-        return predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names).table
+        return predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names,
+                             monitor=model.monitor).table
 
     @app.post("/predict")
     async def predict(request: fastapi.Request):

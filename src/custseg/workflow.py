@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -51,12 +52,12 @@ from .pipeline import SegmentationPipeline
 from .profiling import (SegmentDescription, SegmentProfile, cluster_characteristics, describe_segments,
                         profile_heatmap_data, profile_segments, segments_markdown)
 from .report.html import REPORT_FIGURES, render_report
-from .report.maps import pca_coordinates, tsne_coordinates
+from .report.maps import pca_coordinates, stratified_sample, tsne_coordinates
 from .report import plots
 from .report.plots import plot_comparison, plot_k_selection, render_png
 from .schema import Schema, infer_schema
 
-__all__ = ["TrainResult", "train", "write_training_outputs", "render_run_report", "load_run", "write_report",
+__all__ = ["TrainResult", "train", "large_table_plan", "write_training_outputs", "render_run_report", "load_run", "write_report",
            "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
            "cluster_characteristics", "KSelectionRun", "run_k_selection", "write_k_selection", "run_comparison",
            "write_comparison", "RESULT_TABLES", "fit_monitor", "score_frame", "drift_tables", "write_drift",
@@ -64,6 +65,17 @@ __all__ = ["TrainResult", "train", "write_training_outputs", "render_run_report"
 
 #: fewer training rows than this leave the k scan and the metrics undefined
 MIN_TRAIN_ROWS = 3
+#: Training tables with more rows than this take the large-table path (:func:`large_table_plan`);
+#: smaller ones (the shipped 8,068 rows) are computed exactly as the settings say, on every row.
+LARGE_TABLE_ROWS = 50_000
+#: On the large-table path: rows K-Means (n_init initialisations) and the k scan are fitted on,
+#: rows the silhouettes are computed on, and points drawn in the PCA figure.
+LARGE_CLUSTER_SAMPLE = 50_000
+LARGE_SILHOUETTE_SAMPLE = 10_000
+LARGE_PLOT_POINTS = 20_000
+#: On the large-table path the autoencoder's batch grows so that an epoch over every row
+#: takes about this many optimiser steps (the reference design's 8,068 rows take about 200).
+LARGE_STEPS_PER_EPOCH = 500
 #: The tables of a results folder (``<name>.csv``), in the order a run writes them.
 RESULT_TABLES = ("clustering_metrics", "k_selection", "training_history", "training_results",
                  "cluster_characteristics", "cluster_segment_crosstab", "segment_profiles",
@@ -193,6 +205,38 @@ def _ids(frame: pd.DataFrame, schema: Schema) -> pd.Series:
     return frame[schema.id_column].map(_id_text).rename("ID")
 
 
+def large_table_plan(n_rows: int, config: RunConfig) -> dict[str, Any] | None:
+    """What a training table of ``n_rows`` computes on every row and what on a sample; None if it is small.
+
+    Up to :data:`LARGE_TABLE_ROWS` rows nothing is sampled (the reference path). Above it,
+    the autoencoder still trains on every row, with a larger batch; K-Means is fitted on a
+    random sample and then assigns every row; silhouettes, the k scan and the PCA figure use
+    samples; profiles, tables, the other metrics and the PCA coordinates use every row.
+    The plan is written to ``run_summary.json`` (``large_table``) and shown in the report.
+    """
+    if n_rows <= LARGE_TABLE_ROWS:
+        return None
+    n_train = n_rows - math.ceil(n_rows * config.autoencoder.validation_fraction)
+    batch = max(config.autoencoder.batch_size, 32 * math.ceil(n_train / LARGE_STEPS_PER_EPOCH / 32))
+    return {
+        "rows": n_rows,
+        "threshold_rows": LARGE_TABLE_ROWS,
+        "all_rows": ["preprocessing", "autoencoder epochs", "cluster assignment", "profiles and tables",
+                     "Davies-Bouldin, Calinski-Harabasz, inertia", "PCA coordinates", "test scoring"],
+        "autoencoder_batch_size": batch,
+        "kmeans_sample_rows": LARGE_CLUSTER_SAMPLE,
+        "k_scan_sample_rows": LARGE_CLUSTER_SAMPLE,
+        "silhouette_sample_rows": LARGE_SILHOUETTE_SAMPLE,
+        "pca_figure_points": LARGE_PLOT_POINTS,
+        "tsne_points": config.plots.tsne_max_points or None,
+        "note": (f"large table ({n_rows:,} rows > {LARGE_TABLE_ROWS:,}): the autoencoder trained on every row with "
+                 f"batches of {batch}; K-Means ({config.clustering.n_init} initialisations) and the k scan were "
+                 f"fitted on {LARGE_CLUSTER_SAMPLE:,} random rows and every row assigned to its nearest centre; "
+                 f"silhouettes on {LARGE_SILHOUETTE_SAMPLE:,} rows, the PCA figure on {LARGE_PLOT_POINTS:,} points; "
+                 "profiles, tables and the other metrics on every row"),
+    }
+
+
 def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
           echo: Callable[[str], None] = _noop, tables: tuple | None = None) -> TrainResult:
     """Fit the segmentation described by ``config`` and compute every output in memory.
@@ -215,7 +259,16 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     label = schema.label_column
     y = frame[label].map(lambda v: v if pd.isna(v) else _id_text(v)) if label else None
     pipeline = build_pipeline(config, schema)
-    pipeline.fit(frame, y, progress=progress)
+    large = large_table_plan(len(frame), config)
+    if large is not None:
+        pipeline.set_params(cluster_sample=large["kmeans_sample_rows"],
+                            embedder__batch_size=large["autoencoder_batch_size"])
+    # One BLAS/OpenMP thread for every K-Means of the run: for 8 latent features the Lloyd
+    # iterations are too short to share, and on a busy machine two OpenMP threads spin-wait
+    # for each other (measured: 2.8 s with one thread, 27 s with two under load). It also
+    # makes the clusters independent of the machine's core count (same seed, same bytes).
+    with threadpool_limits(limits=1):
+        pipeline.fit(frame, y, progress=progress)
     used = np.unique(pipeline.labels_)
     if len(used) < k:  # K-Means can leave a centre without customers; reporting it as a segment would be false
         raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
@@ -225,6 +278,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
                          monitor=fit_monitor(pipeline, schema, frame, y,
                                              threshold=config.monitoring.unusual_percentile,
                                              random_state=config.seed))
+    if large is not None:
+        result.notices.append(large["note"])
     if k == 1:
         result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
                               "table and the cluster metrics are undefined (n/a)")
@@ -238,8 +293,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     if known is not None and not pd.notna(known).any():
         known = None
 
-    # The t-SNE map is the slowest picture and needs only the latent features: compute it
-    # on a second thread (openTSNE releases the GIL) while this thread, limited to one
+    # The t-SNE map and the k scan need only the latent features: compute them on a second
+    # thread (openTSNE, K-Means and numpy release the GIL) while this thread, limited to one
     # BLAS/OpenMP thread so the two do not fight over the two cores, does everything else.
     with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):
         tsne_job = pool.submit(tsne_coordinates, latent, clusters, max_points=config.plots.tsne_max_points,
@@ -247,7 +302,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         # the drift's classifier test needs only the two tables: it follows the t-SNE map on the second thread
         drift_job = None if test_t is None else pool.submit(
             classifier_two_sample_test, frame, test_t.frame, schema, random_state=config.seed)
-        metrics = _evaluate(result, latent, known)
+        k_scan_job = pool.submit(_k_scan, config, latent, large)
+        metrics = _evaluate(result, latent, known, large)
         echo(f"k-means: k={config.clustering.n_clusters}, silhouette {metrics['silhouette']:.3f}"
              + (f", NMI {metrics['nmi']:.3f}, mapped accuracy {metrics['mapped_accuracy']:.3f}"
                 if known is not None else ""))
@@ -257,11 +313,17 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         result.summary = _summary(result, metrics, train_t, test_info)
         _monitoring(result, test_t, train_novelty, test_scored)
         pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
+        result.k_selection = k_scan_job.result()
+        result.tables["k_selection"] = result.k_selection.to_frame()
         tsne_idx, tsne_xy = tsne_job.result()
         if drift_job is not None:
             _add_drift_classifier(result, drift_job.result())
+    # the tables in the order a run writes them, whichever thread finished first
+    result.tables = {name: result.tables[name] for name in [*RESULT_TABLES, *result.tables] if name in result.tables}
     result.tables["maps"] = _maps_table(ids, clusters, pca_xy, tsne_idx, tsne_xy)
-    result.figures = _draw(result, known, pca_xy, pca_var, tsne_idx, tsne_xy)
+    result.figures = _draw(result, known, pca_xy, pca_var, tsne_idx, tsne_xy, large)
+    if large is not None:
+        result.summary["large_table"] = large
     result.summary["cluster_names"] = {str(c): n for c, n in cluster_names(result).items()}
     result.summary["tsne_points"] = int(len(tsne_idx))
     result.summary["duration_seconds"] = round(time.perf_counter() - started, 1)
@@ -269,11 +331,13 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     return result
 
 
-def _evaluate(result: TrainResult, latent: np.ndarray, known: np.ndarray | None) -> dict[str, float]:
-    """Metrics of the clustering and the k scan: ``clustering_metrics`` and ``k_selection``."""
+def _evaluate(result: TrainResult, latent: np.ndarray, known: np.ndarray | None,
+              large: dict | None = None) -> dict[str, float]:
+    """Metrics of the clustering (``clustering_metrics``); silhouette on a sample for a large table."""
     pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
-    metrics = internal_metrics(latent, clusters, random_state=config.seed)
+    metrics = internal_metrics(latent, clusters, random_state=config.seed,
+                               sample_size=large["silhouette_sample_rows"] if large else None)
     metrics["inertia"] = pipeline.inertia_
     if known is not None:
         labelled = pd.notna(known)
@@ -282,14 +346,23 @@ def _evaluate(result: TrainResult, latent: np.ndarray, known: np.ndarray | None)
         {"metric": list(metrics), "value": list(metrics.values()),
          "space": ["latent" if m in ("silhouette", "davies_bouldin", "calinski_harabasz", "inertia") else "labels"
                    for m in metrics]})
-    ks = config.k_selection
-    result.k_selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
-                                  n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
-                                  silhouette_sample=ks.silhouette_sample or None)
-    result.k_selection.settings.update(space="autoencoder latent features", seed=config.seed)
-    result.tables["k_selection"] = result.k_selection.to_frame()
     result.tables["training_history"] = pipeline.embedder_.history_.copy()
     return metrics
+
+
+def _k_scan(config: RunConfig, latent: np.ndarray, large: dict | None = None) -> KSelection:
+    """The k scan of a run (``k_selection``), on a random sample of a large table; run on the second thread."""
+    ks = config.k_selection
+    if large is not None and len(latent) > large["k_scan_sample_rows"]:
+        rows = np.random.default_rng(config.seed).choice(len(latent), large["k_scan_sample_rows"], replace=False)
+        latent = latent[np.sort(rows)]
+    # OpenMP's thread count belongs to the calling thread: the worker thread sets its own
+    with threadpool_limits(limits=1):
+        selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
+                             n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
+                             silhouette_sample=ks.silhouette_sample or None)
+    selection.settings.update(space="autoencoder latent features", seed=config.seed)
+    return selection
 
 
 def _profile(result: TrainResult, known: np.ndarray | None) -> None:
@@ -461,20 +534,24 @@ def _maps_table(ids: pd.Series, clusters: np.ndarray, pca_xy: np.ndarray, tsne_i
 
 
 def _draw(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca_var: np.ndarray,
-          tsne_idx: np.ndarray, tsne_xy: np.ndarray) -> dict[str, bytes]:
-    """Every figure of a run, as PNG bytes by name."""
+          tsne_idx: np.ndarray, tsne_xy: np.ndarray, large: dict | None = None) -> dict[str, bytes]:
+    """Every figure of a run, as PNG bytes by name (the PCA map of a large table on a stratified sample)."""
     pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
     names = cluster_names(result)
     dpi = config.plots.dpi
     sampled = "every customer" if len(tsne_idx) == len(clusters) else "stratified sample"
+    pca_clusters, pca_known = clusters, known
+    if large is not None:
+        shown = stratified_sample(clusters, large["pca_figure_points"], random_state=config.seed)
+        pca_xy, pca_clusters, pca_known = pca_xy[shown], clusters[shown], None if known is None else known[shown]
     return {
         "training_history": render_png(
             plots.plot_training_history(pipeline.embedder_.history_, pipeline.embedder_.best_epoch_), dpi),
         "optimal_clusters": render_png(
             plots.plot_k_selection(result.k_selection, chosen_k=config.clustering.n_clusters), dpi),
         "clusters_pca": render_png(plots.plot_maps(
-            pca_xy, clusters, names, "PCA", known,
+            pca_xy, pca_clusters, names, "PCA", pca_known,
             axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)", f"PC 2 ({pca_var[1]:.0%} of variance)")), dpi),
         "cluster_distribution": render_png(plots.plot_cluster_distribution(clusters, names, known), dpi),
         "clusters_tsne": render_png(plots.plot_maps(

@@ -152,13 +152,82 @@ def reconstruction_mse(module: nn.Module, batch: tuple[torch.Tensor, ...]) -> di
 
 
 class _ReferenceMSEStep:
-    """:func:`manual_backward` as a :class:`~custseg.embedders.training.FastStep`."""
+    """:func:`manual_backward` as a :class:`~custseg.embedders.training.FastStep`, with less per-step Python.
+
+    At 32 rows a batch the arithmetic is a few microseconds; the cost of a step is the
+    number of torch calls and the Python around them. So the layers' weights, their
+    transposes and their gradient buffers are looked up once, the elementwise work is
+    done in place, and every parameter and gradient is a view of one flat buffer, so
+    Adam updates a single tensor (one fused kernel call instead of a loop over twelve).
+    The arithmetic, and the order of the random draws, are those of :func:`manual_backward`.
+    """
 
     def __init__(self, module: Autoencoder):
         self.module = module
+        params = list(module.parameters())
+        flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype)
+        grads = torch.zeros_like(flat)
+        offset = 0
+        for p in params:  # weights move into the flat buffer; the module keeps using them as before
+            n = p.numel()
+            flat[offset:offset + n].copy_(p.detach().reshape(-1))
+            p.data = flat[offset:offset + n].view_as(p)
+            p.grad = grads[offset:offset + n].view_as(p)
+            offset += n
+        self.flat = nn.Parameter(flat)
+        self.flat.grad = grads
+        layers = [*module.encoder, *module.decoder]
+        n_enc, last = len(module.encoder), len(layers) - 1
+        self.keep = 1.0 - module.dropout
+        # per layer: bias, weight, its transpose, the gradient buffers, relu?, columns of the dropout masks
+        self.plan, width = [], 0
+        for i, layer in enumerate(layers):
+            drop = None
+            if module.dropout > 0 and i not in (n_enc - 1, last):  # no dropout on the bottleneck
+                drop = (width, width + layer.out_features)
+                width += layer.out_features
+            self.plan.append((layer.bias, layer.weight, layer.weight.t(), layer.weight.grad, layer.bias.grad,
+                              i != last, drop))
+        self.mask_width = width
+        self.masks, self.row = None, 0
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.flat]
+
+    def start_epoch(self, n_rows: int) -> None:
+        """Draw the epoch's dropout masks at once: one random call instead of one per layer and batch."""
+        if self.mask_width:
+            self.masks = (torch.rand(n_rows, self.mask_width) < self.keep).to(torch.float32).div_(self.keep)
+        self.row = 0
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return manual_backward(self.module, batch[0])
+        x = batch[0]
+        rows = len(x)
+        masks = self.masks[self.row:self.row + rows] if self.mask_width else None
+        self.row += rows
+        saved = []
+        h = x
+        for bias, _, weight_t, _, _, relu, drop in self.plan:
+            inp = h
+            h = torch.addmm(bias, h, weight_t)
+            mask = None
+            if relu:
+                # ReLU and dropout as one multiplication by a mask that is 0 or 1/keep
+                mask = h > 0 if drop is None else masks[:, drop[0]:drop[1]] * (h > 0)
+                h.mul_(mask)
+            saved.append((inp, mask))
+        diff = h - x
+        grad = diff * (2.0 / diff.numel())
+        for i in range(len(self.plan) - 1, -1, -1):
+            weight, weight_grad, bias_grad = self.plan[i][1], self.plan[i][3], self.plan[i][4]
+            inp, mask = saved[i]
+            if mask is not None:
+                grad.mul_(mask)
+            torch.mm(grad.t(), inp, out=weight_grad)
+            torch.sum(grad, 0, out=bias_grad)
+            if i > 0:
+                grad = grad.mm(weight)
+        return diff
 
     def epoch_metrics(self, outputs: list[torch.Tensor]) -> dict[str, float]:
         # means over every row as it was seen this epoch, as Keras reports them

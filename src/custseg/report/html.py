@@ -122,6 +122,8 @@ def _summary_section(summary: dict, schema: Schema | None, n_segments: int) -> d
     settings = summary.get("settings") or {}
     if "seed" in settings:
         facts.append(("seed", str(settings["seed"])))
+    if summary.get("large_table"):
+        facts.append(("computed on samples", summary["large_table"]["note"]))
     if summary.get("duration_seconds") is not None:
         facts.append(("training time", f"{summary['duration_seconds']:.1f} s"))
     versions = summary.get("versions") or {}
