@@ -9,8 +9,10 @@ raises on purpose becomes one ``Error: ...`` line on stderr and exit code 1
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -20,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._version import __version__
-from .exceptions import CustsegError
+from .exceptions import ConfigError, CustsegError
 
 # rich_markup_mode=None: plain click help, so "[default: ...]" stays text (rich reads brackets as
 # markup) and flags show no "<bool>" metavar.
@@ -161,11 +163,13 @@ def predict(
         result = predict_onnx_file(model, input, output, na_values=na_values, id_column=id_column)
         out.print(f"Wrote {len(result.table):,} rows to {output} (onnxruntime)", markup=False, soft_wrap=True)
         return
-    result = predict_file(model, input, output, na_values=na_values, id_column=id_column,
-                          probabilities=probabilities, strict=strict, unusual_above=unusual_above)
+    with _progress_bar() as progress:
+        result = predict_file(model, input, output, na_values=na_values, id_column=id_column,
+                              probabilities=probabilities, strict=strict, unusual_above=unusual_above,
+                              progress=progress)
     if result.id_notice:
         _notes([result.id_notice])
-    out.print(f"Wrote {len(result.table):,} rows to {output}")
+    out.print(f"Wrote {result.rows:,} rows to {output}")
     if result.novelty is not None:  # unseen categories are listed per column below
         for line in result.novelty.lines(unseen=False):
             out.print(line, markup=False, soft_wrap=True)
@@ -174,6 +178,27 @@ def predict(
     for column, values in result.unseen_categories.items():
         shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:5])
         out.print(f"Unseen categories in {column} (assigned the training mode): {shown}")
+
+
+@contextlib.contextmanager
+def _progress_bar():
+    """A progress callback drawing rows scored and rows per second on stderr, if it is a terminal; else None."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    started = time.perf_counter()
+    with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("predict", total=1.0, rows=0, rate=0.0)
+
+        def update(report) -> None:
+            rate = report.rows / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=report.fraction, rows=report.rows, rate=rate)
+
+        yield update
 
 
 @app.command()

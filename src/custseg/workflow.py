@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,9 +41,10 @@ from .evaluation.metrics import external_metrics, internal_metrics
 from .evaluation.selection import MIN_STABILITY, KSelection, select_k
 from .exceptions import ConfigError, DataError
 from .io.atomic import check_output_file, merge_into, recover, staging_dir
+from .io.chunks import CHUNK_ROWS, TableStream
 from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
-from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_into, write_run
+from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
 from .monitoring import (DRIFT_COLUMNS, CustomerMonitor, DriftReport, NoveltySummary, classifier_two_sample_test,
                          confidence_by_segment, drift_markdown, drift_report, extreme_customers)
 from .persistence import load_model, model_files
@@ -59,7 +60,8 @@ from .schema import Schema, infer_schema
 __all__ = ["TrainResult", "train", "large_table_plan", "write_training_outputs", "render_run_report", "load_run", "write_report",
            "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
            "cluster_characteristics", "KSelectionRun", "run_k_selection", "write_k_selection", "run_comparison",
-           "write_comparison", "RESULT_TABLES", "fit_monitor", "score_frame", "drift_tables", "write_drift"]
+           "write_comparison", "RESULT_TABLES", "fit_monitor", "score_frame", "drift_tables", "write_drift",
+           "score_chunks", "StreamReport", "TypingChanged"]
 
 #: fewer training rows than this leave the k scan and the metrics undefined
 MIN_TRAIN_ROWS = 3
@@ -705,39 +707,59 @@ def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | 
     customers are numbered 1..n in table order (column ``Row``) and ``notice`` says so:
     renumbered IDs must never pass for real ones.
     """
+    named = _named_id_column(frame.columns, schema, id_column, source)
+    if named is not None:
+        return named, frame[named].map(_id_text), None
+    candidates = _id_candidates(frame.columns, schema)
+    found = _pick_id([c for c in candidates if frame[c].notna().all() and frame[c].is_unique])
+    if found is not None:
+        return found, frame[found].map(_id_text), _guessed_id_notice(found, schema)
+    return "Row", pd.Series(np.arange(1, len(frame) + 1), index=frame.index), _numbered_notice(source, schema,
+                                                                                              len(frame))
+
+
+def _named_id_column(columns, schema: Schema | None, id_column: str | None, source: str) -> str | None:
+    """The ID column the user gave (it must exist) or the training one if the table has it; else None."""
     if id_column is not None:
-        if id_column not in frame.columns:
+        if id_column not in columns:
             from .schema import _did_you_mean
 
             raise DataError(f"file {source!r}: --id-column {id_column!r} is not in the table"
-                            f"{_did_you_mean(id_column, frame.columns)}; its columns are "
-                            f"{', '.join(map(str, frame.columns))}")
-        return id_column, frame[id_column].map(_id_text), None
+                            f"{_did_you_mean(id_column, columns)}; its columns are {', '.join(map(str, columns))}")
+        return id_column
     trained = schema.id_column if schema is not None else None
-    if trained is not None and trained in frame.columns:
-        return trained, frame[trained].map(_id_text), None
-    found = _find_id_column(frame, schema)
-    if found is not None:
-        was = f"the model was trained with {trained!r}" if trained else "the model names no ID column"
-        return found, frame[found].map(_id_text), (f"IDs taken from column {found!r} ({was}); "
-                                                   "give --id-column to choose another")
-    why = (f"the ID column {trained!r} of the training table is not in it" if trained
-           else "the model names no ID column and none was found")
-    return "Row", pd.Series(np.arange(1, len(frame) + 1), index=frame.index), (
-        f"file {source!r} has no ID column ({why}): customers are numbered 1..{len(frame)} in table order in "
-        "column 'Row'; give --id-column to use one of its columns")
+    return trained if trained is not None and trained in columns else None
 
 
-def _find_id_column(frame: pd.DataFrame, schema: Schema | None) -> str | None:
-    """The one column named like an identifier, not a feature, with every value present and different."""
-    from .schema import _PREFERRED_ID, _named_like_id
+def _id_candidates(columns, schema: Schema | None) -> list[str]:
+    """Columns named like an identifier that are no feature nor the label."""
+    from .schema import _named_like_id
 
     used = set(schema.feature_columns) | {schema.label_column} if schema is not None else set()
-    candidates = [c for c in frame.columns if c not in used and _named_like_id(str(c))
-                  and frame[c].notna().all() and frame[c].is_unique]
-    if len(candidates) > 1:
-        candidates = [c for c in candidates if _PREFERRED_ID.match(str(c).strip())]
-    return candidates[0] if len(candidates) == 1 else None
+    return [c for c in columns if c not in used and _named_like_id(str(c))]
+
+
+def _pick_id(valid: list[str]) -> str | None:
+    """Of the candidates with every value present and different, the one to use (None if not exactly one)."""
+    from .schema import _PREFERRED_ID
+
+    if len(valid) > 1:
+        valid = [c for c in valid if _PREFERRED_ID.match(str(c).strip())]
+    return valid[0] if len(valid) == 1 else None
+
+
+def _guessed_id_notice(found: str, schema: Schema | None) -> str:
+    trained = schema.id_column if schema is not None else None
+    was = f"the model was trained with {trained!r}" if trained else "the model names no ID column"
+    return f"IDs taken from column {found!r} ({was}); give --id-column to choose another"
+
+
+def _numbered_notice(source: str, schema: Schema | None, n_rows: int) -> str:
+    trained = schema.id_column if schema is not None else None
+    why = (f"the ID column {trained!r} of the training table is not in it" if trained
+           else "the model names no ID column and none was found")
+    return (f"file {source!r} has no ID column ({why}): customers are numbered 1..{n_rows} in table order in "
+            "column 'Row'; give --id-column to use one of its columns")
 
 
 def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: LoadedTable,
@@ -748,7 +770,8 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
     Reconstruction_Error.
 
     The first column keeps the table's own ID column name and values (see :func:`prediction_ids`);
-    the output has exactly one row per input row, in input order.
+    the output has exactly one row per input row, in input order. For a table in a file,
+    :func:`score_chunks` gives the same rows block by block in bounded memory.
 
     With a ``monitor`` also Confidence, Second_Cluster, Segment_Probability, Second_Segment,
     Novelty, Unusual, Reason (and P_Cluster_<c> with ``probabilities``). With ``strict``, any
@@ -764,32 +787,271 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
     if id_name != "Row":
         _check_ids(table, id_name)
         extra = [c for c in extra if c != id_name]
-    scores, novelty = score_frame(pipeline, frame, monitor, probabilities)
-    scores = scores.reset_index(drop=True)
+    out, novelty = _scored_rows(pipeline, frame, id_name, ids, segment_names, monitor, probabilities)
     # the monitor's guards already found the unseen categories; without one, ask the preprocessor
     unseen = novelty.unseen_categories if novelty is not None else pipeline.unseen_categories(frame)
-    if strict and novelty is not None and novelty.problems():
-        flagged = ((scores["Reason"] != "") & ~scores["Reason"].str.startswith("novelty above")).to_numpy()
-        where = ""
-        if flagged.any():
-            pos = int(np.argmax(flagged))
-            where = f", line {table.line_of(pos)}: {scores['Reason'].iloc[pos]}"
-        raise DataError(f"file {table.source!r}{where}; " + "; ".join(novelty.problems())
-                        + " (--strict); fix or remove these customers, or score without --strict")
-    if segment_names:
-        scores.insert(1, "Segment_Name", [segment_names.get(int(c), "") for c in scores["Cluster"]])
-    out = pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1)
+    if strict:
+        _check_strict(table.source, out, novelty, table.line_of)
     if len(out) != len(frame):  # the promise of this function; cheap to keep checking
         raise DataError(f"file {table.source!r}: {len(frame)} rows in but {len(out)} scored; please report this bug")
     return PredictResult(table=out, extra_columns=extra, unseen_categories=unseen, id_column=id_name,
                          id_notice=notice, novelty=novelty)
 
 
+def _scored_rows(pipeline: SegmentationPipeline, frame: pd.DataFrame, id_name: str, ids: pd.Series,
+                 segment_names: dict[int, str] | None, monitor: CustomerMonitor | None = None,
+                 probabilities: bool = False) -> tuple[pd.DataFrame, NoveltySummary | None]:
+    """The output rows of predict for ``frame`` (ID column first, then the scores) and the monitor's summary."""
+    scores, novelty = score_frame(pipeline, frame, monitor, probabilities)
+    scores = scores.reset_index(drop=True)
+    if segment_names:
+        clusters = scores["Cluster"].to_numpy()
+        names = np.array([segment_names.get(c, "") for c in range(int(clusters.max(initial=0)) + 1)], dtype=object)
+        scores.insert(1, "Segment_Name", names[clusters])
+    return pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1), novelty
+
+
+def _check_strict(source: str, out: pd.DataFrame, novelty: NoveltySummary | None, line_of) -> None:
+    """With --strict: any data problem the monitor's guards found is an error naming its first line."""
+    if novelty is None or not novelty.problems():
+        return
+    flagged = ((out["Reason"] != "") & ~out["Reason"].str.startswith("novelty above")).to_numpy()
+    where = ""
+    if flagged.any():
+        pos = int(np.argmax(flagged))
+        where = f", line {line_of(pos)}: {out['Reason'].iloc[pos]}"
+    raise DataError(f"file {source!r}{where}; " + "; ".join(novelty.problems())
+                    + " (--strict); fix or remove these customers, or score without --strict")
+
+
+def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None,
+                 chunk_rows: int = CHUNK_ROWS, probabilities: bool = False, strict: bool = False,
+                 kinds: dict[str, str] | None = None, report: "StreamReport | None" = None,
+                 _id_choice: Any = None) -> Iterator[pd.DataFrame]:
+    """Score the table in ``path`` block by block: one scored DataFrame per block, in input order.
+
+    The rows are those :func:`predict_table` gives for the whole table (the table's own
+    ID column, or ``Row`` numbers 1..n, then Cluster, Segment_Name, ...). Each block is
+    checked as :func:`predict_table` checks a whole table (schema, text in numeric
+    columns, empty IDs, each error naming line, column and value); checks that need the
+    whole table (row count, duplicate IDs across blocks, too large numbers, which column
+    is the ID column when it is guessed) run after the last block, so a consumer must not
+    treat its output as final before the generator is exhausted.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        As :func:`custseg.persistence.load_model` returns it.
+    path : str or Path
+        CSV or Parquet table.
+    na_values : sequence of str
+        Extra missing-value tokens (besides those the model was trained with).
+    id_column : str, optional
+        Column holding the customer IDs (as ``--id-column``).
+    probabilities, strict : bool
+        As for :func:`predict_table` (with --strict, the first block with a data problem
+        raises, naming its first such line; the counts given are that block's).
+    chunk_rows : int
+        Rows per block; memory grows with it, not with the table.
+    kinds : dict, optional
+        Column typing fixed in advance (see :class:`~custseg.io.chunks.TableStream`).
+    report : StreamReport, optional
+        Filled with what was noticed (rows, ID column and notice, extra columns, unseen
+        categories, progress).
+
+    Raises
+    ------
+    TypingChanged
+        If the whole table turned out to type a column, or to choose a guessed ID column,
+        otherwise than the first blocks did, in a way that changes their output (rare: e.g.
+        IDs written ``1.0`` in a column that later holds text); score again with
+        ``kinds=exc.kinds`` (:func:`predict_file` does).
+
+    Examples
+    --------
+    >>> model = load_model("models")                              # doctest: +SKIP
+    >>> for scored in score_chunks(model, "customers.parquet"):   # doctest: +SKIP
+    ...     scored.to_csv(...)
+    """
+    report = report if report is not None else StreamReport()
+    pipeline, schema = model.pipeline, model.schema
+    na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
+    stream = TableStream(path, na_values=na, chunk_rows=chunk_rows, kinds=kinds)
+    numeric = set(schema.names("numeric")) if schema is not None else set()
+    # the category columns the model encodes (a mixed-type embedder encodes the table itself)
+    texts = set(getattr(pipeline.preprocessor_, "categories_", None)
+                or (schema.names("categorical") + schema.names("ordinal") if schema is not None else []))
+    id_name: str | None = None   # None: rows numbered 1..n
+    candidates: list[str] = []   # guessed ID columns, checked over the whole table at the end
+    hashes: dict[str, list[np.ndarray]] = {}
+    complete: dict[str, bool] = {}
+    report.rows = 0
+    for block in stream:
+        frame = block.frame
+        if report.rows == 0:
+            named = _named_id_column(frame.columns, schema, id_column, block.source)
+            if named is None:
+                candidates = _id_candidates(frame.columns, schema)
+                id_name = _id_choice[0] if _id_choice is not None else _pick_id(
+                    [c for c in candidates if frame[c].notna().all() and frame[c].is_unique])
+            else:
+                id_name = named
+            report.id_column = id_name if id_name is not None else "Row"
+            hashes = {c: [] for c in dict.fromkeys([*candidates, *([id_name] if id_name else [])])}
+            complete = dict.fromkeys(hashes, True)
+        if schema is not None:
+            # numbers that are not numbers: as text, so the check names the value as the file has it
+            checked = frame.assign(**{c: frame[c].astype(object) for c in numeric
+                                      if c in frame and isinstance(frame[c].dtype, pd.CategoricalDtype)})
+            extra = schema.check(checked, block.source, block.line_of)
+            if report.rows == 0:
+                report.extra_columns = [c for c in extra if c != id_name]
+        for name in hashes:
+            values = _id_texts(frame[name])
+            if values.isna().any():
+                if name == id_name and not candidates:  # given or trained: an empty ID is an error
+                    pos = int(np.argmax(values.isna().to_numpy()))
+                    raise DataError(f"file {block.source!r}, line {block.line_of(pos)}, column {name!r}: the ID is "
+                                    "empty; give every customer an ID")
+                complete[name] = False
+            hashes[name].append(pd.util.hash_array(values.to_numpy(dtype=object)))
+            if name == id_name:
+                ids = values
+        if id_name is None:
+            ids = pd.Series(np.arange(report.rows + 1, report.rows + len(frame) + 1))
+        stream.check_numbers(numeric)  # float32 cannot hold them: named before the network meets them
+        scored, novelty = _scored_rows(pipeline, frame, report.id_column, ids, model.cluster_names, model.monitor,
+                                       probabilities)
+        if strict:
+            _check_strict(block.source, scored, novelty, block.line_of)
+        if novelty is not None:
+            report.novelty = novelty if report.novelty is None else report.novelty + novelty
+        unseen = novelty.unseen_categories if novelty is not None else pipeline.unseen_categories(frame)
+        for column, counts in unseen.items():
+            tally = report.unseen_categories.setdefault(column, {})
+            for value, n in counts.items():
+                tally[value] = tally.get(value, 0) + n
+        report.rows += len(frame)
+        report.fraction = stream.fraction
+        yield scored
+    stream.check_numbers()
+    changed = stream.changed_columns(texts | set(hashes))
+    if changed:
+        raise TypingChanged(stream.final_kinds(), changed)
+    if candidates and _id_choice is None:  # a guessed ID column: is it the one the whole table gives?
+        valid = [c for c in candidates
+                 if complete[c] and _duplicate(path, np.concatenate(hashes[c]), stream, c) is None]
+        final = _pick_id(valid)
+        if final != id_name:
+            raise TypingChanged(stream.final_kinds(), [], id_choice=(final,))
+    elif id_name is not None and not candidates:
+        duplicate = _duplicate(path, np.concatenate(hashes[id_name]), stream, id_name)
+        if duplicate is not None:
+            raise DataError(duplicate)
+    if report.rows != stream.rows:
+        raise DataError(f"file {stream.source!r}: {stream.rows} rows read but {report.rows} scored; "
+                        "this is a bug in custseg, please report it")
+    if id_name is None:
+        report.id_notice = _numbered_notice(stream.source, schema, report.rows)
+    elif candidates:
+        report.id_notice = _guessed_id_notice(id_name, schema)
+    # in the preprocessor's column order, values sorted, as predict_table reports them
+    report.unseen_categories = {c: dict(sorted(report.unseen_categories[c].items()))
+                                for c in getattr(pipeline.preprocessor_, "kinds_", None) or sorted(report.unseen_categories)
+                                if c in report.unseen_categories}
+
+
+@dataclass
+class StreamReport:
+    """What a streaming predict noticed: rows scored, ID column, extra columns, unseen categories, share read."""
+
+    rows: int = 0
+    extra_columns: list[str] = field(default_factory=list)
+    unseen_categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    fraction: float = 0.0
+    #: name of the output's first column: the table's own ID column, or "Row" (row numbers)
+    id_column: str = "ID"
+    #: a sentence for the user when the IDs are not the training ID column (or there are none)
+    id_notice: str | None = None
+    #: the monitor's guards over every block (None: the model has no monitor)
+    novelty: NoveltySummary | None = None
+
+
+class TypingChanged(DataError):
+    """The whole table types a column (or picks its ID column) otherwise than its first blocks did.
+
+    Score again with ``kinds`` (and, for a guessed ID column, the choice in ``id_choice``).
+    """
+
+    def __init__(self, kinds: dict[str, str], columns: list[str], id_choice: tuple[str | None] | None = None):
+        what = (f"the typing of column(s) {', '.join(map(repr, columns))}" if columns
+                else "the column holding the IDs")
+        super().__init__(f"{what} changed while streaming")
+        self.kinds = kinds
+        self.columns = columns
+        self.id_choice = id_choice
+
+
+def _id_texts(ids: pd.Series) -> pd.Series:
+    """The ID of each row as predict writes it (whole numbers without '.0'), NaN where missing."""
+    if not pd.api.types.is_numeric_dtype(ids):  # text (categories: mapped once per distinct value)
+        return ids.map(lambda v: v if pd.isna(v) else _id_text(v)).astype(object)
+    values = ids.to_numpy(dtype="float64")
+    whole = np.isfinite(values) & (np.mod(values, 1) == 0) & (np.abs(values) < 2 ** 53)
+    if whole.all():
+        return pd.Series(values.astype(np.int64).astype(str).astype(object))
+    return ids.map(lambda v: v if pd.isna(v) else _id_text(v)).astype(object)
+
+
+def _duplicate(path, hashes: np.ndarray, stream: TableStream, id_column: str) -> str | None:
+    """The error for duplicate IDs over the whole table, from 64-bit hashes, or None if every ID differs.
+
+    A hash match is checked on the IDs themselves (read again), so a collision is no duplicate.
+    """
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+    if not len(repeat):
+        return None
+    # for each repeated row, the first row with its hash (stable sort: file order within equal hashes)
+    run_start = np.maximum.accumulate(np.where(np.r_[True, ordered[1:] != ordered[:-1]], np.arange(len(ordered)), 0))
+    pairs = sorted(zip(order[repeat], order[run_start[repeat]]))
+    wanted = {int(p) for pair in pairs[:50] for p in pair}
+    found: dict[int, tuple[str, int]] = {}
+    start = 0
+    for block in TableStream(path, na_values=sorted(stream.na_tokens), chunk_rows=stream.chunk_rows,
+                             kinds=stream.final_kinds()):
+        inside = [p for p in wanted if start <= p < start + len(block.frame)]
+        if inside:
+            ids = _id_texts(block.frame[id_column])
+            for p in inside:
+                found[p] = (ids.iloc[p - start], block.line_of(p - start))
+        start += len(block.frame)
+        if len(found) == len(wanted):
+            break
+    for later, first in pairs[:50]:
+        (value, line), (first_value, first_line) = found[int(later)], found[int(first)]
+        if value == first_value:  # not a mere hash collision
+            n = len(repeat)
+            return (f"file {stream.source!r}, column {id_column!r}: ID {value!r} appears on line {first_line} "
+                    f"and again on line {line} ({n} duplicate ID{'s' if n != 1 else ''} in all); "
+                    "remove the duplicates")
+    return None
+
+
 def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path,
                  na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None, *,
                  probabilities: bool = False, strict: bool = False,
-                 unusual_above: float | None = None) -> PredictResult:
-    """Score the table in ``input_path`` with the model in ``model_dir`` and write ``output_path`` atomically.
+                 unusual_above: float | None = None, chunk_rows: int = CHUNK_ROWS,
+                 progress: Callable[["StreamReport"], None] | None = None) -> "StreamReport":
+    """Score the table in ``input_path`` with the model in ``model_dir``, writing ``output_path`` as it goes.
+
+    The table is read and scored in blocks of ``chunk_rows`` rows (memory bounded by
+    the block, not the table, see :func:`score_chunks`); the output, the same bytes as
+    :func:`predict_table` followed by ``to_csv`` gives, is written to a hidden file
+    beside ``output_path`` and renamed onto it at the end, so an interrupted or failed
+    run leaves any earlier output as it was. The output may not be the input or the model.
+    ``progress`` is called after each block with the :class:`StreamReport` so far.
 
     ``probabilities``, ``strict``: see :func:`predict_table`. ``unusual_above`` replaces
     the model's training percentile above which a customer is ``Unusual`` (the run's
@@ -802,20 +1064,26 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
     check_output_file(output_path, {"--input": input_path, "--model": None})
     recover(model_dir)
     model = load_model(model_dir)
-    # the tokens the model was trained with, and any more given now
-    na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
-    monitor = model.monitor
-    if monitor is not None and unusual_above is not None:
-        monitor.novelty_.set_params(threshold=unusual_above)
-    result = predict_table(model.pipeline, model.schema, read_table(input_path, na_values=na), id_column=id_column,
-                           segment_names=model.cluster_names, monitor=monitor, probabilities=probabilities,
-                           strict=strict)
-    output_path = Path(output_path)
-    with staging_dir(output_path) as staged:
-        staged_file = staged / output_path.name
-        result.table.to_csv(staged_file, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-        merge_into(staged, output_path.parent if str(output_path.parent) else ".")
-    return result
+    if model.monitor is not None and unusual_above is not None:
+        model.monitor.novelty_.set_params(threshold=unusual_above)
+    kinds, id_choice = None, None
+    for _attempt in range(3):
+        report = StreamReport()
+
+        def blocks():
+            for scored in score_chunks(model, input_path, na_values=na_values, id_column=id_column,
+                                       chunk_rows=chunk_rows, probabilities=probabilities, strict=strict,
+                                       kinds=kinds, report=report, _id_choice=id_choice):
+                yield scored
+                if progress is not None:  # the block is written
+                    progress(report)
+
+        try:
+            write_csv_blocks(output_path, blocks())
+            return report
+        except TypingChanged as exc:  # rare: score again as the whole table reads
+            kinds, id_choice = exc.kinds, exc.id_choice or id_choice
+    raise AssertionError("unreachable: the third pass has every typing and the ID column fixed")
 
 
 def _result_files(result: TrainResult) -> dict[str, bytes]:

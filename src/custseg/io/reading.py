@@ -338,13 +338,42 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> Loade
         for _ in range(skip):
             next(reader)
         header = next(reader)
-        header_line = reader.line_num
-        header = [h.strip() for h in header]
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        previous = header_line
-        one_column = len(header) == 1
-        trailing_blank = 0
+    except csv.Error as exc:
+        raise DataError(f"file {source!r}, line {reader.line_num}: cannot parse CSV ({exc}); a quoted value is "
+                        "probably never closed: fix the quoting") from None
+    header = [h.strip() for h in header]
+    rows, lines = data_rows(reader, header, source, delimiter)
+    if header and not header[-1] and len(header) > 1 and all(len(r) < len(header) or not r[-1].strip() for r in rows):
+        # every line ends with the delimiter (some exports do this): drop the empty last column
+        header = header[:-1]
+        rows = [r[: len(header)] for r in rows]
+    _check_header(header, source)
+    if not rows:
+        raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
+    for fields, line in zip(rows, lines):
+        if len(fields) != len(header):
+            raise DataError(_field_count_message(source, line, line, fields, header, delimiter))
+    frame = pd.DataFrame(rows, columns=header, dtype=object)
+    return _typed_table(frame, source, delimiter, na_tokens, np.asarray(lines), from_text=set(header))
+
+
+def data_rows(reader, header: list[str], source: str, delimiter: str,
+              line_offset: int = 0) -> tuple[list[list[str]], list[int]]:
+    """The data rows a csv reader positioned after the header gives, with the line each starts on.
+
+    Blank lines are skipped, except in a one-column table, where an empty line is a
+    missing value (only empty lines at the end are padding); a row whose number of
+    fields differs from the header's is an error naming its line(s) (``line_offset`` is
+    added to the reader's line numbers, for a reader over a part of a file). The
+    streaming reader (:mod:`custseg.io.chunks`) parses a block with this when its fast
+    parser finds something wrong.
+    """
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    previous = reader.line_num
+    one_column = len(header) == 1
+    trailing_blank = 0
+    try:
         for fields in reader:
             first, line = previous + 1, reader.line_num
             previous = line
@@ -359,26 +388,16 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> Loade
             elif not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
             rows.append(fields)
-            lines.append(first)
+            lines.append(first + line_offset)
             if len(fields) != len(header) and not _trailing_delimiter(header, fields):
-                raise DataError(_field_count_message(source, first, line, fields, header, delimiter))
+                raise DataError(_field_count_message(source, first + line_offset, line + line_offset, fields,
+                                                     header, delimiter))
     except csv.Error as exc:
-        raise DataError(f"file {source!r}, line {reader.line_num}: cannot parse CSV ({exc}); a quoted value is "
-                        "probably never closed: fix the quoting") from None
+        raise DataError(f"file {source!r}, line {reader.line_num + line_offset}: cannot parse CSV ({exc}); a quoted "
+                        "value is probably never closed: fix the quoting") from None
     if trailing_blank:
         del rows[-trailing_blank:], lines[-trailing_blank:]
-    if header and not header[-1] and len(header) > 1 and all(len(r) < len(header) or not r[-1].strip() for r in rows):
-        # every line ends with the delimiter (some exports do this): drop the empty last column
-        header = header[:-1]
-        rows = [r[: len(header)] for r in rows]
-    _check_header(header, source)
-    if not rows:
-        raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
-    for fields, line in zip(rows, lines):
-        if len(fields) != len(header):
-            raise DataError(_field_count_message(source, line, line, fields, header, delimiter))
-    frame = pd.DataFrame(rows, columns=header, dtype=object)
-    return _typed_table(frame, source, delimiter, na_tokens, np.asarray(lines), from_text=set(header))
+    return rows, lines
 
 
 def _trailing_delimiter(header: list[str], fields: list[str]) -> bool:
@@ -566,23 +585,34 @@ def _formatted_numbers(present: pd.Series) -> tuple[pd.Series, str] | None:
     """
     if not (present.map(type) == str).all():
         return None
-    matches = [_FORMATTED_NUMBER.match(v) for v in present]
-    if not all(matches):
+    parts = formatted_parts(present.tolist())
+    if parts is None:
         return None
-    units = {((m.group("pre") or "") + (m.group("post") or "")).upper() for m in matches}
-    thousands = any("," in m.group("num") for m in matches)
+    values, units, thousands = parts
     if len(units) > 1 or (units == {""} and not thousands):
         return None
-    values = []
-    for m in matches:
-        negative = "-" in (m.group("sign1") + m.group("sign2"))
-        values.append((-1.0 if negative else 1.0) * float(m.group("num").replace(",", "")))
-    unit = units.pop()
+    unit = next(iter(units))
     what = ("percent signs removed (12% read as 12)" if unit == "%"
             else f"currency {unit!r} removed" if unit else "")
     note = "; ".join(x for x in ("formatted numbers parsed", what, "thousands separators removed" if thousands else "")
                      if x)
     return pd.Series(values, index=present.index, dtype="float64"), note
+
+
+def formatted_parts(texts: list[str]) -> tuple[np.ndarray, frozenset[str], bool] | None:
+    """(numbers, units, any thousands separator) of values that all read as formatted amounts, else None.
+
+    The facts :func:`_formatted_numbers` decides a whole column on; the streaming reader
+    sums them over its blocks.
+    """
+    matches = [_FORMATTED_NUMBER.match(v) for v in texts]
+    if not all(matches):
+        return None
+    units = frozenset(((m.group("pre") or "") + (m.group("post") or "")).upper() for m in matches)
+    thousands = any("," in m.group("num") for m in matches)
+    values = np.array([(-1.0 if "-" in (m.group("sign1") + m.group("sign2")) else 1.0)
+                       * float(m.group("num").replace(",", "")) for m in matches], dtype="float64")
+    return values, units, thousands
 
 
 def _is_code(present: pd.Series) -> bool:
