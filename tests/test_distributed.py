@@ -102,7 +102,7 @@ def test_score_dask_frame_matches_predict_table_and_numbers_rows_without_ids(mod
     table = make_customers(150, seed=9).drop(columns=["Segment", "ID"])
     table.to_csv(tmp_path / "t.csv", index=False)
     expected = predict_table(model.pipeline, model.schema, read_table(tmp_path / "t.csv"),
-                             segment_names=model.cluster_names).table
+                             segment_names=model.cluster_names, monitor=model.monitor).table
     got = score_dask(dd.from_pandas(table, npartitions=4), model_dir).compute().reset_index(drop=True)
     assert got.columns[0] == expected.columns[0] == "Row"
     assert got["Row"].tolist() == list(range(1, 151))  # numbered through the whole table, not per partition
