@@ -742,6 +742,7 @@ def test_report_into_a_read_only_folder_is_one_error(trained, tmp_path, capsys):
 
 
 # -- 8. permissions --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
 def test_outputs_follow_the_umask(umask, folder_mode, file_mode, trained, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -791,6 +792,7 @@ def two_runs(tmp_path_factory, trained):
     return refs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after", ["training", "journal+0.0", "journal+0.5", "journal+1.5", "journal+3.5",
                                         "finished"])
 def test_kill_minus_nine_leaves_old_and_old_or_new_and_new(kill_after, two_runs, tmp_path):
@@ -831,6 +833,7 @@ def test_kill_minus_nine_leaves_old_and_old_or_new_and_new(kill_after, two_runs,
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_interrupted_commit_is_completed_by_the_next_train(two_runs, tmp_path):
     """A kill right after the commit point, then a new run: it starts from new+new, not a mix."""
     old_work, _ = two_runs[3]
