@@ -887,3 +887,28 @@ def test_default_tables_come_from_the_package_outside_a_clone(tmp_path):
 def test_the_catalogue_is_large_enough():
     cases = (len(TRAIN_REFUSED) + len(LOCATIONS) + len(PREDICT_REFUSED) + len(TAMPERED) + len(REPORT_REFUSED))
     assert cases >= 60
+
+
+def test_a_results_folder_another_run_writes_to_is_refused_by_every_writer(tmp_path):
+    # compare, select-k and drift write through write_into: they take the lock train takes
+    import subprocess
+    import sys
+
+    from custseg.exceptions import DataError
+    from custseg.io.writing import write_into
+
+    results = tmp_path / "results"
+    results.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom custseg.io.atomic import output_lock\n"
+         f"with output_lock({str(results)!r}):\n    print('held', flush=True)\n    time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataError, match="another custseg run is writing to"):
+            write_into(results, {"comparison.csv": b"a\n1\n"})
+        assert not (results / "comparison.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert write_into(results, {"comparison.csv": b"a\n1\n"}) == [results / "comparison.csv"]

@@ -90,7 +90,9 @@ def write_into(folder: str | os.PathLike, files: Mapping[str, bytes]) -> list[Pa
     All are staged first, then each is moved into place atomically.
     """
     folder = Path(folder)
-    with staging_dir(folder) as staged:
+    # the same lock as a training run's: compare, select-k and drift writing into a results folder
+    # another run is writing to are refused instead of mixing their files
+    with output_lock(folder), staging_dir(folder) as staged:
         write_files(staged, files)
         try:
             return merge_into(staged, folder)
