@@ -644,6 +644,10 @@ TAMPERED = {
     "mapping misses a cluster": (
         _edit_json("clustering.json", _set(["mapping"], lambda m: {k: v for k, v in m.items() if k != "0"})),
         ["mapping names clusters"]),
+    "mapping swapped between two clusters onto other known segments": (
+        _edit_json("clustering.json", _set(["mapping"], lambda m: {**m, "0": m["1"], "1": m["0"]}
+                                           if m["0"] != m["1"] else {**m, "0": sorted({"A", "B"} - {m["0"]})[0]})),
+        ["map the clusters to different segments"]),
     "mapping names cluster 99": (
         _edit_json("clustering.json", _set(["mapping"], lambda m: {**m, "99": "A"})), ["mapping names clusters"]),
     "schema and preprocessor disagree": (

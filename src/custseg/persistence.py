@@ -282,6 +282,11 @@ def _validate_values(model: LoadedModel, blobs: dict[str, bytes]) -> None:
             if known and unknown:
                 raise bad(f"clustering.json: the mapping names segment {unknown[0]!r}, not a known segment "
                           f"({', '.join(sorted(known))})")
+        # the confidence model keeps its own copy of the mapping (monitoring.json): a mapping
+        # swapped in clustering.json alone, manifest re-hashed, disagrees with it
+        soft = getattr(model.monitor, "soft_", None)
+        if soft is not None and soft.mapping_ is not None and soft.mapping_ != pipeline.mapping_:
+            raise bad("clustering.json and monitoring.json map the clusters to different segments")
     if model.schema is not None:
         features = set(model.schema.feature_columns)
         read = emb.encoder_.feature_names_in_ if mixed else pre.feature_names_in_
