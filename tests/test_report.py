@@ -260,3 +260,14 @@ def test_segment_files_hold_the_profile_and_the_descriptions(run):
     assert markdown.count("\n## Segment ") == 3
     for d in result.descriptions:
         assert d.name in markdown
+
+
+def test_weak_agreement_with_known_segments_is_said_in_plain_words():
+    from custseg.report.html import weak_agreement_warning
+
+    counts = pd.DataFrame({"A": [30, 20], "B": [25, 25], "C": [20, 50]})
+    weak = weak_agreement_warning(counts, {"ari": 0.079, "nmi": 0.108, "mapped_accuracy": 0.431})
+    assert "weak: ARI 0.079 and NMI 0.108" in weak
+    assert "43% compares with 41% for putting everyone in the largest known segment (C)" in weak
+    assert weak_agreement_warning(counts, {"ari": 0.35, "nmi": 0.30, "mapped_accuracy": 0.7}) is None
+    assert weak_agreement_warning(counts, {}) is None

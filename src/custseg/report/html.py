@@ -24,7 +24,7 @@ from ..profiling import SegmentDescription, known_segments_text
 from ..schema import Schema, category_text
 from .plots import segment_palette
 
-__all__ = ["render_report", "REPORT_SECTIONS", "REPORT_FIGURES"]
+__all__ = ["render_report", "REPORT_SECTIONS", "REPORT_FIGURES", "weak_agreement_warning"]
 
 #: (id, heading) of every section of the report, in order.
 REPORT_SECTIONS = [
@@ -222,7 +222,31 @@ def _known_section(crosstab: pd.DataFrame | None, metrics: dict, names: dict) ->
     table.insert(1, "Name", [names.get(int(c), "") for c in table["Cluster"]])
     table = table.rename(columns={"Cluster": "Segment", "Mapped_Segment": "Mapped to"})
     return {"table": _table(table, pct=["Purity"]), "accuracy": metrics.get("mapped_accuracy"),
-            "labels": [str(c) for c in labels]}
+            "labels": [str(c) for c in labels], "warning": weak_agreement_warning(crosstab[labels], metrics)}
+
+
+#: ARI and NMI below this are called weak agreement with the known segments in the report
+WEAK_AGREEMENT = 0.2
+
+
+def weak_agreement_warning(counts: pd.DataFrame, metrics: dict) -> str | None:
+    """A plain sentence when the clusters agree only weakly with the known segments, else None.
+
+    ``counts`` is clusters x known segments; ``metrics`` holds ``ari``, ``nmi`` and ``mapped_accuracy``.
+    Weak means ARI and NMI both below :data:`WEAK_AGREEMENT` (0 is chance, 1 identical groupings).
+    """
+    ari, nmi, accuracy = (metrics.get(m) for m in ("ari", "nmi", "mapped_accuracy"))
+    if ari is None or nmi is None or not (ari < WEAK_AGREEMENT and nmi < WEAK_AGREEMENT):
+        return None
+    totals = counts.sum(axis=0)
+    baseline = float(totals.max() / totals.sum()) if totals.sum() else float("nan")
+    text = (f"Agreement with the known segments is weak: ARI {ari:.3f} and NMI {nmi:.3f} (0 is chance, 1 identical "
+            "groupings). ")
+    if accuracy is not None:
+        text += (f"Mapped accuracy {100 * accuracy:.0f}% compares with {100 * baseline:.0f}% for putting everyone in "
+                 f"the largest known segment ({totals.idxmax()}). ")
+    return text + ("These segments group the customers differently from the known ones: read the mapping to known "
+                   "segments as a hint, not a prediction, and describe customers by the segment descriptions.")
 
 
 def _metrics_section(metrics: pd.DataFrame | None) -> dict | None:
