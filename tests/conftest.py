@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,51 @@ def train_tiny_model(root: Path, seed: int) -> Path:
     assert main(["train", "--train", str(root / "train.csv"), "--config", str(root / "tiny.toml"),
                  "--models-dir", str(root / "models"), "--results-dir", str(root / "results"), "--quiet"]) == 0
     return root / "models"
+
+
+def customer_table(n: int = 200, seed: int = 0, label: bool = True, income_gaps: bool = False) -> pd.DataFrame:
+    """ID, Gender, Age, Income, Profession and (optionally) the known segment A/B/C in ``Segmentation``.
+
+    ``income_gaps`` empties a few Income cells (drawn after the rest, so the other values stay the same).
+    """
+    rng = np.random.default_rng(seed)
+    segment = rng.choice(["A", "B", "C"], n)
+    table = pd.DataFrame({
+        "ID": np.arange(5000, 5000 + n),
+        "Gender": rng.choice(["Male", "Female"], n),
+        "Age": np.where(segment == "A", rng.normal(28, 4, n), rng.normal(50, 6, n)).round(),
+        "Income": np.where(segment == "C", rng.normal(90, 8, n), rng.normal(40, 8, n)).round(1),
+        "Profession": rng.choice(["Artist", "Doctor", "Engineer", "Lawyer"], n),
+        "Segmentation": segment,
+    })
+    if income_gaps:
+        table.loc[rng.choice(n, min(6, n // 4), replace=False), "Income"] = np.nan
+    return table if label else table.drop(columns="Segmentation")
+
+
+@dataclass
+class Trained:
+    """A tiny model trained through the CLI: its folders, settings and tables."""
+
+    work: Path
+    models: Path
+    results: Path
+    config: Path
+    train_csv: Path
+    test_csv: Path
+
+
+def train_tiny(work: Path, settings: str, income_gaps: bool = False) -> Trained:
+    """Train on 200 customers (40 new ones as --test) with ``settings`` through ``custseg train``."""
+    from custseg.cli import main
+
+    config = work / "tiny.toml"
+    config.write_text(settings, encoding="utf-8")
+    train_csv, test_csv = work / "train.csv", work / "test.csv"
+    customer_table(200, income_gaps=income_gaps).to_csv(train_csv, index=False)
+    customer_table(40, seed=1, label=False, income_gaps=income_gaps).assign(
+        ID=lambda d: d["ID"] + 1000).to_csv(test_csv, index=False)
+    t = Trained(work, work / "models", work / "results", config, train_csv, test_csv)
+    assert main(["train", "--train", str(train_csv), "--test", str(test_csv), "--config", str(config),
+                 "--models-dir", str(t.models), "--results-dir", str(t.results), "-q"]) == 0
+    return t

@@ -29,7 +29,7 @@ import custseg.io.reading
 import custseg.workflow
 from custseg.cli import main
 
-from conftest import tiny_toml
+from conftest import Trained, customer_table, tiny_toml, train_tiny
 
 #: Small settings so that the fixture trains in about two seconds.
 TINY_TOML = tiny_toml(seed=3)
@@ -37,45 +37,10 @@ TINY_TOML = tiny_toml(seed=3)
 HEADER = "ID,Gender,Age,Income,Profession,Segmentation"
 
 
-def customer_table(n: int = 200, seed: int = 0, label: bool = True) -> pd.DataFrame:
-    """A small customer table: ID, Gender, Age, Income, Profession and (optionally) a known segment."""
-    rng = np.random.default_rng(seed)
-    segment = rng.choice(["A", "B", "C"], n)
-    table = pd.DataFrame({
-        "ID": np.arange(5000, 5000 + n),
-        "Gender": rng.choice(["Male", "Female"], n),
-        "Age": np.where(segment == "A", rng.normal(28, 4, n), rng.normal(50, 6, n)).round(),
-        "Income": np.where(segment == "C", rng.normal(90, 8, n), rng.normal(40, 8, n)).round(1),
-        "Profession": rng.choice(["Artist", "Doctor", "Engineer", "Lawyer"], n),
-        "Segmentation": segment,
-    })
-    table.loc[rng.choice(n, min(6, n // 4), replace=False), "Income"] = np.nan
-    return table if label else table.drop(columns="Segmentation")
-
-
-@dataclass
-class Trained:
-    work: Path
-    models: Path
-    results: Path
-    config: Path
-    train_csv: Path
-    test_csv: Path
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Trained:
-    work = tmp_path_factory.mktemp("trained")
-    config = work / "tiny.toml"
-    config.write_text(TINY_TOML, encoding="utf-8")
-    train_csv, test_csv = work / "train.csv", work / "test.csv"
-    customer_table(200).to_csv(train_csv, index=False)
-    customer_table(40, seed=1, label=False).assign(ID=lambda d: d["ID"] + 1000).to_csv(test_csv, index=False)
-    t = Trained(work, work / "models", work / "results", config, train_csv, test_csv)
-    code = main(["train", "--train", str(train_csv), "--test", str(test_csv), "--config", str(config),
-                 "--models-dir", str(t.models), "--results-dir", str(t.results), "-q"])
-    assert code == 0
-    code = main(["predict", "--model", str(t.models), "--input", str(test_csv),
+    t = train_tiny(tmp_path_factory.mktemp("trained"), TINY_TOML, income_gaps=True)
+    code = main(["predict", "--model", str(t.models), "--input", str(t.test_csv),
                  "--output", str(t.results / "predictions.csv")])
     assert code == 0
     return t

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,49 +34,15 @@ import pytest
 
 from custseg.cli import main
 
-from conftest import tiny_toml
+from conftest import Trained, customer_table, tiny_toml, train_tiny
 
 TINY = tiny_toml(seed=3)
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def customer_table(n: int = 200, seed: int = 0, label: bool = True) -> pd.DataFrame:
-    """ID, Gender, Age, Income, Profession and (optionally) the known segment A/B/C."""
-    rng = np.random.default_rng(seed)
-    segment = rng.choice(["A", "B", "C"], n)
-    table = pd.DataFrame({
-        "ID": np.arange(5000, 5000 + n),
-        "Gender": rng.choice(["Male", "Female"], n),
-        "Age": np.where(segment == "A", rng.normal(28, 4, n), rng.normal(50, 6, n)).round(),
-        "Income": np.where(segment == "C", rng.normal(90, 8, n), rng.normal(40, 8, n)).round(1),
-        "Profession": rng.choice(["Artist", "Doctor", "Engineer", "Lawyer"], n),
-        "Segmentation": segment,
-    })
-    return table if label else table.drop(columns="Segmentation")
-
-
-@dataclass
-class Trained:
-    work: Path
-    models: Path
-    results: Path
-    config: Path
-    train_csv: Path
-    test_csv: Path
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Trained:
-    work = tmp_path_factory.mktemp("integrity")
-    config = work / "tiny.toml"
-    config.write_text(TINY, encoding="utf-8")
-    train_csv, test_csv = work / "train.csv", work / "test.csv"
-    customer_table(200).to_csv(train_csv, index=False)
-    customer_table(40, seed=1, label=False).assign(ID=lambda d: d["ID"] + 1000).to_csv(test_csv, index=False)
-    t = Trained(work, work / "models", work / "results", config, train_csv, test_csv)
-    assert main(["train", "--train", str(train_csv), "--test", str(test_csv), "--config", str(config),
-                 "--models-dir", str(t.models), "--results-dir", str(t.results), "-q"]) == 0
-    return t
+    return train_tiny(tmp_path_factory.mktemp("integrity"), TINY)
 
 
 def snapshot(*folders: Path) -> dict[str, object]:

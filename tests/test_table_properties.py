@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from custseg.cli import main
 from custseg.io.reading import read_table
 
-from conftest import tiny_toml
+from conftest import customer_table, tiny_toml
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -36,19 +36,6 @@ CELL_NUMBER = st.one_of(
 CELL_TEXT = st.one_of(st.sampled_from(["Male", "Female", "", "Artist", "Doctor", "Engineer", "Lawyer", "Chef"]),
                       st.text(alphabet="abXY09 ,;\"'-_é\n", max_size=6))
 ID_STYLES = st.sampled_from(["ID", "CustomerID", "Account No", None])
-
-
-def customer_table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    segment = rng.choice(["A", "B", "C"], n)
-    return pd.DataFrame({
-        "ID": np.arange(5000, 5000 + n),
-        "Gender": rng.choice(["Male", "Female"], n),
-        "Age": np.where(segment == "A", rng.normal(28, 4, n), rng.normal(50, 6, n)).round(),
-        "Income": np.where(segment == "C", rng.normal(90, 8, n), rng.normal(40, 8, n)).round(1),
-        "Profession": rng.choice(["Artist", "Doctor", "Engineer", "Lawyer"], n),
-        "Segmentation": segment,
-    })
 
 
 @pytest.fixture(scope="module")
