@@ -16,7 +16,6 @@ One small model is trained once per module; each case works on copies where it w
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
