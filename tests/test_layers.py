@@ -104,3 +104,20 @@ def test_the_checker_sees_function_level_and_relative_imports():
               "import custseg\nimport numpy\n")
     found = [".".join(t) for _, t in _imports_in(source, ["evaluation", "probe"], is_package=False)]
     assert sorted(found) == sorted(["workflow", "cli", "report", "evaluation.metrics", "evaluation.selection", ""])
+
+
+def test_the_command_line_starts_without_torch_or_scikit_learn():
+    """``custseg --help`` and option errors answer at once: the heavy libraries load where a command needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, custseg, custseg.cli, custseg.exceptions, custseg.config\n"
+            "heavy = sorted(m for m in ('torch', 'sklearn', 'pandas', 'matplotlib') if m in sys.modules)\n"
+            "print(','.join(heavy))\n"
+            "from custseg import NotFittedError, SegmentationPipeline\n"
+            "from sklearn.exceptions import NotFittedError as Base\n"
+            "assert issubclass(NotFittedError, Base) and NotFittedError.__module__ == 'custseg.exceptions'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(PACKAGE.parent), "PATH": ""})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == ""

@@ -7,8 +7,6 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
-
 __all__ = [
     "CustsegError",
     "ConfigError",
@@ -39,5 +37,20 @@ class ModelFormatError(CustsegError):
     """A saved model folder is missing, damaged, or of a format this version does not read."""
 
 
-class NotFittedError(CustsegError, _SklearnNotFittedError):
-    """An estimator was used before ``fit``; also an sklearn ``NotFittedError``."""
+def _not_fitted_error() -> type:
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(CustsegError, SklearnNotFittedError):
+        """An estimator was used before ``fit``; also an sklearn ``NotFittedError``."""
+
+    NotFittedError.__module__, NotFittedError.__qualname__ = __name__, "NotFittedError"
+    return NotFittedError
+
+
+def __getattr__(name: str):
+    # built on first use: importing scikit-learn costs about a second, which the command
+    # line's --help and option errors should not pay
+    if name == "NotFittedError":
+        globals()[name] = cls = _not_fitted_error()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
