@@ -75,7 +75,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any setting."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Settings to start from: 'reference' (the "
                                          "reference autoencoder), 'mixed' (mixed-type ensemble of 40), 'guided' "
-                                         "[default: the config file's, else reference]."),
+                                         "[default: the config file's, else mixed]."),
     guided: bool = typer.Option(False, "--guided", help="Learn from the known segments too (guidance weight 2; "
                                 "the mixed-type ensemble, preset 'guided' unless --preset names one)."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding customer IDs."),
