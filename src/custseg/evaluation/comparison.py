@@ -20,11 +20,12 @@ labelings of the training rows).
 
 Every method is also scored on held-out folds (``held_out_*`` columns, 5-fold as below),
 so every row of the table compares alike. A method that learns from the known segments
-(``Method.uses_known_segments``, the guided ensemble) is never scored on rows whose segment it saw: its ARI, NMI and mapped accuracy
-are held-out scores (5-fold, stratified: fit on four folds with their segments, map the
-clusters on those rows, score the fifth; ARI and NMI averaged over folds), and a returning
-customer is predicted by the fold model that did not see their training row. Its
-silhouettes and seed-to-seed ARI come from a fit on every row. The ``scoring`` column
+(``Method.uses_known_segments``, the guided ensemble) is never scored on rows whose
+segment it saw: its ARI, NMI and mapped accuracy are held-out scores (5-fold, stratified:
+fit on four folds with their segments, map the clusters on those rows, score the fifth;
+ARI and NMI averaged over folds), and a returning customer is predicted by the fold model
+that did not see their training row. Its silhouettes and seed-to-seed ARI come from a
+fit on every row. The ``scoring`` column
 says which rows were scored. A supervised classifier (gradient boosting, 5-fold
 cross-validation) is added as a *ceiling*: no cluster -> segment mapping can be expected
 to beat what a model trained on the segments reaches.
@@ -225,44 +226,49 @@ def compare_methods(train_frame: pd.DataFrame, schema: Schema, *, test_frame: pd
     sample = silhouette_sample or None
 
     rows, labelings = [], {}
-    for name in names:
-        method = METHODS[name]
-        for seed in seeds:
-            started = time.perf_counter()
-            fitted = method.fit(train_frame, schema, n_clusters, seed, config)
-            seconds = time.perf_counter() - started
-            labels = np.asarray(fitted.labels, dtype=int)
-            labelings[name, seed] = labels
-            row = {"method": name, "label": method.label, "kind": "clustering", "seed": seed,
-                   "n_clusters": n_clusters, "fit_seconds": seconds,
-                   "scoring": f"held-out ({CV_FOLDS}-fold)" if method.uses_known_segments else "in-sample"}
-            # one fixed sample of rows (random_state=0) for every method's silhouette
-            ref = internal_metrics(reference, labels, sample_size=sample, random_state=0)
-            if fitted.space is None:
-                own = dict.fromkeys(ref, np.nan)
-            elif fitted.space.shape == reference.shape and np.allclose(fitted.space, reference):
-                own = ref
-            else:
-                own = internal_metrics(fitted.space, labels, sample_size=sample, random_state=0)
-            for metric in ("silhouette", "davies_bouldin", "calinski_harabasz"):
-                row[f"own_{metric}"], row[f"ref_{metric}"] = own[metric], ref[metric]
-            row["returning_customers"] = len(returning)
-            held_out = _held_out_scores(method, train_frame, schema, y, returning, returning_test, n_clusters, seed,
-                                        config) if held_out_folds else dict.fromkeys(_HELD_OUT, np.nan)
-            row.update({_HELD_OUT[m]: v for m, v in held_out.items()})
-            if method.uses_known_segments:
-                row.update(held_out)
-            else:
-                mapping = map_clusters_to_segments(labels[labelled], y_known)
-                row.update(external_metrics(labels[labelled], y_known, mapping))
-                row["returning_accuracy"] = np.nan
-                if returning_test is not None:
-                    predicted = _mapped(fitted.predict(returning_test), mapping, y_known)
-                    row["returning_accuracy"] = float(np.mean(predicted == returning["Segment"].to_numpy()))
-            rows.append(row)
-            progress(f"{method.label}, seed {seed}: ARI {row['ari']:.3f}, mapped accuracy "
-                     f"{row['mapped_accuracy']:.3f}, held-out accuracy {row['held_out_accuracy']:.3f} "
-                     f"({seconds:.1f} s a fit)")
+    # One BLAS/OpenMP thread, as in `custseg train`: the K-Means, Gaussian-mixture and silhouette
+    # steps of these data are too short to share, and on a busy two-core machine their two
+    # OpenMP threads spin-wait for each other (K-Means on the features took 41 s a fit with two
+    # threads under load, about 1 s with one). The clusters then do not depend on the core count.
+    with threadpool_limits(limits=1):
+        for name in names:
+            method = METHODS[name]
+            for seed in seeds:
+                started = time.perf_counter()
+                fitted = method.fit(train_frame, schema, n_clusters, seed, config)
+                seconds = time.perf_counter() - started
+                labels = np.asarray(fitted.labels, dtype=int)
+                labelings[name, seed] = labels
+                row = {"method": name, "label": method.label, "kind": "clustering", "seed": seed,
+                       "n_clusters": n_clusters, "fit_seconds": seconds,
+                       "scoring": f"held-out ({CV_FOLDS}-fold)" if method.uses_known_segments else "in-sample"}
+                # one fixed sample of rows (random_state=0) for every method's silhouette
+                ref = internal_metrics(reference, labels, sample_size=sample, random_state=0)
+                if fitted.space is None:
+                    own = dict.fromkeys(ref, np.nan)
+                elif fitted.space.shape == reference.shape and np.allclose(fitted.space, reference):
+                    own = ref
+                else:
+                    own = internal_metrics(fitted.space, labels, sample_size=sample, random_state=0)
+                for metric in ("silhouette", "davies_bouldin", "calinski_harabasz"):
+                    row[f"own_{metric}"], row[f"ref_{metric}"] = own[metric], ref[metric]
+                row["returning_customers"] = len(returning)
+                held_out = (_held_out_scores(method, train_frame, schema, y, returning, returning_test, n_clusters,
+                                             seed, config) if held_out_folds else dict.fromkeys(_HELD_OUT, np.nan))
+                row.update({_HELD_OUT[m]: v for m, v in held_out.items()})
+                if method.uses_known_segments:
+                    row.update(held_out)
+                else:
+                    mapping = map_clusters_to_segments(labels[labelled], y_known)
+                    row.update(external_metrics(labels[labelled], y_known, mapping))
+                    row["returning_accuracy"] = np.nan
+                    if returning_test is not None:
+                        predicted = _mapped(fitted.predict(returning_test), mapping, y_known)
+                        row["returning_accuracy"] = float(np.mean(predicted == returning["Segment"].to_numpy()))
+                rows.append(row)
+                progress(f"{method.label}, seed {seed}: ARI {row['ari']:.3f}, mapped accuracy "
+                         f"{row['mapped_accuracy']:.3f}, held-out accuracy {row['held_out_accuracy']:.3f} "
+                         f"({seconds:.1f} s a fit)")
     if supervised:
         for seed in seeds:
             row = _supervised_ceiling(train_frame, schema, y, test_frame, returning, seed)
