@@ -1356,7 +1356,7 @@ def write_k_selection(run: KSelectionRun, results_dir: str | Path) -> list[Path]
 
 # -- comparing methods ---------------------------------------------------------------------------------
 def run_comparison(config: RunConfig, *, n_seeds: int = 5, methods: Sequence[str] | None = None,
-                   supervised: bool = True, silhouette_sample: int | None = None,
+                   supervised: bool = True, silhouette_sample: int | None = None, held_out_folds: bool = True,
                    progress: Callable[[str], None] = _noop) -> ComparisonResult:
     """Read the tables ``config`` names and :func:`~custseg.evaluation.comparison.compare_methods` on them.
 
@@ -1370,7 +1370,7 @@ def run_comparison(config: RunConfig, *, n_seeds: int = 5, methods: Sequence[str
                            n_clusters=config.clustering.n_clusters,
                            seeds=range(config.seed, config.seed + n_seeds), methods=methods, supervised=supervised,
                            config=config, silhouette_sample=silhouette_sample, source=train_t.source,
-                           progress=progress)
+                           held_out_folds=held_out_folds, progress=progress)
 
 
 def write_comparison(result: ComparisonResult, output: str | Path, dpi: int = 120) -> list[Path]:

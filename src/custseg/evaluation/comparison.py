@@ -189,8 +189,8 @@ def compare_methods(train_frame: pd.DataFrame, schema: Schema, *, test_frame: pd
     held_out_folds : bool, default=True
         Also score every unsupervised method on held-out folds, as the methods that use
         the known segments are (``held_out_*`` columns; five more fits per method and seed).
-        Without it those columns are NaN and a method that uses the known segments is
-        refused, since it has no other honest score.
+        Without it those columns are NaN for the unsupervised methods; a method that uses
+        the known segments is always scored held-out (it has no other honest score).
     progress : callable, optional
         Receives one line per fit.
     """
@@ -200,10 +200,6 @@ def compare_methods(train_frame: pd.DataFrame, schema: Schema, *, test_frame: pd
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method {', '.join(map(repr, unknown))}; known methods: {', '.join(METHODS)}")
-    if not held_out_folds and any(METHODS[n].uses_known_segments for n in names):
-        raise ConfigError("methods that learn from the known segments are scored on held-out folds only; keep "
-                          "held_out_folds=True or leave them out: "
-                          + ", ".join(n for n in names if METHODS[n].uses_known_segments))
     if not names and not supervised:
         raise ConfigError("nothing to compare: give at least one method or keep the supervised ceiling")
     if not isinstance(n_clusters, (int, np.integer)) or isinstance(n_clusters, bool) or n_clusters < 2:
@@ -254,7 +250,8 @@ def compare_methods(train_frame: pd.DataFrame, schema: Schema, *, test_frame: pd
                     row[f"own_{metric}"], row[f"ref_{metric}"] = own[metric], ref[metric]
                 row["returning_customers"] = len(returning)
                 held_out = (_held_out_scores(method, train_frame, schema, y, returning, returning_test, n_clusters,
-                                             seed, config) if held_out_folds else dict.fromkeys(_HELD_OUT, np.nan))
+                                             seed, config) if held_out_folds or method.uses_known_segments
+                            else dict.fromkeys(_HELD_OUT, np.nan))
                 row.update({_HELD_OUT[m]: v for m, v in held_out.items()})
                 if method.uses_known_segments:
                     row.update(held_out)
