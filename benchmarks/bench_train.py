@@ -70,8 +70,8 @@ STAGES = [
     ("PCA map", "custseg.workflow", "pca_coordinates"),
     ("t-SNE map (second thread)", "custseg.workflow", "tsne_coordinates"),
     ("waiting for the second thread", "custseg.workflow", "_wait"),
-    ("figures (while the second thread works)", "custseg.workflow", "_draw"),
-    ("figures (t-SNE map, k selection)", "custseg.workflow", "_draw_second_thread_results"),
+    ("figures (while the second thread works)", "custseg.workflow", "_draw_early"),
+    ("figures (t-SNE map, k selection, monitoring)", "custseg.workflow", "_draw"),
     ("report and writing", "custseg.workflow", "write_training_outputs"),
 ]
 
