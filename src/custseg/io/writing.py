@@ -155,7 +155,9 @@ def csv_rows(frame: pd.DataFrame, float_format: str = "%.6g") -> bytes:
     columns = []
     for name in frame.columns:
         col = frame[name]
-        if pd.api.types.is_float_dtype(col):
+        if col.dtype == np.dtype(bool):  # as str() writes them
+            columns.append(pa.array(["False", "True"]).take(col.to_numpy(dtype="int8")))
+        elif pd.api.types.is_float_dtype(col):
             columns.append(format_general(col.to_numpy(dtype="float64"), float_format))
         elif pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col):
             columns.append(pa.array(col.to_numpy()).cast(pa.string()))
