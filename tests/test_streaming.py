@@ -234,6 +234,20 @@ def test_csv_rows_match_pandas():
     assert format_general(np.array([0.5, 1e-5, np.nan])).to_pylist() == ["0.5", "1e-05", ""]
 
 
+@pytest.mark.parametrize("float_format", ["%.6g", "%.3g", "%.1g"])
+def test_format_general_gives_pythons_bytes(float_format):
+    # computed on whole arrays; every value must read as Python's '%' writes it, ties and edges included
+    rng = np.random.default_rng(1)
+    values = np.concatenate([
+        rng.random(20000) * 10.0 ** rng.integers(-12, 14, 20000) * rng.choice([-1, 1], 20000),
+        np.frombuffer(rng.bytes(8 * 5000), dtype=np.float64),  # any bit pattern: NaN, subnormals, 1e300
+        rng.integers(0, 10 ** 6, 5000) + 0.5, np.round(rng.random(5000) * 1000, 3),
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 0.5, 2.5, 0.95, 99999.95, 999999.5, 9999995.0, 1e-5, 1e-4, 99999.5,
+         123456.5, 1e100, -1e-100, 5e-324, 1.7e308, 1e16, 1e22, 1e23, 0.1, 100.0, 1234567.0]])
+    expected = ["" if np.isnan(v) else float_format % v for v in values.tolist()]
+    assert format_general(values, float_format).to_pylist() == expected
+
+
 def test_formatted_amounts_stream_like_whole(models, tmp_path):
     # read_table reads '$1,200' as 1200 when the whole column has one unit; blocks of 7 must agree
     table = new_customers(40).astype({"Income": object})
