@@ -41,7 +41,7 @@ from .evaluation.metrics import external_metrics, internal_metrics
 from .evaluation.selection import MIN_STABILITY, KSelection, select_k
 from .exceptions import ConfigError, DataError
 from .io.atomic import check_output_file, merge_into, recover, staging_dir
-from .io.chunks import CHUNK_ROWS, TableStream
+from .io.chunks import CHUNK_ROWS, TableStream, read_ahead
 from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
@@ -886,7 +886,7 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
     hashes: dict[str, list[np.ndarray]] = {}
     complete: dict[str, bool] = {}
     report.rows = 0
-    for block in stream:
+    for block in read_ahead(iter(stream)):  # the next block is parsed while this one is scored
         frame = block.frame
         if report.rows == 0:
             named = _named_id_column(frame.columns, schema, id_column, block.source)
@@ -1079,7 +1079,11 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
                     progress(report)
 
         try:
-            write_csv_blocks(output_path, blocks())
+            # BLAS and OpenMP on one thread each: on (100,000 x 8) blocks their worker threads cost more
+            # than they save (the monitor's products 8x the CPU time on a busy 2-core machine), and
+            # the second core is busy reading and formatting the neighbouring blocks
+            with threadpool_limits(limits=1):
+                write_csv_blocks(output_path, blocks())
             return report
         except TypingChanged as exc:  # rare: score again as the whole table reads
             kinds, id_choice = exc.kinds, exc.id_choice or id_choice

@@ -27,6 +27,8 @@ import csv
 import io
 import math
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -40,7 +42,7 @@ from ..exceptions import DataError
 from .reading import (_FORMATTED_NUMBER, DEFAULT_NA_VALUES, MAX_ABS_VALUE, LoadedTable, _check_header, _decode,
                       _detect_delimiter, _large_fields, _preamble, data_rows, formatted_parts, read_table)
 
-__all__ = ["TableStream", "CHUNK_ROWS"]
+__all__ = ["TableStream", "CHUNK_ROWS", "read_ahead"]
 
 #: rows per block by default (peak memory of predict at 1 M rows: about 0.8 GB with 200,000)
 CHUNK_ROWS = 100_000
@@ -378,6 +380,54 @@ class TableStream:
                         else f"too large for the model (abs > {MAX_ABS_VALUE:.0e})")
                 raise DataError(f"file {self.source!r}, line {line}, column {name!r}: value {value!r} is {what}; "
                                 "replace it with a real value or leave the cell empty")
+
+
+def read_ahead(blocks: Iterator, depth: int = 1) -> Iterator:
+    """The items of ``blocks``, produced by a second thread up to ``depth`` items ahead of the consumer.
+
+    Parsing a block (pyarrow) and typing it release the GIL for most of their time, so the
+    next block is read while the caller scores this one. Items come in order; an exception
+    raised while producing one is raised here, where that item would have come. Closing
+    this generator early (an error downstream) stops the producer.
+    """
+    items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in blocks:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            result = (done, None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            result = (done, exc)
+        while not stop.is_set():
+            try:
+                items.put(result, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    worker = threading.Thread(target=produce, name="custseg-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _record_end(buffer: bytes) -> int:

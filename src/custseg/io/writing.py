@@ -20,6 +20,7 @@ import json
 import os
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -135,13 +136,20 @@ def write_csv_blocks(path: str | os.PathLike, blocks: Iterable[pd.DataFrame]) ->
     path = Path(path)
     rows, header = 0, True
     with staging_dir(path) as staged:
-        with open(staged / path.name, "wb") as fh:
+        # a block is formatted on a second thread while ``blocks`` makes the next one (numpy and
+        # pyarrow release the GIL); at most one formatted block waits to be written
+        with open(staged / path.name, "wb") as fh, ThreadPoolExecutor(max_workers=1) as formatter:
+            pending = None
             for block in blocks:
                 if header:
                     fh.write(csv_bytes(block.iloc[:0]))
                     header = False
-                fh.write(csv_rows(block, FLOAT_FORMAT))
+                if pending is not None:
+                    fh.write(pending.result())
+                pending = formatter.submit(csv_rows, block, FLOAT_FORMAT)
                 rows += len(block)
+            if pending is not None:
+                fh.write(pending.result())
             fh.flush()
             os.fsync(fh.fileno())
         merge_into(staged, path.parent if str(path.parent) else ".")
