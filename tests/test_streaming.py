@@ -17,7 +17,7 @@ import pytest
 
 from custseg.cli import main
 from custseg.exceptions import DataError, SchemaError
-from custseg.io.chunks import TableStream
+from custseg.io.chunks import TableStream, read_table_in_blocks
 from custseg.io.reading import read_table
 from custseg.io.writing import csv_rows, format_general
 from custseg.persistence import load_model
@@ -112,6 +112,63 @@ def test_awkward_tables_stream_like_whole(models, tmp_path, variant):
             text = "sep=,\n" + text
         path.write_text(text, encoding="utf-8")
     assert_streams_like_whole(models, path, tmp_path)
+
+
+def _with_age(text: str, line: int, value: str, sep: str = ",") -> str:
+    """``text`` (a CSV of make_customers) with the Age of file line ``line`` replaced by ``value``."""
+    lines = text.split("\n")
+    fields = lines[line - 1].split(sep)
+    fields[1] = value
+    lines[line - 1] = sep.join(fields)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("variant", ["plain", "missing", "quoted", "multiline", "spaces", "decimal_commas",
+                                     "blank_number", "codes", "text_late", "bom"])
+def test_training_table_read_in_blocks_like_read_table(tmp_path, variant):
+    # train reads big tables with read_table_in_blocks: the LoadedTable must be read_table's in every field
+    table = make_customers(60, seed=3, start_id=7000)
+    table["Age"] = table["Age"].round()
+    path = tmp_path / "train.csv"
+    if variant == "missing":
+        table.loc[::4, "Age"] = np.nan
+        table.loc[1::5, "Profession"] = np.nan
+    if variant == "quoted":
+        table["Profession"] = table["Profession"].str.replace("Artist", 'Artist, "painter"')
+    if variant == "multiline":
+        table["Profession"] = table["Profession"].str.replace("Doctor", "Doc\ntor")
+    if variant == "spaces":
+        table["Gender"] = " " + table["Gender"] + " "
+    if variant == "codes":
+        table["ID"] = [f"{i:07d}" for i in range(len(table))]
+    sep = ";" if variant == "decimal_commas" else ","
+    text = table.to_csv(index=False, sep=sep, decimal="," if variant == "decimal_commas" else ".")
+    if variant == "decimal_commas":
+        text = _with_age(text, 20, "41,5", sep)
+    if variant == "blank_number":
+        text = _with_age(text, 30, "   ")
+    if variant == "text_late":  # numbers in the first blocks, a word in the last
+        text = _with_age(text, 55, "unknown age")
+    path.write_text(text, encoding="utf-8-sig" if variant == "bom" else "utf-8")
+    expected = read_table(path)
+    got = read_table_in_blocks(path, chunk_rows=7)
+    pd.testing.assert_frame_equal(got.frame, expected.frame, check_exact=True)
+    for c in expected.frame:
+        assert got.frame[c].map(type).tolist() == expected.frame[c].map(type).tolist(), c
+    assert got.integer_columns == expected.integer_columns
+    assert got.numeric_from_text == expected.numeric_from_text
+    assert (got.delimiter, got.source) == (expected.delimiter, expected.source)
+    np.testing.assert_array_equal(got.line_numbers, expected.line_numbers)
+
+
+def test_training_table_read_in_blocks_names_bad_values(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(_with_age(make_customers(40, seed=3).to_csv(index=False), 34, "1e400"), encoding="utf-8")
+    with pytest.raises(DataError) as whole:
+        read_table(path)
+    with pytest.raises(DataError) as blocks:
+        read_table_in_blocks(path, chunk_rows=7)
+    assert str(blocks.value) == str(whole.value) and "line 34" in str(whole.value)
 
 
 def test_ids_typed_by_the_whole_column(models, tmp_path):

@@ -41,7 +41,7 @@ from .evaluation.metrics import external_metrics, internal_metrics
 from .evaluation.selection import MIN_STABILITY, KSelection, select_k
 from .exceptions import ConfigError, DataError
 from .io.atomic import check_output_file, merge_into, recover, staging_dir
-from .io.chunks import CHUNK_ROWS, TableStream, read_ahead
+from .io.chunks import CHUNK_ROWS, TableStream, read_ahead, read_table_in_blocks
 from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
@@ -147,7 +147,7 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
     data = config.data
     # the default tables come from the package when custseg runs outside a clone of the repository
     data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
-    train_t = read_table(data.train, na_values=data.na_values)
+    train_t = _read_training_table(data.train, data.na_values)
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
     if len(train_t.frame) < needed:
@@ -173,6 +173,18 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
     if test_t is not None:
         schema.check(test_t.frame, test_t.source, test_t.line_of)
     return train_t, test_t, schema
+
+
+#: training tables from this size on are parsed in blocks by pyarrow (the same LoadedTable, see read_table_in_blocks)
+BLOCK_READ_BYTES = 4 << 20
+
+
+def _read_training_table(path, na_values) -> LoadedTable:
+    try:
+        big = Path(path).stat().st_size >= BLOCK_READ_BYTES
+    except (OSError, TypeError):
+        big = False  # read_table names what is wrong with the path
+    return read_table_in_blocks(path, na_values=na_values) if big else read_table(path, na_values=na_values)
 
 
 def _check_ids(table: LoadedTable, id_column: str) -> None:

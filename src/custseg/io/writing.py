@@ -45,8 +45,13 @@ _NEEDS_QUOTES = r'[,"\n]'
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """A table as custseg writes every CSV: no index, :data:`FLOAT_FORMAT`, ``\\n`` line ends, UTF-8."""
-    return frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n").encode("utf-8")
+    """A table as custseg writes every CSV: no index, :data:`FLOAT_FORMAT`, ``\\n`` line ends, UTF-8.
+
+    The rows are those of :func:`csv_rows` (the same bytes as ``to_csv``, faster on the
+    million-row tables of a large training run).
+    """
+    header = frame.iloc[:0].to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n").encode("utf-8")
+    return header + (csv_rows(frame, FLOAT_FORMAT) if len(frame) else b"")
 
 
 def json_bytes(data: Any) -> bytes:
@@ -162,15 +167,17 @@ def csv_rows(frame: pd.DataFrame, float_format: str = "%.6g") -> bytes:
     >>> csv_rows(pd.DataFrame({"ID": ["a", "b"], "x": [1234567.0, float("nan")], "k": [1, 2]}))
     b'a,1.23457e+06,1\\nb,,2\\n'
     """
+    if not frame.columns.is_unique or isinstance(frame.columns, pd.MultiIndex):
+        return _pandas_rows(frame, float_format)
     columns = []
     for name in frame.columns:
         col = frame[name]
         if col.dtype == np.dtype(bool):  # as str() writes them
             columns.append(pa.array(["False", "True"]).take(col.to_numpy(dtype="int8")))
         elif pd.api.types.is_float_dtype(col):
-            columns.append(format_general(col.to_numpy(dtype="float64"), float_format))
+            columns.append(format_general(col.to_numpy(dtype="float64", na_value=np.nan), float_format))
         elif pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            columns.append(pa.array(col.to_numpy()).cast(pa.string()))
+            columns.append(pa.array(col.array).cast(pa.string()).fill_null(""))  # <NA> written as nothing
         elif pd.api.types.is_string_dtype(col):
             try:
                 if hasattr(col.array, "__arrow_array__"):  # pandas' Arrow-backed text: no copy of the characters
