@@ -124,6 +124,29 @@ def test_built_from_stock_parts_whose_attributes_are_the_state():
     json.dumps(state)  # plain data
 
 
+def test_stacked_parts_encode_as_the_fitted_column_branches_do():
+    # transform calls one imputer for the numeric columns and one encoder for the category columns;
+    # their output must be the ColumnTransformer's own, branch by branch (missing values included)
+    train = make_customers(300, seed=1)
+    roles = dict(numeric=["Age", "Income", "Family_Size"], categorical=["Gender", "Profession"],
+                 ordinal={"Spending": ["Low", "Average", "High"]})
+    new = make_customers(80, seed=2)[["Spending", "Age", "Gender", "Income", "Profession", "Family_Size"]]
+    new.loc[1::5, "Spending"] = np.nan
+    new.loc[2::7, "Gender"] = None
+    new.loc[::4, "Age"] = np.nan
+    for pre in (fitted := CustomerPreprocessor(**roles).fit(train),
+                CustomerPreprocessor.from_dict(json.loads(json.dumps(fitted.to_dict())))):
+        prepared = pd.DataFrame({c: new[c].astype("float64") if pre.kinds_[c] == "numeric"
+                                 else new[c].map(lambda v: np.nan if pd.isna(v) else category_text(v))
+                                 for c in pre.feature_names_in_})
+        by_branch = pre.encoder_.transform(prepared)
+        assert not np.isnan(by_branch).any()
+        assert np.array_equal(pre._encode(new), by_branch)
+        assert pre.numeric_imputer_.statistics_.tolist() == [pre.medians_[c] for c in roles["numeric"]]
+        assert [c.tolist() for c in pre.category_encoder_.named_steps["encode"].categories_] == \
+            [pre.categories_[c] for c in ("Gender", "Profession", "Spending")]
+
+
 def test_output_is_standardized_on_training_rows_only():
     train = _table()
     pre = CustomerPreprocessor(numeric=["Age"], categorical=["Profession", "Score"]).fit(train)

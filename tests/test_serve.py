@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,8 +21,9 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from conftest import REPO, make_customers, train_tiny_model  # noqa: E402
+from conftest import REPO, SHIPPED_TEST, SHIPPED_TRAIN, make_customers, tiny_toml, train_tiny_model  # noqa: E402
 from custseg.cli import main  # noqa: E402
+from custseg.workflow import FLOAT_FORMAT  # noqa: E402
 
 LIMIT_MB = 0.25  # small, so an oversized body is quick to send
 
@@ -38,12 +41,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(trained):
+@contextlib.contextmanager
+def _running_server(models: Path, max_body_mb: float = LIMIT_MB):
+    """``custseg serve`` on ``models`` in its own process, and an HTTP client for it."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "custseg", "serve", "--model", str(trained / "models"),
-                             "--host", "127.0.0.1", "--port", str(port), "--max-body-mb", str(LIMIT_MB)],
+    proc = subprocess.Popen([sys.executable, "-m", "custseg", "serve", "--model", str(models),
+                             "--host", "127.0.0.1", "--port", str(port), "--max-body-mb", str(max_body_mb)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -68,6 +72,12 @@ def server(trained):
     assert "Traceback" not in log, log  # no request made the server print a traceback
 
 
+@pytest.fixture(scope="module")
+def server(trained):
+    with _running_server(trained / "models") as running:
+        yield running
+
+
 def _cli_predict(trained, table: pd.DataFrame, tmp_path) -> tuple[int, pd.DataFrame | None, str]:
     path = tmp_path / "new.csv"
     table.to_csv(path, index=False)
@@ -76,20 +86,80 @@ def _cli_predict(trained, table: pd.DataFrame, tmp_path) -> tuple[int, pd.DataFr
     return code, pd.read_csv(tmp_path / "pred.csv") if code == 0 else None, path
 
 
+def _as_cli_text(value) -> str:
+    """A JSON answer's value as ``custseg predict`` writes it in its CSV (FLOAT_FORMAT for floats)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return FLOAT_FORMAT % value
+    return str(value)
+
+
+def _assert_answer_is_the_cli_output(answer, expected_csv) -> None:
+    assert answer.status_code == 200, answer.text
+    expected = pd.read_csv(expected_csv, dtype=str, keep_default_na=False)
+    got = answer.json()
+    assert len(got) == len(expected) and all(list(r) == list(expected.columns) for r in got)
+    for column in expected.columns:
+        assert [_as_cli_text(r[column]) for r in got] == expected[column].tolist(), column
+
+
 def test_good_records_score_as_the_cli_does(server, trained, tmp_path):
     client, _ = server
-    new = make_customers(40, seed=2, start_id=7000).drop(columns="Segment")
-    code, expected, _ = _cli_predict(trained, new, tmp_path)
+    new = make_customers(300, seed=2, start_id=7000).drop(columns="Segment")
+    code, _, _ = _cli_predict(trained, new, tmp_path)
     assert code == 0
     records = json.loads(new.to_json(orient="records"))  # NaN -> null, as a JSON client sends missing values
-    answer = client.post("/predict", json=records)
-    assert answer.status_code == 200, answer.text
-    got = pd.DataFrame(answer.json())
-    assert list(got.columns) == list(expected.columns)
-    assert got["ID"].astype(int).tolist() == new["ID"].tolist()
-    assert got["Cluster"].tolist() == expected["Cluster"].tolist()
-    assert got["Predicted_Segment"].tolist() == expected["Predicted_Segment"].tolist()
-    pd.testing.assert_series_equal(got["Distance_To_Centroid"], expected["Distance_To_Centroid"], rtol=1e-5)
+    _assert_answer_is_the_cli_output(client.post("/predict", json=records), tmp_path / "pred.csv")
+    for i in (0, 1, 17):  # one customer per request: the service's most frequent call
+        (tmp_path / "one").mkdir(exist_ok=True)
+        assert _cli_predict(trained, new.iloc[[i]], tmp_path / "one")[0] == 0
+        _assert_answer_is_the_cli_output(client.post("/predict", json=records[i]), tmp_path / "one" / "pred.csv")
+
+
+def test_awkward_records_score_as_the_cli_does(server, trained, tmp_path):
+    # numbers sent as text, padded text, missing-value tokens, an unseen category, an extra column,
+    # a far-out number, a record with every feature missing: the answer is still the CLI's, cell for cell
+    client, _ = server
+    new = make_customers(12, seed=5, start_id=9000).drop(columns="Segment").astype(object)
+    new.loc[0, "Age"] = "41"
+    new.loc[1, "Income"] = " 52.5 "
+    new.loc[2, "Gender"] = " Male "
+    new.loc[3, "Profession"] = "Astronaut"
+    new.loc[4, "Spending"] = "NA"
+    new.loc[5, "Age"] = 900
+    new.loc[6, ["Age", "Income", "Family_Size", "Gender", "Profession", "Spending"]] = None
+    new.loc[7, "Family_Size"] = "3"
+    new["Channel"] = ["web", None, "shop", "web", "web", "shop", None, "web", "web", "shop", "web", "web"]
+    code, _, _ = _cli_predict(trained, new, tmp_path)
+    assert code == 0
+    records = json.loads(new.to_json(orient="records"))
+    assert records[0]["Age"] == "41" and records[6]["Age"] is None
+    _assert_answer_is_the_cli_output(client.post("/predict", json=records), tmp_path / "pred.csv")
+
+
+@pytest.mark.slow
+def test_every_shipped_test_customer_scores_as_the_cli_does(tmp_path):
+    # a model of the shipped table's columns (tiny settings, 800 of its customers), all 2,627 customers of
+    # Test.csv in one request and the first 30 one by one: the CLI's output, cell for cell
+    train = pd.read_csv(SHIPPED_TRAIN).sample(800, random_state=0)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "tiny.toml").write_text(tiny_toml(seed=3, n_clusters=4), encoding="utf-8")
+    assert main(["train", "--train", str(tmp_path / "train.csv"), "--config", str(tmp_path / "tiny.toml"),
+                 "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"),
+                 "--quiet"]) == 0
+    test = pd.read_csv(SHIPPED_TEST)
+    assert _cli_predict(tmp_path, test, tmp_path)[0] == 0
+    records = json.loads(test.to_json(orient="records"))
+    with _running_server(tmp_path / "models", max_body_mb=8) as (client, _):
+        _assert_answer_is_the_cli_output(client.post("/predict", json=records), tmp_path / "pred.csv")
+        expected = pd.read_csv(tmp_path / "pred.csv", dtype=str, keep_default_na=False)
+        for i in range(30):
+            got = client.post("/predict", json=records[i])
+            assert got.status_code == 200, got.text
+            assert [_as_cli_text(v) for v in got.json()[0].values()] == expected.iloc[i].tolist()
 
 
 def test_csv_upload_streams_back_what_the_cli_writes(server, trained, tmp_path):

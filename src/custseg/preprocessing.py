@@ -15,9 +15,14 @@ then a ``StandardScaler`` over every feature, all fitted on training rows only.
 
 Category values are compared as their canonical text
 (:func:`custseg.schema.category_text`: ``1.0`` and ``"1"`` are the same category). The
-text is computed once per distinct value, and ``transform`` runs the fitted encoder
-branch on the distinct values of each column only, then spreads the codes back over the
-rows: a million rows cost a few factorisations, not a million Python calls.
+text is computed once per distinct value, and ``transform`` encodes the distinct values
+of each column only, then spreads the codes back over the rows: a million rows cost a
+few factorisations, not a million Python calls.
+
+``transform`` stacks the columns of one kind into one call of the same stock
+transformers (``numeric_imputer_``, ``category_encoder_``, built from the branches'
+fitted attributes): they work column by column, so the output is the branches' own,
+and a one-customer request pays sklearn's input validation twice, not once per column.
 
 The fitted state is read from those parts' learned attributes (``statistics_``,
 ``categories_``, ``mean_``, ``scale_``) into plain JSON (:meth:`to_dict`), and
@@ -68,6 +73,10 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
     ----------
     encoder_ : sklearn.compose.ColumnTransformer
         One fitted branch per feature column, named after the column.
+    numeric_imputer_ : sklearn.impute.SimpleImputer or None
+        The numeric branches' medians, all numeric columns at once (what ``transform`` calls).
+    category_encoder_ : sklearn.pipeline.Pipeline or None
+        The category branches' modes and categories, all category columns at once.
     scaler_ : sklearn.preprocessing.StandardScaler
     feature_names_in_ : ndarray of str
         The feature columns, in table order; the order of the output.
@@ -131,10 +140,11 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
         kinds = {c: ("numeric" if c in numeric else "ordinal" if c in ordinal else "categorical") for c in names}
         prepared = pd.DataFrame({c: _numeric_values(frame, c) if kinds[c] == "numeric"
                                  else _category_text(frame[c]) for c in names}, index=frame.index)
-        branches = [(c, _branch(kinds[c], ordinal.get(c)), [c]) for c in names]
+        branches = [(c, _branch(kinds[c], [ordinal[c]] if c in ordinal else None), [c]) for c in names]
         self.encoder_ = ColumnTransformer(branches, remainder="drop").fit(prepared)
-        self.scaler_ = StandardScaler().fit(self._encode(prepared, names, kinds))
         self._set_learned(names, kinds)
+        self.scaler_ = StandardScaler().fit(self._encode(prepared))
+        self.mean_, self.scale_ = self.scaler_.mean_, self.scaler_.scale_
         return self
 
     def _roles(self, X: pd.DataFrame) -> tuple[list[str], list[str], dict[str, list[str]]]:
@@ -147,7 +157,7 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
         return list(self.numeric or []), list(self.categorical or []), ordinal
 
     def _set_learned(self, names: list[str], kinds: dict[str, str]) -> None:
-        """The readable views of the fitted parts."""
+        """The readable views of the fitted encoder branches, and the stacked parts that transform with them."""
         self.feature_names_in_ = np.array(names, dtype=object)
         self.n_features_in_ = len(names)
         self.kinds_ = dict(kinds)
@@ -164,8 +174,8 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
                                     f"declared levels {cats}; add it to the order or fix the values")
                 self.categories_[name] = cats
                 self.modes_[name] = mode
-        self.mean_ = self.scaler_.mean_
-        self.scale_ = self.scaler_.scale_
+        self.numeric_imputer_, self.category_encoder_ = _stacked_parts(names, kinds, self.medians_, self.modes_,
+                                                                       self.categories_)
 
     # -- transforming -------------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
@@ -175,21 +185,33 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
         missing = [c for c in self.feature_names_in_ if c not in frame.columns]
         if missing:
             raise SchemaError(f"columns are missing: {set(missing)}")
-        return self.scaler_.transform(self._encode(frame, self.feature_names_in_, self.kinds_))
+        return self.scaler_.transform(self._encode(frame))
 
-    def _encode(self, frame: pd.DataFrame, names, kinds: dict[str, str]) -> np.ndarray:
-        """Codes before scaling: each column through its fitted branch, categories once per distinct value."""
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """Codes before scaling, in feature order; categories are encoded once per distinct value.
+
+        The numeric columns go through ``numeric_imputer_`` and the category columns through
+        ``category_encoder_``, one call each (see the module's docstring).
+        """
+        names, kinds = self.feature_names_in_, self.kinds_
         out = np.empty((len(frame), len(names)), dtype="float64")
-        for j, name in enumerate(names):
-            branch = self.encoder_.named_transformers_[name]
-            if kinds[name] == "numeric":
-                out[:, j] = branch.transform(pd.DataFrame({name: _numeric_values(frame, name)}, copy=False))[:, 0]
-            else:
-                codes, distinct = _distinct_text(frame[name])
-                known = np.isin(distinct, branch.named_steps["encode"].categories_[0])
-                # unseen categories count as missing; the missing value goes last, so code -1 picks it
-                values = np.append(np.where(known, distinct, np.nan), np.nan).astype(object)
-                out[:, j] = branch.transform(pd.DataFrame({name: values}))[:, 0][codes]
+        numeric = [j for j, name in enumerate(names) if kinds[name] == "numeric"]
+        if numeric:
+            values = np.column_stack([_numeric_values(frame, names[j]) for j in numeric])
+            out[:, numeric] = self.numeric_imputer_.transform(values)
+        columns = [j for j, name in enumerate(names) if kinds[name] != "numeric"]
+        if not columns:
+            return out
+        distinct = [_distinct_text(frame[names[j]]) for j in columns]
+        # one row per distinct value, padded with missing values; the last row is missing in every column,
+        # so code -1 (a missing cell) picks it and gets the imputed mode
+        padded = np.full((max(len(text) for _, text in distinct) + 1, len(columns)), np.nan, dtype=object)
+        for k, (j, (_, text)) in enumerate(zip(columns, distinct)):
+            # unseen categories count as missing
+            padded[:len(text), k] = np.where(np.isin(text, self.categories_[names[j]]), text, np.nan)
+        encoded = self.category_encoder_.transform(padded)
+        for k, (j, (codes, _)) in enumerate(zip(columns, distinct)):
+            out[:, j] = encoded[codes, k]
         return out
 
     def inverse_transform(self, Z: np.ndarray) -> pd.DataFrame:
@@ -271,7 +293,7 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
             else:
                 cats = list(data["categories"][name])
                 row[name] = np.array([data["modes"][name]], dtype=object)
-                branches.append((name, _branch(kinds[name], cats), [name]))
+                branches.append((name, _branch(kinds[name], [cats]), [name]))
         pre.encoder_ = ColumnTransformer(branches, remainder="drop").fit(pd.DataFrame(row))
         mean = np.asarray(data["mean"], dtype="float64")
         scale = np.asarray(data["scale"], dtype="float64")
@@ -284,11 +306,15 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
         scaler.n_samples_seen_ = np.int64(data.get("n_samples_seen", 0))
         pre.scaler_ = scaler
         pre._set_learned(names, kinds)
+        pre.mean_, pre.scale_ = scaler.mean_, scaler.scale_
         return pre
 
 
 def _branch(kind: str, categories) -> Any:
-    """The stock transformer of one column; ``categories`` None means the sorted training values."""
+    """The stock transformer of one column, or of several of one kind at once.
+
+    ``categories`` holds one list of categories per column; None means the sorted training values.
+    """
     if kind == "numeric":
         # keep_empty_features: a column missing in every training row imputes 0 instead of vanishing
         return SimpleImputer(strategy="median", keep_empty_features=True)
@@ -296,9 +322,28 @@ def _branch(kind: str, categories) -> Any:
         ("impute", SimpleImputer(strategy="most_frequent")),
         # values outside a declared order are counted for the mode but are no level; transform
         # never shows them to the encoder (it treats them as missing, see _encode)
-        ("encode", OrdinalEncoder(categories="auto" if categories is None else [list(categories)],
+        ("encode", OrdinalEncoder(categories="auto" if categories is None else [list(c) for c in categories],
                                   handle_unknown="use_encoded_value", unknown_value=np.nan, dtype=np.float64)),
     ])
+
+
+def _stacked_parts(names, kinds: dict[str, str], medians: dict, modes: dict, categories: dict):
+    """The stock transformers of all numeric columns at once and of all category columns at once.
+
+    Each is fitted on one row holding the fitted branches' medians or modes, with their
+    categories given explicitly, as :meth:`CustomerPreprocessor.from_dict` rebuilds the
+    branches: their learned attributes are those of the branches, column by column.
+    Fitted on arrays (no column names), so they transform arrays without a names check.
+    """
+    numeric = [n for n in names if kinds[n] == "numeric"]
+    other = [n for n in names if kinds[n] != "numeric"]
+    imputer = _branch("numeric", None).fit(np.array([[medians[n] for n in numeric]], dtype="float64")) \
+        if numeric else None
+    encoder = None
+    if other:
+        encoder = _branch("categorical", [categories[n] for n in other])
+        encoder.fit(np.array([[modes[n] for n in other]], dtype=object))
+    return imputer, encoder
 
 
 def _plain(value):

@@ -330,6 +330,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         result.summary = _summary(result, metrics, train_t, test_info)
         _monitoring(result, test_t, train_novelty, test_scored)
         pca_xy, pca_var = pca_coordinates(latent, random_state=config.seed)
+        # the figures that need neither the t-SNE map nor the k scan, drawn while the second thread works
+        early = _draw_early(result, known, pca_xy, pca_var, large)
         result.k_selection = k_scan_job.result()
         result.tables["k_selection"] = result.k_selection.to_frame()
         tsne_idx, tsne_xy = tsne_job.result()
@@ -338,7 +340,7 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     # the tables in the order a run writes them, whichever thread finished first
     result.tables = {name: result.tables[name] for name in [*RESULT_TABLES, *result.tables] if name in result.tables}
     result.tables["maps"] = _maps_table(ids, clusters, pca_xy, tsne_idx, tsne_xy)
-    result.figures = _draw(result, known, pca_xy, pca_var, tsne_idx, tsne_xy, large)
+    result.figures = _draw(result, known, early, tsne_idx, tsne_xy)
     if large is not None:
         result.summary["large_table"] = large
     result.summary["cluster_names"] = {str(c): n for c, n in cluster_names(result).items()}
@@ -579,14 +581,13 @@ def _maps_table(ids: pd.Series, clusters: np.ndarray, pca_xy: np.ndarray, tsne_i
     return maps
 
 
-def _draw(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca_var: np.ndarray,
-          tsne_idx: np.ndarray, tsne_xy: np.ndarray, large: dict | None = None) -> dict[str, bytes]:
-    """Every figure of a run, as PNG bytes by name (the PCA map of a large table on a stratified sample)."""
+def _draw_early(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca_var: np.ndarray,
+                large: dict | None = None) -> dict[str, bytes]:
+    """The figures that need neither the t-SNE map nor the k scan (the PCA map of a large table on a sample)."""
     pipeline, config = result.pipeline, result.config
     clusters = pipeline.labels_
     names = cluster_names(result)
     dpi = config.plots.dpi
-    sampled = "every customer" if len(tsne_idx) == len(clusters) else "stratified sample"
     pca_clusters, pca_known = clusters, known
     if large is not None:
         shown = stratified_sample(clusters, large["pca_figure_points"], random_state=config.seed)
@@ -594,18 +595,32 @@ def _draw(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarray, pca
     return {
         "training_history": render_png(
             plots.plot_training_history(result.tables["training_history"], best_epoch(pipeline)), dpi),
-        "optimal_clusters": render_png(
-            plots.plot_k_selection(result.k_selection, chosen_k=config.clustering.n_clusters), dpi),
         "clusters_pca": render_png(plots.plot_maps(
             pca_xy, pca_clusters, names, "PCA", pca_known,
             axis_labels=(f"PC 1 ({pca_var[0]:.0%} of variance)", f"PC 2 ({pca_var[1]:.0%} of variance)")), dpi),
         "cluster_distribution": render_png(plots.plot_cluster_distribution(clusters, names, known), dpi),
-        "clusters_tsne": render_png(plots.plot_maps(
-            tsne_xy, clusters[tsne_idx], names, "t-SNE", None if known is None else known[tsne_idx],
-            axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, {sampled})", "t-SNE 2")), dpi),
         "segment_profiles": render_png(plots.plot_profile_heatmap(
             profile_heatmap_data(result.profile), {d.segment: d.name for d in result.descriptions}), dpi,
             tight=True),
+    }
+
+
+def _draw(result: TrainResult, known: np.ndarray | None, early: dict[str, bytes], tsne_idx: np.ndarray,
+          tsne_xy: np.ndarray) -> dict[str, bytes]:
+    """Every figure of a run, as PNG bytes by name: ``early`` (:func:`_draw_early`) and the rest, in run order."""
+    clusters = result.pipeline.labels_
+    dpi = result.config.plots.dpi
+    sampled = "every customer" if len(tsne_idx) == len(clusters) else "stratified sample"
+    return {
+        "training_history": early["training_history"],
+        "optimal_clusters": render_png(
+            plots.plot_k_selection(result.k_selection, chosen_k=result.config.clustering.n_clusters), dpi),
+        "clusters_pca": early["clusters_pca"],
+        "cluster_distribution": early["cluster_distribution"],
+        "clusters_tsne": render_png(plots.plot_maps(
+            tsne_xy, clusters[tsne_idx], cluster_names(result), "t-SNE", None if known is None else known[tsne_idx],
+            axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, {sampled})", "t-SNE 2")), dpi),
+        "segment_profiles": early["segment_profiles"],
         **_draw_monitoring(result, dpi),
     }
 

@@ -234,7 +234,7 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
     # the caller's frame is left as it was: a Dask partition or a request may be reused
     text = pd.DataFrame(
         {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns if str(c) not in numbers},
-        index=pd.RangeIndex(len(frame))
+        index=pd.RangeIndex(len(frame)), dtype=object  # as the CSV reader's; no string dtype to build and undo
     )
     typed = _typed_table(text, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True)
     if not numbers:
@@ -511,66 +511,84 @@ def _check_header(header: list[str], source: str) -> None:
 
 def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_tokens: frozenset[str],
                  lines: np.ndarray, from_text: set[str], typed_file: bool = False) -> LoadedTable:
-    """Turn a frame of strings into numbers where every non-missing value is a number."""
+    """Turn a frame of strings into numbers where every non-missing value is a number.
+
+    The work on each value (stripping, missing-value tokens, the code test, parsing as a
+    number) runs once over all columns placed end to end, and each column then decides on
+    its slice: a pandas call costs about as much for one value as for thousands, and a
+    request of one customer has a dozen columns.
+    """
     out: dict[str, pd.Series] = {}
     integer_columns: list[str] = []
     numeric_from_text: dict[str, str] = {}
-    for name in text.columns:
-        col = text[name]
-        stripped = col.map(lambda v: v.strip() if isinstance(v, str) else v)
-        missing = stripped.isna() | stripped.isin(na_tokens)
-        values = stripped.where(~missing, None)
-        present = values[~missing]
-        if len(present) and _is_code(present):
-            out[name] = values.astype(object).where(~missing, np.nan)
+    names, n = list(text.columns), len(text)
+    raw = np.concatenate([text[name].to_numpy(dtype=object) for name in names]) if names else np.empty(0, object)
+    stripped = pd.Series(raw, dtype=object).map(lambda v: v.strip() if isinstance(v, str) else v)
+    missing = (stripped.isna() | stripped.isin(na_tokens)).to_numpy().reshape(len(names), n)
+    present_all = stripped[~missing.ravel()]
+    bounds = np.concatenate([[0], np.cumsum((~missing).sum(axis=1))])
+    codes = _code_columns(present_all, bounds)
+    parsed = pd.to_numeric(present_all, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    stripped_values, present_values = stripped.to_numpy(dtype=object), present_all.to_numpy(dtype=object)
+    for j, name in enumerate(names):
+        miss, cells = missing[j], raw[j * n:(j + 1) * n]
+        texts = stripped_values[j * n:(j + 1) * n].copy()
+        texts[miss] = np.nan
+        b0, b1 = bounds[j], bounds[j + 1]
+        if b1 == b0 or codes[j]:
+            out[name] = pd.Series(texts, index=text.index, dtype=object)
             continue
-        numbers = pd.to_numeric(present, errors="coerce") if len(present) else present
+        present, numbers = present_values[b0:b1], parsed[b0:b1]
         notes = []
-        if len(present) and numbers.isna().any() and delimiter not in (",", None) \
-                and present.str.fullmatch(_DECIMAL_COMMA.pattern).any() \
-                and present.str.fullmatch(r"[-+]?\d+(,\d+)?").all():
-            numbers = pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce")
-            notes.append("decimal commas read as decimal points")
-            present = present.str.replace(",", ".", regex=False)
-        if len(present) and numbers.isna().any() and typed_file is False:
-            parsed = _formatted_numbers(present)
-            if parsed is not None:
-                numbers, note = parsed
-                notes.append(note)
-        if len(present) and not numbers.isna().any():
-            numbers = numbers.astype("float64")
-            finite = np.isfinite(numbers.to_numpy())
-            bad = ~finite | (np.abs(np.where(finite, numbers.to_numpy(), 0.0)) > MAX_ABS_VALUE)
-            if bad.any():
-                at = int(np.argmax(bad))
-                pos = int(np.flatnonzero(~missing.to_numpy())[at])
-                value = col.iloc[pos]
-                infinite = bool(re.fullmatch(r"[-+]?(inf|infinity)", str(value).strip(), re.IGNORECASE))
-                what = "not a finite number" if infinite else f"too large for the model (abs > {MAX_ABS_VALUE:.0e})"
-                raise DataError(
-                    f"file {source!r}, line {int(lines[pos])}, column {name!r}: value {value!r} is {what}; "
-                    "replace it with a real value or leave the cell empty"
-                )
-            series = pd.Series(np.nan, index=text.index, dtype="float64")
-            series[~missing] = numbers.to_numpy()
-            out[name] = series
-            if not notes and all("." not in s and "e" not in s.lower() for s in present) \
-                    and np.all(np.mod(numbers, 1) == 0):
-                integer_columns.append(name)
-            if name in from_text:
-                # an empty CSV cell is the ordinary missing value; a cell of spaces, or any
-                # empty string in a typed file, shows the column was kept as text
-                blanks = col.map(lambda v: isinstance(v, str) and not v.strip() and (typed_file or v != "")).any()
-                if typed_file:
-                    notes.insert(0, "stored as text in the file")
-                if blanks:
-                    if not typed_file:
-                        notes.insert(0, "stored as text")
-                    notes.append("blank cells read as missing")
-                if notes:
-                    numeric_from_text[name] = "; ".join(notes)
-        else:
-            out[name] = values.astype(object).where(~missing, np.nan)
+        if np.isnan(numbers).any() and (typed_file is False or delimiter not in (",", None)):
+            # the rare columns of written-out numbers: decided on the column's own values, as before
+            column_present = present_all.iloc[b0:b1]
+            numbers = pd.to_numeric(column_present, errors="coerce")
+            if numbers.isna().any() and delimiter not in (",", None) \
+                    and column_present.str.fullmatch(_DECIMAL_COMMA.pattern).any() \
+                    and column_present.str.fullmatch(r"[-+]?\d+(,\d+)?").all():
+                numbers = pd.to_numeric(column_present.str.replace(",", ".", regex=False), errors="coerce")
+                notes.append("decimal commas read as decimal points")
+                column_present = column_present.str.replace(",", ".", regex=False)
+            if numbers.isna().any() and typed_file is False:
+                formatted = _formatted_numbers(column_present)
+                if formatted is not None:
+                    numbers, note = formatted
+                    notes.append(note)
+            present = column_present.to_numpy(dtype=object)
+            numbers = numbers.to_numpy(dtype="float64", na_value=np.nan)
+        if np.isnan(numbers).any():
+            out[name] = pd.Series(texts, index=text.index, dtype=object)
+            continue
+        finite = np.isfinite(numbers)
+        bad = ~finite | (np.abs(np.where(finite, numbers, 0.0)) > MAX_ABS_VALUE)
+        if bad.any():
+            pos = int(np.flatnonzero(~miss)[int(np.argmax(bad))])
+            value = cells[pos]
+            infinite = bool(re.fullmatch(r"[-+]?(inf|infinity)", str(value).strip(), re.IGNORECASE))
+            what = "not a finite number" if infinite else f"too large for the model (abs > {MAX_ABS_VALUE:.0e})"
+            raise DataError(
+                f"file {source!r}, line {int(lines[pos])}, column {name!r}: value {value!r} is {what}; "
+                "replace it with a real value or leave the cell empty"
+            )
+        column = np.full(n, np.nan)
+        column[~miss] = numbers
+        out[name] = pd.Series(column, index=text.index)
+        if not notes and all("." not in v and "e" not in v.lower() for v in present) \
+                and np.all(np.mod(numbers, 1) == 0):
+            integer_columns.append(name)
+        if name in from_text:
+            # an empty CSV cell is the ordinary missing value; a cell of spaces, or any
+            # empty string in a typed file, shows the column was kept as text
+            blanks = any(isinstance(v, str) and not v.strip() and (typed_file or v != "") for v in cells)
+            if typed_file:
+                notes.insert(0, "stored as text in the file")
+            if blanks:
+                if not typed_file:
+                    notes.insert(0, "stored as text")
+                notes.append("blank cells read as missing")
+            if notes:
+                numeric_from_text[name] = "; ".join(notes)
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(text)))
     return LoadedTable(frame=frame, source=source, delimiter=delimiter, integer_columns=integer_columns,
                        numeric_from_text=numeric_from_text, line_numbers=lines)
@@ -615,22 +633,27 @@ def formatted_parts(texts: list[str]) -> tuple[np.ndarray, frozenset[str], bool]
     return values, units, thousands
 
 
-def _is_code(present: pd.Series) -> bool:
-    """Digits that are codes, not quantities: kept as text so that no digit is lost.
+def _code_columns(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
+    """Which columns hold digits that are codes, not quantities: kept as text so that no digit is lost.
 
-    Zero-padded codes of one width ('000123', '0042') would lose their zeros as
-    numbers, and integers of more than 15 digits (account numbers) would be rounded
-    by float64.
+    ``present`` holds the non-missing values of all columns end to end, column ``j`` in
+    ``present[bounds[j]:bounds[j + 1]]``. Zero-padded codes of one width ('000123',
+    '0042') would lose their zeros as numbers, and integers of more than 15 digits
+    (account numbers) would be rounded by float64.
     """
-    if not (present.map(type) == str).all():
-        return False
-    digits = present.str.fullmatch(r"\d+")
-    if not digits.all():
-        return False
-    lengths = present.str.len()
-    if lengths.max() > 15:
-        return True
-    return bool(lengths.min() == lengths.max() >= 2 and present.str.startswith("0").any())
+    codes = np.zeros(len(bounds) - 1, dtype=bool)
+    if len(present) == 0 or not (present.map(type) == str).all():
+        return codes  # values other than text are never codes (table_from_frame and CSV give only text)
+    digits = present.str.fullmatch(r"\d+").to_numpy(dtype=bool)
+    lengths = present.str.len().to_numpy(dtype="int64")
+    zero = present.str.startswith("0").to_numpy(dtype=bool)
+    for j in range(len(codes)):
+        b0, b1 = bounds[j], bounds[j + 1]
+        if b1 == b0 or not digits[b0:b1].all():
+            continue
+        longest, shortest = lengths[b0:b1].max(), lengths[b0:b1].min()
+        codes[j] = longest > 15 or (shortest == longest >= 2 and zero[b0:b1].any())
+    return codes
 
 
 def missing_report(frame: pd.DataFrame) -> pd.DataFrame:
