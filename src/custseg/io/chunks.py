@@ -183,7 +183,8 @@ class TableStream:
         self.rows = 0
         #: share of the file read so far (bytes), for progress bars
         self.fraction = 0.0
-        self._mode = self._sniff()
+        with _large_fields():  # a header or first lines with fields longer than the csv module's 128 KiB
+            self._mode = self._sniff()
 
     # -- sniffing -------------------------------------------------------------------------------
     def _sniff(self) -> str:
