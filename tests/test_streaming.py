@@ -16,7 +16,7 @@ import pytest
 
 from custseg.cli import main
 from custseg.exceptions import DataError, SchemaError
-from custseg.io.chunks import TableStream
+from custseg.io.chunks import TableStream, read_table_in_blocks
 from custseg.io.reading import read_table
 from custseg.io.writing import csv_rows, format_general
 from custseg.persistence import load_model
@@ -113,6 +113,63 @@ def test_awkward_tables_stream_like_whole(models, tmp_path, variant):
             text = "sep=,\n" + text
         path.write_text(text, encoding="utf-8")
     assert_streams_like_whole(models, path, tmp_path)
+
+
+def _with_age(text: str, line: int, value: str, sep: str = ",") -> str:
+    """``text`` (a CSV of make_customers) with the Age of file line ``line`` replaced by ``value``."""
+    lines = text.split("\n")
+    fields = lines[line - 1].split(sep)
+    fields[1] = value
+    lines[line - 1] = sep.join(fields)
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("variant", ["plain", "missing", "quoted", "multiline", "spaces", "decimal_commas",
+                                     "blank_number", "codes", "text_late", "bom"])
+def test_training_table_read_in_blocks_like_read_table(tmp_path, variant):
+    # train reads big tables with read_table_in_blocks: the LoadedTable must be read_table's in every field
+    table = make_customers(60, seed=3, start_id=7000)
+    table["Age"] = table["Age"].round()
+    path = tmp_path / "train.csv"
+    if variant == "missing":
+        table.loc[::4, "Age"] = np.nan
+        table.loc[1::5, "Profession"] = np.nan
+    if variant == "quoted":
+        table["Profession"] = table["Profession"].str.replace("Artist", 'Artist, "painter"')
+    if variant == "multiline":
+        table["Profession"] = table["Profession"].str.replace("Doctor", "Doc\ntor")
+    if variant == "spaces":
+        table["Gender"] = " " + table["Gender"] + " "
+    if variant == "codes":
+        table["ID"] = [f"{i:07d}" for i in range(len(table))]
+    sep = ";" if variant == "decimal_commas" else ","
+    text = table.to_csv(index=False, sep=sep, decimal="," if variant == "decimal_commas" else ".")
+    if variant == "decimal_commas":
+        text = _with_age(text, 20, "41,5", sep)
+    if variant == "blank_number":
+        text = _with_age(text, 30, "   ")
+    if variant == "text_late":  # numbers in the first blocks, a word in the last
+        text = _with_age(text, 55, "unknown age")
+    path.write_text(text, encoding="utf-8-sig" if variant == "bom" else "utf-8")
+    expected = read_table(path)
+    got = read_table_in_blocks(path, chunk_rows=7)
+    pd.testing.assert_frame_equal(got.frame, expected.frame, check_exact=True)
+    for c in expected.frame:
+        assert got.frame[c].map(type).tolist() == expected.frame[c].map(type).tolist(), c
+    assert got.integer_columns == expected.integer_columns
+    assert got.numeric_from_text == expected.numeric_from_text
+    assert (got.delimiter, got.source) == (expected.delimiter, expected.source)
+    np.testing.assert_array_equal(got.line_numbers, expected.line_numbers)
+
+
+def test_training_table_read_in_blocks_names_bad_values(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(_with_age(make_customers(40, seed=3).to_csv(index=False), 34, "1e400"), encoding="utf-8")
+    with pytest.raises(DataError) as whole:
+        read_table(path)
+    with pytest.raises(DataError) as blocks:
+        read_table_in_blocks(path, chunk_rows=7)
+    assert str(blocks.value) == str(whole.value) and "line 34" in str(whole.value)
 
 
 def test_ids_typed_by_the_whole_column(models, tmp_path):
@@ -233,6 +290,20 @@ def test_csv_rows_match_pandas():
     assert csv_rows(frame) == frame.to_csv(index=False, header=False, float_format="%.6g",
                                            lineterminator="\n").encode()
     assert format_general(np.array([0.5, 1e-5, np.nan])).to_pylist() == ["0.5", "1e-05", ""]
+
+
+@pytest.mark.parametrize("float_format", ["%.6g", "%.3g", "%.1g"])
+def test_format_general_gives_pythons_bytes(float_format):
+    # computed on whole arrays; every value must read as Python's '%' writes it, ties and edges included
+    rng = np.random.default_rng(1)
+    values = np.concatenate([
+        rng.random(20000) * 10.0 ** rng.integers(-12, 14, 20000) * rng.choice([-1, 1], 20000),
+        np.frombuffer(rng.bytes(8 * 5000), dtype=np.float64),  # any bit pattern: NaN, subnormals, 1e300
+        rng.integers(0, 10 ** 6, 5000) + 0.5, np.round(rng.random(5000) * 1000, 3),
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 0.5, 2.5, 0.95, 99999.95, 999999.5, 9999995.0, 1e-5, 1e-4, 99999.5,
+         123456.5, 1e100, -1e-100, 5e-324, 1.7e308, 1e16, 1e22, 1e23, 0.1, 100.0, 1234567.0]])
+    expected = ["" if np.isnan(v) else float_format % v for v in values.tolist()]
+    assert format_general(values, float_format).to_pylist() == expected
 
 
 def test_formatted_amounts_stream_like_whole(models, tmp_path):

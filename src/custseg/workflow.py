@@ -41,7 +41,7 @@ from .evaluation.metrics import external_metrics, internal_metrics
 from .evaluation.selection import MIN_STABILITY, KSelection, select_k
 from .exceptions import ConfigError, DataError
 from .io.atomic import check_output_file, merge_into, recover, staging_dir
-from .io.chunks import CHUNK_ROWS, TableStream
+from .io.chunks import CHUNK_ROWS, TableStream, read_ahead, read_table_in_blocks
 from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
 from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
@@ -147,7 +147,7 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
     data = config.data
     # the default tables come from the package when custseg runs outside a clone of the repository
     data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
-    train_t = read_table(data.train, na_values=data.na_values)
+    train_t = _read_training_table(data.train, data.na_values)
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
     if len(train_t.frame) < needed:
@@ -173,6 +173,18 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
     if test_t is not None:
         schema.check(test_t.frame, test_t.source, test_t.line_of)
     return train_t, test_t, schema
+
+
+#: training tables from this size on are parsed in blocks by pyarrow (the same LoadedTable, see read_table_in_blocks)
+BLOCK_READ_BYTES = 4 << 20
+
+
+def _read_training_table(path, na_values) -> LoadedTable:
+    try:
+        big = Path(path).stat().st_size >= BLOCK_READ_BYTES
+    except (OSError, TypeError):
+        big = False  # read_table names what is wrong with the path
+    return read_table_in_blocks(path, na_values=na_values) if big else read_table(path, na_values=na_values)
 
 
 def _check_ids(table: LoadedTable, id_column: str) -> None:
@@ -938,7 +950,7 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
     hashes: dict[str, list[np.ndarray]] = {}
     complete: dict[str, bool] = {}
     report.rows = 0
-    for block in stream:
+    for block in read_ahead(iter(stream)):  # the next block is parsed while this one is scored
         frame = block.frame
         if report.rows == 0:
             named = _named_id_column(frame.columns, schema, id_column, block.source)
@@ -1131,7 +1143,11 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
                     progress(report)
 
         try:
-            write_csv_blocks(output_path, blocks())
+            # BLAS and OpenMP on one thread each: on (100,000 x 8) blocks their worker threads cost more
+            # than they save (the monitor's products 8x the CPU time on a busy 2-core machine), and
+            # the second core is busy reading and formatting the neighbouring blocks
+            with threadpool_limits(limits=1):
+                write_csv_blocks(output_path, blocks())
             return report
         except TypingChanged as exc:  # rare: score again as the whole table reads
             kinds, id_choice = exc.kinds, exc.id_choice or id_choice
