@@ -49,13 +49,18 @@ def cli_train_usage(repeats: int, extra: list[str] | None = None,
 
 
 #: (stage, module, attribute): the library functions `custseg train` spends its time in, wrapped
-#: one by one by :func:`stage_profile`. A stage nested in another (K-Means inside the pipeline's
-#: fit) is subtracted from the outer one.
+#: one by one by :func:`stage_profile`. A stage nested in another (the members' K-Means inside the
+#: consensus) is subtracted from the outer one. scikit-learn's ``KMeans.fit`` is one function for
+#: every caller: its stage is named by :data:`KMEANS_STAGES` after the stage that calls it.
 STAGES = [
     ("loading (read, schema, checks)", "custseg.workflow", "load_tables"),
     ("preprocessing", "custseg.preprocessing", "CustomerPreprocessor.fit_transform"),
     ("autoencoder (fit)", "custseg.embedders.autoencoder", "AutoencoderEmbedder.fit"),
-    ("K-Means k=7, n_init 50", "custseg.pipeline", "KMeans.fit"),
+    ("autoencoder (fit)", "custseg.embedders.mixed", "MixedAutoencoderEmbedder.fit"),
+    (None, "custseg.pipeline", "KMeans.fit"),
+    ("members' K-Means (for Agreement)", "custseg.clustering", "batched_kmeans"),
+    ("consensus: matching, agreement", "custseg.clustering", "ConsensusKMeans.fit"),
+    ("latent features (transform)", "custseg.pipeline", "SegmentationPipeline.transform"),
     ("k scan 2..12 (K-Means + silhouettes)", "custseg.workflow", "select_k"),
     ("metrics", "custseg.workflow", "internal_metrics"),
     ("profiles and row tables", "custseg.workflow", "_profile"),
@@ -65,13 +70,19 @@ STAGES = [
     ("PCA map", "custseg.workflow", "pca_coordinates"),
     ("t-SNE map (second thread)", "custseg.workflow", "tsne_coordinates"),
     ("waiting for the second thread", "custseg.workflow", "_wait"),
-    ("figures", "custseg.workflow", "_draw"),
+    ("figures (while the second thread works)", "custseg.workflow", "_draw_early"),
+    ("figures (t-SNE map, k selection, monitoring)", "custseg.workflow", "_draw"),
     ("report and writing", "custseg.workflow", "write_training_outputs"),
 ]
 
+#: stage calling ``KMeans.fit`` (None: the pipeline's own) -> the stage its time is counted in;
+#: K-Means called from any other stage (the k scan) stays in that stage
+KMEANS_STAGES = {None: "K-Means k=7, n_init 50",
+                 "consensus: matching, agreement": "consensus K-Means (side-by-side latent)"}
 
-def stage_profile() -> list[tuple[str, float, float]]:
-    """(stage, wall s, CPU s of the thread that ran it) of one in-process `custseg train` run.
+
+def stage_profile(preset: str = "reference") -> list[tuple[str, float, float]]:
+    """(stage, wall s, CPU s of the thread that ran it) of one in-process `custseg train --preset` run.
 
     Imports are timed in a fresh process (`python -c "import custseg.cli, custseg.workflow"`);
     every other stage by wrapping the library function that does it.
@@ -89,10 +100,13 @@ def stage_profile() -> list[tuple[str, float, float]]:
 
     depth = threading.local()
 
-    def wrap(stage, fn):
+    def wrap(named, fn):
         @functools.wraps(fn)
         def timed(*args, **kwargs):
             outer = getattr(depth, "stack", [])
+            stage = named if named is not None else KMEANS_STAGES.get(outer[-1] if outer else None)
+            if stage is None:
+                return fn(*args, **kwargs)
             depth.stack = outer + [stage]
             w0, c0 = time.perf_counter(), time.thread_time()
             try:
@@ -117,7 +131,7 @@ def stage_profile() -> list[tuple[str, float, float]]:
             setattr(owner, name, wrap(stage, getattr(owner, name)))
     with tempfile.TemporaryDirectory() as tmp:
         w0, c0 = time.perf_counter(), time.process_time()
-        result = workflow.train(RunConfig())
+        result = workflow.train(RunConfig.from_preset(preset))
         workflow.write_training_outputs(result, f"{tmp}/models", f"{tmp}/results")
         total = (time.perf_counter() - w0, time.process_time() - c0)
     out = [(stage, w, c) for stage, (w, c) in rows.items()]
@@ -186,17 +200,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stages-only", action="store_true", help="only the per-stage table")
+    parser.add_argument("--preset", default="reference", help="the preset to train (default: reference)")
     args = parser.parse_args()
     os.chdir(REPO)
     print(f"Machine: {machine()}; load average before: {load_average()}\n")
     print("| stage | wall s | CPU s |")
     print("| --- | ---: | ---: |")
-    for stage, wall, cpu in stage_profile():
+    for stage, wall, cpu in stage_profile(args.preset):
         print(f"| {stage} | {wall:.2f} | {cpu:.2f} |")
     print(f"\nload average after: {load_average()}\n")
     if args.stages_only:
         return
-    usage = cli_train_usage(args.repeats)
+    usage = cli_train_usage(args.repeats, ["--preset", args.preset])
     walls, cpus = [u[0] for u in usage], [u[1] for u in usage]
     runs = walls
     ae1, ep1 = time_autoencoder(1)

@@ -16,6 +16,7 @@ SHIPPED_TEST = REPO / "data" / "raw" / "Test.csv"
 #: Settings small enough that a run on a few hundred rows takes about a second.
 FAST_TOML = """
 seed = 7
+preset = "reference"
 [autoencoder]
 max_epochs = 8
 patience = 4
@@ -36,8 +37,10 @@ dpi = 50
 
 def tiny_toml(seed: int | None = None, n_clusters: int = 3, k_max: int = 4) -> str:
     """Settings so small that a run on a few hundred rows trains in about two seconds."""
-    head = f"seed = {seed}\n\n" if seed is not None else ""
-    return head + f"""[autoencoder]
+    head = f"seed = {seed}\n" if seed is not None else ""
+    return head + f"""preset = "reference"
+
+[autoencoder]
 hidden_dims = [8]
 latent_dim = 3
 max_epochs = 3

@@ -173,7 +173,8 @@ def test_usage_errors_point_to_the_commands_help(argv, command, capsys):
     assert line.startswith("Error: ") and line.endswith(f"(see '{command} --help')")
 
 
-MIXED_TOML = FAST_TOML.replace("[autoencoder]\n", '[autoencoder]\nn_members = 4\nhidden_dims = [8]\nlatent_dim = 3\n')
+MIXED_TOML = FAST_TOML.replace('preset = "reference"', 'preset = "mixed"').replace(
+    "[autoencoder]\n", '[autoencoder]\nn_members = 4\nhidden_dims = [8]\nlatent_dim = 3\n')
 
 
 def test_train_mixed_preset_writes_agreement_and_says_which_preset_ran(tmp_path, customer_files, capsys):

@@ -38,10 +38,21 @@ def tables():
     return train, test, schema
 
 
+#: the ensembles of presets 'mixed' and 'guided', cut to a size that trains in a moment (every method is
+#: fitted six times per seed: on every row, then on each of five folds for the held-out scores)
+SMALL_ENSEMBLE = {"kind": "mixed", "n_members": 3, "hidden_dims": [8], "max_epochs": 3}
+
+
 @pytest.fixture(scope="module")
 def result(tables):
+    from custseg.config import PRESETS, preset_values
+
     train, test, schema = tables
-    return compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(1, 2), config=fast_config())
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("mixed", "guided"):
+            autoencoder = {**preset_values(name)["autoencoder"], **SMALL_ENSEMBLE}
+            patch.setitem(PRESETS, name, {"autoencoder": autoencoder})
+        return compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(1, 2), config=fast_config())
 
 
 # -- the reference space ---------------------------------------------------------------------------------
@@ -98,7 +109,8 @@ def test_metrics_are_in_range_and_present_where_they_apply(result):
     runs = result.runs
     clusterings = runs[runs["kind"] == "clustering"]
     for column in ("own_silhouette", "ref_silhouette", "ari", "nmi", "mapped_accuracy", "returning_accuracy",
-                   "stability_ari", "fit_seconds"):
+                   "held_out_nmi", "held_out_accuracy", "held_out_returning_accuracy", "stability_ari",
+                   "fit_seconds"):
         assert clusterings[column].notna().all(), column
     assert clusterings["ref_silhouette"].between(-1, 1).all()
     assert clusterings["mapped_accuracy"].between(0, 1).all()
@@ -109,6 +121,9 @@ def test_metrics_are_in_range_and_present_where_they_apply(result):
     assert (kmeans["ari"] > 0.8).all()
     assert (kmeans["stability_ari"] > 0.99).all()
     assert (ceiling["mapped_accuracy"] > 0.9).all()
+    assert (ceiling["held_out_accuracy"] == ceiling["mapped_accuracy"]).all()  # cross-validated already
+    # held out, the planted groups are still found: the held-out score measures the method, not the rows
+    assert (kmeans["held_out_accuracy"] > 0.9).all()
 
 
 def test_one_hot_kmeans_is_measured_in_the_reference_space(result):
@@ -227,3 +242,47 @@ def test_guided_ensemble_is_held_out_and_the_mixed_one_in_sample(result):
     scoring = result.summary.set_index("method")["scoring"]
     assert scoring["guided_ensemble"] == "held-out (5-fold)" and scoring["mixed_ensemble"] == "in-sample"
     assert METHODS["guided_ensemble"].uses_known_segments and not METHODS["mixed_ensemble"].uses_known_segments
+
+
+def test_unsupervised_methods_are_also_scored_on_held_out_folds(tables, monkeypatch):
+    """Every row gets the same 5-fold held-out columns; a method that cannot predict new rows scores chance there."""
+    from custseg.evaluation.methods import FittedClustering, Method
+
+    train, test, schema = tables
+    fits = []
+
+    def by_row_order(frame, schema, n_clusters, seed, config):
+        fits.append(len(frame))
+        # in-sample clusters that follow the segments' codes by accident of row order, nothing to predict with
+        codes = frame[schema.label_column].astype("category").cat.codes.to_numpy() if schema.label_column in \
+            frame else np.zeros(len(frame), dtype=int)
+        return FittedClustering(labels=codes, space=None, predict=lambda f: np.zeros(len(f), dtype=int))
+
+    monkeypatch.setitem(METHODS, "row_order", Method("row_order", "Row order", "none", by_row_order))
+    res = compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(1,), methods=["row_order"],
+                          supervised=False, config=fast_config())
+    row = res.runs.iloc[0]
+    assert row["scoring"] == "in-sample" and row["mapped_accuracy"] == pytest.approx(1.0)
+    assert fits == [N_TRAIN] + [N_TRAIN - N_TRAIN // 5] * 5
+    largest = train["Segment"].value_counts(normalize=True).iloc[0]
+    assert row["held_out_accuracy"] <= largest + 0.05 and row["held_out_nmi"] == pytest.approx(0.0, abs=1e-9)
+    assert "Held-out accuracy" in comparison_markdown(res)
+
+    fits.clear()
+    quick = compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(1,), methods=["row_order"],
+                            supervised=False, config=fast_config(), held_out_folds=False)
+    assert fits == [N_TRAIN] and np.isnan(quick.runs.iloc[0]["held_out_accuracy"])
+    monkeypatch.setitem(METHODS, "row_order", Method("row_order", "Row order", "none", by_row_order,
+                                                     uses_known_segments=True))
+    fits.clear()
+    learned = compare_methods(train, schema, n_clusters=3, seeds=(1,), methods=["row_order"], supervised=False,
+                              config=fast_config(), held_out_folds=False)
+    # a method that learns the segments has no other honest score: it stays held-out
+    assert len(fits) == 6 and learned.runs.iloc[0]["held_out_accuracy"] == learned.runs.iloc[0]["mapped_accuracy"]
+
+
+def test_the_reference_autoencoder_method_stays_the_reference_design_under_the_mixed_preset(tables):
+    train, _, schema = tables
+    mixed = RunConfig.from_preset("mixed")
+    fitted = METHODS["autoencoder_kmeans"].fit(train, schema, 3, 1, mixed)
+    assert fitted.space.shape == (N_TRAIN, RunConfig.from_preset("reference").autoencoder.latent_dim)

@@ -154,7 +154,12 @@ def test_the_mixed_and_guided_presets_hold_the_measured_ensembles():
         ("mse", 0.005, 256, 0.0)
     guided = RunConfig.from_preset("guided").autoencoder
     assert guided.kind == "mixed" and guided.hidden_dims == (64, 32) and guided.guidance_weight == GUIDANCE_WEIGHT
-    # the default stays the reference design (the mixed ensemble misses the targets)
+    # a run that names no preset gets the mixed ensemble; RunConfig() is the base every preset is laid over
+    from custseg.config import DEFAULT_PRESET, run_config
+
+    assert DEFAULT_PRESET == "mixed"
+    for cfg in (RunConfig.from_preset(), RunConfig.from_dict({}), run_config()):
+        assert cfg.preset == "mixed" and cfg.autoencoder == RunConfig.from_preset("mixed").autoencoder
     assert RunConfig().preset == "reference" and RunConfig().autoencoder.kind == "reference"
 
 
@@ -178,6 +183,6 @@ def test_run_config_lays_preset_guided_and_overrides_together(tmp_path):
 
 def test_ensemble_settings_on_the_reference_design_are_refused():
     with pytest.raises(ConfigError, match="autoencoder.n_members applies to the mixed-type autoencoder only"):
-        RunConfig.from_dict({"autoencoder": {"n_members": 3}})
+        RunConfig.from_dict({"preset": "reference", "autoencoder": {"n_members": 3}})
     with pytest.raises(ConfigError, match="autoencoder.kind"):
         RunConfig.from_dict({"autoencoder": {"kind": "deep"}})

@@ -17,7 +17,7 @@ from custseg.exceptions import DataError, ModelFormatError
 from custseg.report.html import REPORT_SECTIONS, render_report
 from custseg.workflow import load_run, rebuild_report, render_run_report, train, write_training_outputs
 
-TINY = {"seed": 3, "autoencoder": {"hidden_dims": [8], "latent_dim": 3, "max_epochs": 4, "batch_size": 64},
+TINY = {"seed": 3, "preset": "reference", "autoencoder": {"hidden_dims": [8], "latent_dim": 3, "max_epochs": 4, "batch_size": 64},
         "clustering": {"n_clusters": 3, "n_init": 2}, "k_selection": {"k_max": 5, "n_init": 1},
         "plots": {"tsne_max_points": 80, "dpi": 40}}
 

@@ -339,6 +339,16 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
     def _standardized(self, X: np.ndarray) -> np.ndarray:
         return (self._blocks(X) - self.block_mean_[:, None]) / self.block_scale_[:, None]
 
+    def consensus_space(self, X) -> np.ndarray:
+        """Rows in the space of the latent consensus: every member's standardized block side by side.
+
+        Shape ``(n_rows, n_features)``; the squared distance there is the sum of the squared
+        distances in the members' standardized spaces.
+        """
+        check_is_fitted(self, "block_mean_")
+        X = validate_data(self, X, dtype="float64", reset=False)
+        return self._standardized(X).transpose(1, 0, 2).reshape(len(X), -1)
+
     def fit(self, X, y=None) -> "ConsensusKMeans":
         for name in ("n_clusters", "n_members", "member_n_init", "n_init", "max_iter"):
             value = getattr(self, name)

@@ -1,7 +1,7 @@
 """Validated settings for a custseg run, read from TOML, built on a named preset.
 
 A :class:`RunConfig` groups every setting of ``custseg train``. It starts from a
-*preset* (:data:`PRESETS`; ``reference``, the reference design, by default), then a
+*preset* (:data:`PRESETS`; :data:`DEFAULT_PRESET`, ``mixed``, when none is named), then a
 TOML file (:func:`load_config`) and the command line (:meth:`RunConfig.with_overrides`)
 are laid over it. Every value is checked once, here, by pydantic: types, finite
 numbers, ranges. An unknown key is reported with a "did you mean" hint, the way skorch
@@ -11,9 +11,11 @@ and the setting.
 Example
 -------
 >>> from custseg.config import RunConfig
->>> cfg = RunConfig()
->>> cfg.autoencoder.hidden_dims, cfg.autoencoder.latent_dim, cfg.clustering.n_clusters
-((16, 12), 8, 7)
+>>> cfg = RunConfig.from_preset()  # the default preset, 'mixed'
+>>> cfg.preset, cfg.autoencoder.kind, cfg.autoencoder.n_members, cfg.clustering.n_clusters
+('mixed', 'mixed', 40, 7)
+>>> RunConfig.from_preset("reference").autoencoder.hidden_dims  # the reference design
+(16, 12)
 >>> cfg.with_overrides(n_clusters=4).clustering.n_clusters
 4
 """
@@ -43,6 +45,7 @@ __all__ = [
     "RunConfig",
     "PRESETS",
     "register_preset",
+    "DEFAULT_PRESET",
     "run_config",
     "GUIDANCE_WEIGHT",
     "preset_values",
@@ -198,7 +201,12 @@ class MonitoringConfig(_Settings):
 
 
 class RunConfig(_Settings):
-    """Every setting of ``custseg train``."""
+    """Every setting of ``custseg train``.
+
+    ``RunConfig()`` holds the base values every preset is laid over: the reference design,
+    preset ``reference``. A run that names no preset (the command line, a config file
+    without ``preset``, :meth:`from_dict`, :meth:`from_preset`) gets :data:`DEFAULT_PRESET`.
+    """
 
     model_config = _section("settings")
 
@@ -222,8 +230,9 @@ class RunConfig(_Settings):
         return value
 
     @classmethod
-    def from_preset(cls, name: str = "reference") -> "RunConfig":
-        """The settings of preset ``name`` (see :data:`PRESETS`)."""
+    def from_preset(cls, name: str | None = None) -> "RunConfig":
+        """The settings of preset ``name`` (see :data:`PRESETS`; :data:`DEFAULT_PRESET` if None)."""
+        name = DEFAULT_PRESET if name is None else name
         return cls.from_dict({"preset": name}, source=f"preset {name!r}")
 
     def validate(self) -> "RunConfig":  # type: ignore[override]  # pydantic v1's classmethod name
@@ -247,7 +256,7 @@ class RunConfig(_Settings):
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: the settings must be a table, got {values!r}")
         _check_keys(cls, values, source, prefix="")
-        preset = values.get("preset", "reference")
+        preset = values.get("preset", DEFAULT_PRESET)
         base = preset_values(preset, source)
         return _validated(cls, _merge(base, values), source)
 
@@ -332,6 +341,12 @@ def _packaged_presets() -> dict[str, Any]:
     return {entry.name[:-5]: entry for entry in folder.iterdir() if entry.name.endswith(".toml")}
 
 
+#: The preset of a run that names none: the mixed-type autoencoder ensemble with consensus K-Means, the
+#: best autoencoder-based method without the known segments that ``custseg compare`` measures on the
+#: shipped data (see the README's "Does the autoencoder help?"). ``preset = "reference"`` (``--preset
+#: reference``) is the reference design, unchanged.
+DEFAULT_PRESET = "mixed"
+
 #: name -> settings laid under a config (a dict, or a packaged TOML file read on first use).
 #: Extend with :func:`register_preset`.
 PRESETS: dict[str, Any] = _packaged_presets()
@@ -383,7 +398,7 @@ def run_config(path: str | os.PathLike | None = None, *, preset: str | None = No
         TOML file of settings (see :func:`load_config`).
     preset : str, optional
         The preset the settings are laid over; the file's ``preset``, else ``"guided"`` when
-        ``guided`` and no file is given, else ``"reference"``.
+        ``guided`` and no file is given, else :data:`DEFAULT_PRESET`.
     guided : bool
         Turn guidance by the known segments on: ``autoencoder.guidance_weight`` becomes
         :data:`GUIDANCE_WEIGHT` unless the settings already give a weight. Needs the mixed-type
@@ -399,7 +414,7 @@ def run_config(path: str | os.PathLike | None = None, *, preset: str | None = No
     if path is not None:
         base = load_config(path, preset)
     else:
-        base = RunConfig.from_preset(preset or ("guided" if guided else "reference"))
+        base = RunConfig.from_preset(preset or ("guided" if guided else DEFAULT_PRESET))
     if guided:
         if base.autoencoder.kind != "mixed":
             raise ConfigError(f"--guided needs the mixed-type autoencoder, but preset {base.preset!r} is the "
@@ -411,7 +426,7 @@ def run_config(path: str | os.PathLike | None = None, *, preset: str | None = No
 
 # -- reading ------------------------------------------------------------------------------------------------
 def load_config(path: str | os.PathLike, preset: str | None = None) -> RunConfig:
-    """Read a TOML file of settings over its preset (``preset = "..."``; the reference design if absent).
+    """Read a TOML file of settings over its preset (``preset = "..."``; :data:`DEFAULT_PRESET` if absent).
 
     ``preset``, if given, is the preset the file's settings are laid over (as ``--preset``
     does); a file naming another preset contradicts it.

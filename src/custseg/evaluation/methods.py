@@ -266,7 +266,10 @@ def build_pipeline(config: RunConfig, schema: Schema) -> SegmentationPipeline:
 
 
 def _fit_autoencoder(frame, schema, n_clusters, seed, config) -> FittedClustering:
-    config = config.model_copy(deep=True)
+    # the reference design: the config's own autoencoder if it is one, else preset 'reference''s
+    autoencoder = config.autoencoder if config.autoencoder.kind == "reference" else \
+        RunConfig.from_preset("reference").autoencoder
+    config = config.model_copy(deep=True, update={"autoencoder": autoencoder})
     config.seed = seed
     config.clustering.n_clusters = n_clusters
     y = None
