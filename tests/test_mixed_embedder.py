@@ -6,7 +6,6 @@ import json
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone

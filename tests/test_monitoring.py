@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SHIPPED_TRAIN
 from custseg.exceptions import ConfigError, NotFittedError
-from custseg.monitoring import (NoveltyDetector, NoveltySummary, SoftAssigner, expected_calibration_error,
+from custseg.monitoring import (NoveltyDetector, SoftAssigner, expected_calibration_error,
                                 reliability_table)
 
 

@@ -30,7 +30,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,8 @@ from .io.reading import read_table, table_from_frame
 from .persistence import MANIFEST, LoadedModel, load_model
 from .profiling import SegmentProfile, cramers_v
 from .schema import Schema, category_text
-from .workflow import FLOAT_FORMAT, predict_table
+from .io.writing import FLOAT_FORMAT
+from .workflow import predict_table
 
 __all__ = ["score_dask", "score_files", "profile_dask", "predict_dask", "DaskPredictResult", "model_digest",
            "QUANTILES_APPROXIMATE"]

@@ -43,7 +43,8 @@ from .io.atomic import merge_into, staging_dir
 from .io.reading import LoadedTable, read_table
 from .persistence import MANIFEST, LoadedModel, load_model
 from .schema import Schema, category_text
-from .workflow import FLOAT_FORMAT, PredictResult, _check_ids, prediction_ids
+from .io.writing import FLOAT_FORMAT
+from .workflow import PredictResult, _check_ids, prediction_ids
 
 __all__ = ["export_onnx", "ExportResult", "OnnxSegmenter", "predict_onnx_file", "OPSET", "ML_OPSET"]
 

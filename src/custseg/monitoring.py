@@ -58,7 +58,7 @@ dicts out, no files, no printing), with fitted state as plain JSON (``to_dict`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd

@@ -41,7 +41,8 @@ from ._version import __version__
 from .exceptions import ConfigError, CustsegError, DataError
 from .io.reading import read_table_bytes, table_from_frame
 from .persistence import MANIFEST, LoadedModel, load_model
-from .workflow import FLOAT_FORMAT, predict_table
+from .io.writing import FLOAT_FORMAT
+from .workflow import predict_table
 
 __all__ = ["create_app", "serve", "DEFAULT_MAX_BODY_BYTES"]
 

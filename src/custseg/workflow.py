@@ -40,11 +40,11 @@ from .evaluation.methods import build_pipeline
 from .evaluation.metrics import external_metrics, internal_metrics
 from .evaluation.selection import MIN_STABILITY, KSelection, select_k
 from .exceptions import ConfigError, DataError
-from .io.atomic import check_output_file, merge_into, recover, staging_dir
+from .io.atomic import check_output_file, recover
 from .io.chunks import CHUNK_ROWS, TableStream, read_ahead, read_table_in_blocks
 from .io.datasets import resolve_default_path
 from .io.reading import LoadedTable, missing_report, read_table
-from .io.writing import FLOAT_FORMAT, csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
+from .io.writing import csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
 from .monitoring import (DRIFT_COLUMNS, CustomerMonitor, DriftReport, NoveltySummary, classifier_two_sample_test,
                          confidence_by_segment, drift_markdown, drift_report, extreme_customers)
 from .persistence import load_model, model_files
