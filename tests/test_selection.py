@@ -169,3 +169,19 @@ def test_select_k_command_rejects_an_empty_range(tmp_path, customer_files, capsy
     err = capsys.readouterr().err
     assert err.startswith("Error: --max must be an int >= 5 (--min). Got 3 instead.")
     assert not (tmp_path / "results").exists()
+
+
+def test_k_selection_figure_title_stays_inside_the_figure():
+    """A long space name (an ensemble's consensus space) is wrapped, not cut off at both sides."""
+    from custseg.report import plots
+
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    selection = select_k(X, range(2, 5), n_resamples=1, n_init=2)
+    selection.settings.update(space="the principal components of the ensemble's consensus space (standardized "
+                                    "members' latent features side by side)", n_rows=8068, n_features=12)
+    axes = plots.plot_k_selection(selection, chosen_k=3)
+    fig = axes[0].figure
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.width, (title, fig.bbox.width)
+    plots.render_png(axes, 50)  # closes the figure

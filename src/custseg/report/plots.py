@@ -11,6 +11,7 @@ same colour in every figure, and legends are categorical with the cluster's name
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -182,9 +183,11 @@ def plot_k_selection(selection: "KSelection", chosen_k: int | None = None, axes=
     ax_stab.legend(frameon=False, loc="lower left")
     if made:
         settings = selection.settings
-        fig.suptitle(f"Choosing k on {settings.get('space', 'the features')} "
-                     f"({settings.get('n_rows', '?'):,} customers, {settings.get('n_features', '?')} dimensions)"
-                     if isinstance(settings.get("n_rows"), int) else "Choosing k")
+        # wrapped: an ensemble's space has a long name, which would run off both sides of the figure
+        fig.suptitle(textwrap.fill(
+            f"Choosing k on {settings.get('space', 'the features')} "
+            f"({settings.get('n_rows', '?'):,} customers, {settings.get('n_features', '?')} dimensions)", 110)
+            if isinstance(settings.get("n_rows"), int) else "Choosing k")
         fig.tight_layout()
     return axes[:4]
 
