@@ -22,7 +22,7 @@ pytest.importorskip("uvicorn")
 
 from conftest import REPO, SHIPPED_TEST, SHIPPED_TRAIN, make_customers, tiny_toml, train_tiny_model  # noqa: E402
 from custseg.cli import main  # noqa: E402
-from custseg.workflow import FLOAT_FORMAT  # noqa: E402
+from custseg.io.writing import FLOAT_FORMAT  # noqa: E402
 
 LIMIT_MB = 0.25  # small, so an oversized body is quick to send
 

@@ -18,9 +18,9 @@ from custseg.cli import main
 from custseg.exceptions import DataError, SchemaError
 from custseg.io.chunks import TableStream, read_table_in_blocks
 from custseg.io.reading import read_table
-from custseg.io.writing import csv_rows, format_general
+from custseg.io.writing import FLOAT_FORMAT, csv_rows, format_general
 from custseg.persistence import load_model
-from custseg.workflow import FLOAT_FORMAT, predict_file, predict_table, score_chunks
+from custseg.workflow import predict_file, predict_table, score_chunks
 
 from conftest import SHIPPED_TEST, SHIPPED_TRAIN, make_customers, tiny_toml
 
