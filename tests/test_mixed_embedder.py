@@ -200,3 +200,15 @@ def test_shipped_shape_other_table(tmp_path):
     emb = MixedAutoencoderEmbedder(hidden_dims=(8,), latent_dim=2, max_epochs=2, random_state=0).fit(frame)
     assert emb.encoder_.blocks_["numeric"] == 0
     assert emb.transform(frame).shape == (120, 2)
+
+
+def test_progress_gets_every_epoch_as_the_history_records_it(customers):
+    """`custseg train`'s progress bar follows the ensemble's epochs (it stood at 0 of 10 before)."""
+    seen = []
+    embedder = small(max_epochs=3, n_members=2, random_state=0).fit(customers.drop(columns=["ID", "Segment"]),
+                                                                   progress=seen.append)
+    assert [r["epoch"] for r in seen] == [1, 2, 3]
+    assert [r["loss"] for r in seen] == embedder.history_["loss"].tolist()
+    # the same fit without a callback learns the same weights
+    again = small(max_epochs=3, n_members=2, random_state=0).fit(customers.drop(columns=["ID", "Segment"]))
+    assert again.history_.equals(embedder.history_)

@@ -368,8 +368,10 @@ class _EpochProgress:
 
     def update(self, record: dict) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=record["epoch"],
-                            losses=f"loss {record['loss']:.4f}  val_loss {record['val_loss']:.4f}  lr {record['lr']:.2g}")
+            # the reference autoencoder reports val_loss and lr; the mixed ensemble the members' mean loss
+            shown = [f"{key} {record[key]:{fmt}}" for key, fmt in (("loss", ".4f"), ("val_loss", ".4f"), ("lr", ".2g"))
+                     if key in record]
+            self.bar.update(self.task, completed=record["epoch"], losses="  ".join(shown))
 
     def echo(self, message: str) -> None:
         self.close()

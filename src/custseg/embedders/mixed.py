@@ -422,7 +422,7 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
                             ensure_min_samples=2 if reset else 1)
         return pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])])
 
-    def fit(self, X, y=None) -> "MixedAutoencoderEmbedder":
+    def fit(self, X, y=None, progress=None) -> "MixedAutoencoderEmbedder":
         """Train on a customer table (or a numeric array).
 
         Parameters
@@ -431,6 +431,9 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         y : array-like, optional
             Known segments, used only when ``guidance_weight > 0``; missing values (None,
             NaN) mark rows without a known segment.
+        progress : callable, optional
+            Called after every epoch with its history record (epoch, loss, reconstruction,
+            guidance; the members' mean).
         """
         self._validate_params()
         table = self._as_table(X, reset=True)
@@ -453,7 +456,7 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
             torch.manual_seed(seed)
             module = BatchedAutoencoder(self.n_members, x.shape[1], tuple(int(h) for h in self.hidden_dims),
                                         int(self.latent_dim), 0 if self.classes_ is None else len(self.classes_))
-            history = self._train(module, x, targets)
+            history = self._train(module, x, targets, progress)
         module.eval()
         self.module_ = module
         self.history_ = pd.DataFrame(history, columns=MIXED_HISTORY_COLUMNS)
@@ -474,7 +477,8 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         codes = np.where(known, text.map(lookup).fillna(-1).to_numpy(), -1).astype("int64")
         return torch.from_numpy(codes), classes
 
-    def _train(self, module: BatchedAutoencoder, x: torch.Tensor, targets: torch.Tensor | None) -> list[dict]:
+    def _train(self, module: BatchedAutoencoder, x: torch.Tensor, targets: torch.Tensor | None,
+               progress=None) -> list[dict]:
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
         blocks = self.encoder_.blocks_
         n, bs, members = len(x), int(self.batch_size), self.n_members
@@ -509,6 +513,8 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
                 sums["reconstruction"] += w * float(recon.detach().mean())
                 sums["guidance"] += w * float(guide.detach().mean())
             history.append({"epoch": epoch, **sums})
+            if progress is not None:
+                progress(dict(history[-1]))
         return history
 
     # -- using it ----------------------------------------------------------------------------------------------
