@@ -1,7 +1,7 @@
 """Held-out calibration and novelty rates on the shipped data (the README's figures).
 
 For each split seed, a quarter of Train.csv (stratified by segment) is held out; the
-reference pipeline, the soft assignment and the novelty detector are fitted on the rest.
+reference pipeline and its monitor (soft assignment, novelty) are fitted on the rest.
 Prints the expected calibration error of Segment_Probability and the share of clean
 held-out customers flagged Unusual::
 
@@ -13,43 +13,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from sklearn.model_selection import train_test_split
 
 from custseg.config import RunConfig
 from custseg.io.reading import read_table
-from custseg.monitoring import NoveltyDetector, SoftAssigner, expected_calibration_error
+from custseg.monitoring import expected_calibration_error
 from custseg.schema import infer_schema
-from custseg.workflow import build_pipeline
+from custseg.workflow import build_pipeline, fit_monitor, score_frame
 
 SHIPPED_TRAIN = Path(__file__).resolve().parents[1] / "data" / "raw" / "Train.csv"
 
 
 def held_out_rates(split_seed: int) -> tuple[float, float]:
-    """(expected calibration error, share flagged Unusual) on the held-out quarter of one split."""
+    """(expected calibration error, share flagged Unusual) on the held-out quarter of one split.
+
+    The pipeline and its monitor are fitted as ``custseg train`` fits them; the held-out
+    rows are scored as ``custseg predict`` scores them.
+    """
     table = read_table(SHIPPED_TRAIN)
     schema = infer_schema(table.frame, integer_columns=table.integer_columns)
     fit_rows, held_out = train_test_split(table.frame, test_size=0.25, random_state=split_seed,
                                           stratify=table.frame["Segmentation"])
     pipe = build_pipeline(RunConfig(), schema).fit(fit_rows, fit_rows["Segmentation"])
-
-    def parts(frame):
-        features = pipe.preprocessor_.transform(frame)
-        latent = pipe.embedder_.transform(features)
-        sq = ((latent[:, None, :] - pipe.cluster_centers_[None]) ** 2).sum(-1)
-        return latent, pipe.embedder_.reconstruction_error(features), sq.min(axis=1), sq.argmin(axis=1)
-
-    latent, error, dist, clusters = parts(fit_rows)
-    soft = SoftAssigner().fit(latent, clusters, pipe.cluster_centers_, fit_rows["Segmentation"], pipe.mapping_)
-    novelty = NoveltyDetector(numeric=schema.names("numeric"),
-                              categorical=schema.names("categorical") + schema.names("ordinal"))
-    novelty.fit(fit_rows[schema.feature_columns], error, dist)
-    latent, error, dist, clusters = parts(held_out)
-    scored = soft.score(latent, clusters)
-    correct = np.array([pipe.mapping_[c] for c in clusters]) == held_out["Segmentation"].to_numpy()
-    ece = expected_calibration_error(scored["Segment_Probability"], correct)
-    unusual = novelty.score(held_out[schema.feature_columns], error, dist)[0]["Unusual"].mean()
-    return float(ece), float(unusual)
+    monitor = fit_monitor(pipe, schema, fit_rows, fit_rows["Segmentation"])
+    scored, _ = score_frame(pipe, held_out, monitor)
+    correct = (scored["Predicted_Segment"] == held_out["Segmentation"]).to_numpy()
+    ece = expected_calibration_error(scored["Segment_Probability"].to_numpy(), correct)
+    return float(ece), float(scored["Unusual"].mean())
 
 
 def main() -> None:
