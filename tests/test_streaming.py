@@ -64,6 +64,19 @@ def new_customers(n: int = 90, seed: int = 5) -> pd.DataFrame:
     return make_customers(n, seed=seed, start_id=5000).drop(columns="Segment")
 
 
+def awkward_cells(table: pd.DataFrame, variant: str, quoted: str) -> None:
+    """The cell-level variants both awkward-table tests share, applied to ``table`` in place."""
+    if variant == "missing":
+        table.loc[::4, "Age"] = np.nan
+        table.loc[1::5, "Profession"] = np.nan
+    if variant == "quoted":
+        table["Profession"] = table["Profession"].str.replace("Artist", quoted)
+    if variant == "multiline":
+        table["Profession"] = table["Profession"].str.replace("Doctor", "Doc\ntor")
+    if variant == "spaces":
+        table["Gender"] = " " + table["Gender"] + " "
+
+
 # -- the same bytes ----------------------------------------------------------------------------------
 def test_shipped_test_table_streams_like_whole(tmp_path):
     # a model trained on the shipped data's columns, then the shipped Test.csv in blocks of 97 rows
@@ -83,15 +96,7 @@ def test_shipped_test_table_streams_like_whole(tmp_path):
 def test_awkward_tables_stream_like_whole(models, tmp_path, variant):
     table = new_customers()
     path = tmp_path / "new.csv"
-    if variant == "missing":
-        table.loc[::4, "Age"] = np.nan
-        table.loc[1::5, "Profession"] = np.nan
-    if variant == "quoted":
-        table["Profession"] = table["Profession"].str.replace("Artist", "Artist, painter")
-    if variant == "multiline":
-        table["Profession"] = table["Profession"].str.replace("Doctor", "Doc\ntor")
-    if variant == "spaces":
-        table["Gender"] = " " + table["Gender"] + " "
+    awkward_cells(table, variant, quoted="Artist, painter")
     if variant == "parquet":
         path = tmp_path / "new.parquet"
         table.to_parquet(path)
@@ -131,15 +136,7 @@ def test_training_table_read_in_blocks_like_read_table(tmp_path, variant):
     table = make_customers(60, seed=3, start_id=7000)
     table["Age"] = table["Age"].round()
     path = tmp_path / "train.csv"
-    if variant == "missing":
-        table.loc[::4, "Age"] = np.nan
-        table.loc[1::5, "Profession"] = np.nan
-    if variant == "quoted":
-        table["Profession"] = table["Profession"].str.replace("Artist", 'Artist, "painter"')
-    if variant == "multiline":
-        table["Profession"] = table["Profession"].str.replace("Doctor", "Doc\ntor")
-    if variant == "spaces":
-        table["Gender"] = " " + table["Gender"] + " "
+    awkward_cells(table, variant, quoted='Artist, "painter"')
     if variant == "codes":
         table["ID"] = [f"{i:07d}" for i in range(len(table))]
     sep = ";" if variant == "decimal_commas" else ","
