@@ -62,6 +62,17 @@ def two_runs(tmp_path_factory):
     return refs
 
 
+def _start_new_run(old_work: Path, tmp_path: Path, swap_delay: float) -> tuple[Path, subprocess.Popen]:
+    """A copy of the old run's folder, and the new run (seed 5) started there as a subprocess."""
+    work = tmp_path / "w"
+    shutil.copytree(old_work, work)
+    (work / "tiny.toml").write_text(tiny_toml(seed=5), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "CUSTSEG_SWAP_DELAY": str(swap_delay)}
+    proc = subprocess.Popen(_train_cmd(Path("train.csv"), Path("tiny.toml")), cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return work, proc
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", ["training", "journal+0.0", "journal+0.5", "journal+1.5", "journal+3.5",
                                         "finished"])
@@ -69,12 +80,7 @@ def test_kill_minus_nine_leaves_old_and_old_or_new_and_new(kill_after, two_runs,
     old_work, old_id = two_runs[3]
     _, new_id = two_runs[5]
     assert old_id != new_id
-    work = tmp_path / "w"
-    shutil.copytree(old_work, work)
-    (work / "tiny.toml").write_text(tiny_toml(seed=5), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "CUSTSEG_SWAP_DELAY": "0.25"}
-    proc = subprocess.Popen(_train_cmd(Path("train.csv"), Path("tiny.toml")), cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work, proc = _start_new_run(old_work, tmp_path, swap_delay=0.25)
     journal = work / ".models.journal.json"
     deadline = time.monotonic() + 120
     if kill_after == "training":
@@ -106,12 +112,7 @@ def test_interrupted_commit_is_completed_by_the_next_train(two_runs, tmp_path):
     """A kill right after the commit point, then a new run: it starts from new+new, not a mix."""
     old_work, _ = two_runs[3]
     _, new_id = two_runs[5]
-    work = tmp_path / "w"
-    shutil.copytree(old_work, work)
-    (work / "tiny.toml").write_text(tiny_toml(seed=5), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "CUSTSEG_SWAP_DELAY": "0.3"}
-    proc = subprocess.Popen(_train_cmd(Path("train.csv"), Path("tiny.toml")), cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work, proc = _start_new_run(old_work, tmp_path, swap_delay=0.3)
     journal = work / ".models.journal.json"
     deadline = time.monotonic() + 120
     while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
