@@ -43,15 +43,20 @@ def tables():
 SMALL_ENSEMBLE = {"kind": "mixed", "n_members": 3, "hidden_dims": [8], "max_epochs": 3}
 
 
-@pytest.fixture(scope="module")
-def result(tables):
+def small_ensembles(patch: pytest.MonkeyPatch) -> None:
+    """Presets 'mixed' and 'guided' with :data:`SMALL_ENSEMBLE`'s sizes, their other settings kept."""
     from custseg.config import PRESETS, preset_values
 
+    for name in ("mixed", "guided"):
+        autoencoder = {**preset_values(name)["autoencoder"], **SMALL_ENSEMBLE}
+        patch.setitem(PRESETS, name, {"autoencoder": autoencoder})
+
+
+@pytest.fixture(scope="module")
+def result(tables):
     train, test, schema = tables
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("mixed", "guided"):
-            autoencoder = {**preset_values(name)["autoencoder"], **SMALL_ENSEMBLE}
-            patch.setitem(PRESETS, name, {"autoencoder": autoencoder})
+        small_ensembles(patch)
         return compare_methods(train, schema, test_frame=test, n_clusters=3, seeds=(1, 2), config=fast_config())
 
 
@@ -185,7 +190,9 @@ def test_written_files(result, tmp_path):
 
 # -- the command -----------------------------------------------------------------------------------------
 @pytest.mark.slow  # every method, two seeds, through the command line
-def test_compare_command(tmp_path, customer_files, fast_config, capsys):
+def test_compare_command(tmp_path, customer_files, fast_config, capsys, monkeypatch):
+    # the command's wiring is checked here, the full-size ensembles' cost bought nothing (24 of 26 CPU-s)
+    small_ensembles(monkeypatch)
     train, new = customer_files
     output = tmp_path / "results" / "comparison.csv"
     code = main(["compare", "--train", str(train), "--test", str(new), "--config", str(fast_config),
