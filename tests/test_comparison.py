@@ -191,7 +191,7 @@ def test_written_files(result, tmp_path):
 # -- the command -----------------------------------------------------------------------------------------
 @pytest.mark.slow  # every method, two seeds, through the command line
 def test_compare_command(tmp_path, customer_files, fast_config, capsys, monkeypatch):
-    # the command's wiring is checked here, the full-size ensembles' cost bought nothing (24 of 26 CPU-s)
+    # the command's wiring is checked here; the full-size ensembles only made it slower (24 -> 17 CPU-s)
     small_ensembles(monkeypatch)
     train, new = customer_files
     output = tmp_path / "results" / "comparison.csv"
