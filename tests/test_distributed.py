@@ -28,7 +28,10 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+    # one worker process: the model and the partitions still cross a process boundary (pickled to the
+    # worker); two workers are what the command starts itself, checked in the test that runs it without
+    # --scheduler. Each worker process pays its own imports of torch, scikit-learn and pandas.
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
             Client(lc) as client:
         yield client
 
