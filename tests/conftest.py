@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +170,8 @@ class Trained:
     config: Path
     train_csv: Path
     test_csv: Path
+    #: what the run printed on stderr, runs of whitespace made single spaces
+    err: str = ""
 
 
 def train_tiny(work: Path, settings: str, income_gaps: bool = False) -> Trained:
@@ -181,6 +185,10 @@ def train_tiny(work: Path, settings: str, income_gaps: bool = False) -> Trained:
     customer_table(40, seed=1, label=False, income_gaps=income_gaps).assign(
         ID=lambda d: d["ID"] + 1000).to_csv(test_csv, index=False)
     t = Trained(work, work / "models", work / "results", config, train_csv, test_csv)
-    assert main(["train", "--train", str(train_csv), "--test", str(test_csv), "--config", str(config),
-                 "--models-dir", str(t.models), "--results-dir", str(t.results), "-q"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        code = main(["train", "--train", str(train_csv), "--test", str(test_csv), "--config", str(config),
+                     "--models-dir", str(t.models), "--results-dir", str(t.results), "-q"])
+    assert code == 0, printed.getvalue()
+    t.err = " ".join(printed.getvalue().split())
     return t
