@@ -139,13 +139,20 @@ def test_awkward_records_score_as_the_cli_does(server, trained, tmp_path):
     _assert_answer_is_the_cli_output(client.post("/predict", json=records), tmp_path / "pred.csv")
 
 
+#: the default preset (the mixed-type ensemble with consensus clustering), made small
+TINY_MIXED = tiny_toml(seed=3, n_clusters=4).replace('preset = "reference"', 'preset = "mixed"').replace(
+    "hidden_dims = [8]", "n_members = 5\nhidden_dims = [8]")
+
+
 @pytest.mark.slow
-def test_every_shipped_test_customer_scores_as_the_cli_does(tmp_path):
+@pytest.mark.parametrize("settings", [tiny_toml(seed=3, n_clusters=4), TINY_MIXED], ids=["reference", "mixed"])
+def test_every_shipped_test_customer_scores_as_the_cli_does(tmp_path, settings):
     # a model of the shipped table's columns (tiny settings, 800 of its customers), all 2,627 customers of
-    # Test.csv in one request and the first 30 one by one: the CLI's output, cell for cell
+    # Test.csv in one request and the first 30 one by one: the CLI's output, cell for cell (both presets:
+    # the service scores with one thread per request and the encodings' own arithmetic)
     train = pd.read_csv(SHIPPED_TRAIN).sample(800, random_state=0)
     train.to_csv(tmp_path / "train.csv", index=False)
-    (tmp_path / "tiny.toml").write_text(tiny_toml(seed=3, n_clusters=4), encoding="utf-8")
+    (tmp_path / "tiny.toml").write_text(settings, encoding="utf-8")
     assert main(["train", "--train", str(tmp_path / "train.csv"), "--config", str(tmp_path / "tiny.toml"),
                  "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"),
                  "--quiet"]) == 0
@@ -155,10 +162,18 @@ def test_every_shipped_test_customer_scores_as_the_cli_does(tmp_path):
     with _running_server(tmp_path / "models", max_body_mb=8) as (client, _):
         _assert_answer_is_the_cli_output(client.post("/predict", json=records), tmp_path / "pred.csv")
         expected = pd.read_csv(tmp_path / "pred.csv", dtype=str, keep_default_na=False)
-        for i in range(30):
+        # the reference network gives a customer the same numbers alone as in the whole table; the mixed
+        # ensemble's float32 batched products round differently for 1 row than for 2,627 (last printed
+        # digit of a few cells, in custseg predict too), so there a record is compared with the CLI's
+        # answer for the same record alone
+        for i in range(30 if settings != TINY_MIXED else 0):
             got = client.post("/predict", json=records[i])
             assert got.status_code == 200, got.text
             assert [_as_cli_text(v) for v in got.json()[0].values()] == expected.iloc[i].tolist()
+        for i in (0, 7, 29):
+            (tmp_path / f"one{i}").mkdir()
+            assert _cli_predict(tmp_path, test.iloc[[i]], tmp_path / f"one{i}")[0] == 0
+            _assert_answer_is_the_cli_output(client.post("/predict", json=records[i]), tmp_path / f"one{i}" / "pred.csv")
 
 
 def test_csv_upload_streams_back_what_the_cli_writes(server, trained, tmp_path):
