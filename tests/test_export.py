@@ -91,3 +91,84 @@ def test_runtime_onnx_with_a_model_folder_says_how_to_export(exported, tmp_path,
                  "--output", str(tmp_path / "x.csv")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error: --runtime onnx scores with an ONNX file") and "custseg export" in err
+
+
+# -- the mixed-type ensemble (the default preset) and its guided variant ------------------------------------
+def _mixed_toml(preset: str, members: int, loss: str) -> str:
+    """Preset ``preset`` made tiny: few members, one small hidden layer, two epochs."""
+    return f"""seed = 5
+preset = "{preset}"
+[autoencoder]
+n_members = {members}
+hidden_dims = [16]
+latent_dim = 4
+max_epochs = 2
+categorical_loss = "{loss}"
+[clustering]
+n_clusters = 4
+n_init = 2
+"""
+
+
+# consensus of members with mse (the presets' loss); guided with the cross-entropy losses (indicators, groups);
+# one member, clustered by K-Means instead of a consensus
+MIXED_KINDS = {"mixed": ("mixed", 3, "mse"), "guided": ("guided", 2, "cross_entropy"), "one-member": ("mixed", 1, "mse")}
+
+
+@pytest.fixture(scope="module", params=list(MIXED_KINDS))
+def exported_mixed(request, tmp_path_factory):
+    """A tiny mixed-type model trained on the shipped Train.csv, and its ONNX export through the CLI."""
+    root = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    (root / "tiny.toml").write_text(_mixed_toml(*MIXED_KINDS[request.param]), encoding="utf-8")
+    config = load_config(root / "tiny.toml")
+    config.data.train, config.data.test = str(SHIPPED_TRAIN), None
+    train, _, schema = load_tables(config)
+    pipeline = build_pipeline(config, schema).fit(train.frame, train.frame[schema.label_column])
+    save_model(pipeline, root / "models", schema=schema, settings=config.to_dict())
+    assert main(["export", "--model", str(root / "models"), "--onnx", str(root / "segmenter.onnx")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("table", [SHIPPED_TRAIN, SHIPPED_TEST], ids=["Train.csv", "Test.csv"])
+def test_mixed_model_in_onnxruntime_alone_scores_as_torch(exported_mixed, table):
+    pipeline = load_model(exported_mixed / "models").pipeline
+    frame = read_table(table).frame
+    latent = pipeline.transform(frame)
+    scores = pipeline.score_table(frame)
+    session = ort.InferenceSession(str(exported_mixed / "segmenter.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, _raw_feeds(pd.read_csv(table), session))))
+    np.testing.assert_array_equal(got["cluster"], scores["Cluster"])
+    assert got["segment"].tolist() == scores["Predicted_Segment"].tolist()
+    np.testing.assert_allclose(got["latent"], latent, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["distance"], scores["Distance_To_Centroid"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["reconstruction_error"], scores["Reconstruction_Error"], rtol=1e-4, atol=1e-6)
+    assert got["distances"].shape == (len(frame), 4)
+    if pipeline.clusterer_ is None:  # K-Means on the latent features: the nearest centre
+        assert "agreement" not in names and "consensus" not in names
+        np.testing.assert_allclose(got["distances"].min(axis=1), got["distance"])
+    else:
+        np.testing.assert_allclose(got["consensus"], pipeline.clusterer_.consensus_space(latent), rtol=0, atol=1e-5)
+        # shares of members: the same member clusters give exactly the same numbers
+        np.testing.assert_array_equal(got["agreement"], scores["Agreement"])
+        assert got["agreement"].min() < 1  # the members disagree somewhere: the comparison above means something
+        rows = np.arange(len(frame))
+        np.testing.assert_allclose(got["distances"][rows, got["cluster"]], got["distance"], rtol=1e-6, atol=1e-9)
+
+
+def test_mixed_predict_runtime_onnx_writes_what_predict_writes(exported_mixed, tmp_path):
+    shipped = pd.read_csv(SHIPPED_TEST).head(300)
+    # an unseen category (all zeros in the one-hot group) and missing values in a column without any in training
+    table = shipped.assign(Profession=shipped["Profession"].where(shipped.index != 3, "Astronaut"),
+                           Gender=shipped["Gender"].where(shipped.index != 5, None))
+    table.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", "--model", str(exported_mixed / "models"), "--input", str(tmp_path / "new.csv"),
+                 "--output", str(tmp_path / "torch.csv")]) == 0
+    assert main(["predict", "--runtime", "onnx", "--model", str(exported_mixed / "segmenter.onnx"),
+                 "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "onnx.csv")]) == 0
+    torch_out, onnx_out = pd.read_csv(tmp_path / "torch.csv"), pd.read_csv(tmp_path / "onnx.csv")
+    assert list(onnx_out.columns) == list(torch_out.columns)
+    same = ["ID", "Cluster", "Predicted_Segment", *(["Agreement"] if "Agreement" in torch_out else [])]
+    pd.testing.assert_frame_equal(onnx_out[same], torch_out[same])
+    for column in ("Distance_To_Centroid", "Reconstruction_Error"):
+        np.testing.assert_allclose(onnx_out[column], torch_out[column], rtol=1e-4, atol=1e-6)

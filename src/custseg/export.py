@@ -486,7 +486,15 @@ def build_onnx(model: LoadedModel):
     # the latent features (and the consensus space) are fed on inside the graph and are outputs too
     kept = {o.name: o for o in middle.graph.output}
     joined.graph.output.extend(kept[name] for name in ("latent", "consensus") if name in kept)
+    # the outputs in the order of predict's columns, then the features (merge_models lists the first part's first)
+    ordered = sorted(joined.graph.output, key=lambda o: _OUTPUT_ORDER.index(o.name))
+    del joined.graph.output[:]
+    joined.graph.output.extend(ordered)
     return joined
+
+
+_OUTPUT_ORDER = ["cluster", "segment", "agreement", "distance", "distances", "reconstruction_error", "latent",
+                 "consensus"]
 
 
 def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
