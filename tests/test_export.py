@@ -170,3 +170,8 @@ def test_mixed_predict_runtime_onnx_writes_what_predict_writes(exported_mixed, t
     pd.testing.assert_frame_equal(onnx_out[same], torch_out[same])
     for column in ("Distance_To_Centroid", "Reconstruction_Error"):
         np.testing.assert_allclose(onnx_out[column], torch_out[column], rtol=1e-4, atol=1e-6)
+
+
+def test_the_same_model_exports_to_the_same_bytes(exported_mixed, tmp_path):
+    assert main(["export", "--model", str(exported_mixed / "models"), "--onnx", str(tmp_path / "again.onnx")]) == 0
+    assert (tmp_path / "again.onnx").read_bytes() == (exported_mixed / "segmenter.onnx").read_bytes()

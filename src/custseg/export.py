@@ -474,6 +474,9 @@ def build_onnx(model: LoadedModel):
     opsets = {"": OPSET, "ai.onnx.ml": ML_OPSET}
     front, middle, tail = (_same_versions(p, opsets) for p in (_preprocessing_part(model, _kinds(model)),
                                                                 middle, tail))
+    # skl2onnx names its graph with a fresh uuid, which merge_models copies into the joined graph's name and
+    # doc string: fixed names make the same model export to the same bytes
+    front.graph.name, middle.graph.name = "preprocessing", "network"
     handed_on = [o.name for o in middle.graph.output if o.name != "reconstruction_error"]
     joined = compose.merge_models(compose.add_prefix(front, prefix="pre_", rename_inputs=False,
                                                      rename_outputs=False),
