@@ -4,8 +4,9 @@ Run from the repository root with the extras installed (``pip install -e ".[test
 
     python benchmarks/bench_production.py [--dask-rows 10000000] [--onnx-rows 1000000] [--http-seconds 10]
     python benchmarks/bench_production.py --only onnx
+    python benchmarks/bench_production.py --only http-cpu --only http --preset reference --preset mixed
 
-It trains the reference model on the shipped Train.csv once (in a temporary folder),
+It trains the reference model (or ``--preset``'s) on the shipped Train.csv once (in a temporary folder),
 builds bigger tables by resampling the shipped customers (new IDs), and prints Markdown
 tables to paste into benchmarks/README.md. Each measurement says what it timed.
 """
@@ -33,17 +34,52 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "data" / "raw" / "Train.csv"
 
 
-def train_model(folder: Path) -> Path:
-    """The reference model (default settings) fitted on the shipped Train.csv, saved to ``folder / models``."""
+def model_folder(folder: Path, preset: str) -> Path:
+    """Where the model of ``preset`` goes in the work folder (``models`` for the reference, as before)."""
+    return folder / ("models" if preset == "reference" else f"models-{preset}")
+
+
+def train_model(folder: Path, preset: str = "reference") -> Path:
+    """The model of ``preset`` fitted on the shipped Train.csv, saved to :func:`model_folder`."""
     from custseg.config import RunConfig
     from custseg.persistence import save_model
     from custseg.workflow import build_pipeline, load_tables
 
-    config = RunConfig()
+    config = RunConfig.from_preset(preset)
     config.data.test = None
     train, _, schema = load_tables(config)
     pipeline = build_pipeline(config, schema).fit(train.frame, train.frame[schema.label_column])
-    return save_model(pipeline, folder / "models", schema=schema, settings=config.to_dict())
+    return save_model(pipeline, model_folder(folder, preset), schema=schema, settings=config.to_dict())
+
+
+def bench_http_cpu(model: Path, requests: int = 60) -> dict:
+    """CPU time (``time.process_time``: every thread of the process) of what ``POST /predict`` runs for one
+    request, in-process: the app's handler through FastAPI's TestClient, median over ``requests``
+    single-record requests (different Test.csv customers) and over ``requests // 3`` 1,000-record ones.
+    Unlike wall time on a shared machine, it barely depends on what else runs."""
+    from fastapi.testclient import TestClient
+
+    from custseg.serve import create_app
+
+    records = json.loads(pd.read_csv(REPO / "data" / "raw" / "Test.csv").to_json(orient="records"))
+    client = TestClient(create_app(model))
+
+    def cpu_ms(body: bytes) -> float:
+        start = time.process_time()
+        answer = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        spent = (time.process_time() - start) * 1000
+        assert answer.status_code == 200, answer.text
+        return spent
+
+    cpu_ms(json.dumps(records[0]).encode())  # first request: imports, caches
+    single = statistics.median(cpu_ms(json.dumps(records[i]).encode()) for i in range(requests))
+    batch = json.dumps(records[:1000]).encode()
+    thousand = statistics.median(cpu_ms(batch) for _ in range(max(requests // 3, 5)))
+    row = {"model": model.name, "cpu_1_record_ms": round(single, 1), "cpu_1000_records_ms": round(thousand, 1),
+           "load": round(os.getloadavg()[0], 1)}
+    print(f"HTTP CPU per request ({model.name}): 1 record {single:.1f} ms, 1,000 records {thousand:.1f} ms "
+          f"(load average {row['load']})", flush=True)
+    return row
 
 
 def customers(rows: int, seed: int = 0, start_id: int = 10_000_000) -> pd.DataFrame:
@@ -167,34 +203,53 @@ def bench_http(model: Path, seconds: float) -> list[dict]:
 
 # -- ONNX ------------------------------------------------------------------------------------------
 def bench_onnx(model: Path, folder: Path, rows: int, repeats: int) -> dict:
+    """Score ``rows`` customers with onnxruntime and with torch, 1 and 2 threads: best wall and its CPU seconds.
+
+    CPU seconds (``time.process_time``: every thread of the process) say what the scoring costs
+    when other jobs share the cores and stretch the wall clock; the load average before and
+    after each path says how busy the machine was. torch scores in blocks of ``CHUNK_ROWS``
+    rows, as ``custseg predict`` does (a 40-member ensemble's activations for a million rows
+    at once would take over 10 GB); onnxruntime in its 65,536-row batches.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
     from custseg.export import OnnxSegmenter, export_onnx
+    from custseg.io.chunks import CHUNK_ROWS
     from custseg.io.reading import table_from_frame
     from custseg.persistence import load_model
 
     export_onnx(model, folder / "segmenter.onnx")
     loaded = load_model(model)
-    table = table_from_frame(customers(rows, seed=3), "bench")
-    frame = table.frame
-    out = {"rows": rows}
-    for threads in (1, 2):
-        segmenter = OnnxSegmenter(folder / "segmenter.onnx", threads=threads)
-        times = []
+    frame = table_from_frame(customers(rows, seed=3), "bench").frame
+    out = {"rows": rows, "preset": loaded.settings.get("preset")}
+
+    def torch_scores() -> pd.DataFrame:
+        return pd.concat([loaded.pipeline.score_table(frame.iloc[start:start + CHUNK_ROWS])
+                          for start in range(0, len(frame), CHUNK_ROWS)], ignore_index=True)
+
+    def timed(name: str, score) -> pd.DataFrame:
+        walls, cpus, load_before = [], [], os.getloadavg()[0]
         for _ in range(repeats):
-            t = time.perf_counter()
-            onnx_scores = segmenter.score(frame)
-            times.append(time.perf_counter() - t)
-        out[f"onnx_{threads}t_s"] = min(times)
-    import torch
+            wall, cpu = time.perf_counter(), time.process_time()
+            scores = score()
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        best = int(np.argmin(walls))
+        out.update({f"{name}_s": round(walls[best], 2), f"{name}_cpu_s": round(cpus[best], 2),
+                    f"{name}_load": f"{load_before:.1f}->{os.getloadavg()[0]:.1f}"})
+        return scores
 
     for threads in (1, 2):
+        segmenter = OnnxSegmenter(folder / "segmenter.onnx", threads=threads)
+        onnx_scores = timed(f"onnx_{threads}t", lambda: segmenter.score(frame))
+    for threads in (1, 2):
         torch.set_num_threads(threads)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            torch_scores = loaded.pipeline.score_table(frame)
-            times.append(time.perf_counter() - t)
-        out[f"torch_{threads}t_s"] = min(times)
-    out["identical_clusters"] = bool((onnx_scores["Cluster"].to_numpy() == torch_scores["Cluster"].to_numpy()).all())
+        if hasattr(loaded.pipeline.embedder_, "n_threads"):  # the mixed ensemble sets its own torch threads
+            loaded.pipeline.embedder_.n_threads = threads
+        with threadpool_limits(limits=threads):
+            torch_result = timed(f"torch_{threads}t", torch_scores)
+    out["identical_clusters"] = bool((onnx_scores["Cluster"].to_numpy() == torch_result["Cluster"].to_numpy()).all())
     print(json.dumps(out), flush=True)
     return out
 
@@ -206,23 +261,29 @@ def main() -> None:
     parser.add_argument("--onnx-rows", type=int, default=1_000_000)
     parser.add_argument("--http-seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["dask", "http", "onnx"], action="append")
+    parser.add_argument("--only", choices=["dask", "http", "http-cpu", "onnx"], action="append")
+    parser.add_argument("--preset", choices=["reference", "mixed", "guided"], action="append",
+                        help="model(s) to measure (repeatable; default: reference; HTTP targets hold for both)")
     parser.add_argument("--workdir", type=Path, help="keep models and parts here (reused between runs)")
     args = parser.parse_args()
-    only = set(args.only or ["dask", "http", "onnx"])
+    only = set(args.only or ["dask", "http", "http-cpu", "onnx"])
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="custseg-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    model = folder / "models"
-    if not (model / "manifest.json").exists():
-        train_model(folder)
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; Python "
           f"{platform.python_version()}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
-    if "onnx" in only:
-        bench_onnx(model, folder, args.onnx_rows, args.repeats)
-    if "http" in only:
-        bench_http(model, args.http_seconds)
-    if "dask" in only:
-        bench_dask(model, folder, args.dask_rows, args.dask_parts)
+    for preset in args.preset or ["reference"]:
+        model = model_folder(folder, preset)
+        if not (model / "manifest.json").exists():
+            train_model(folder, preset)
+        print(f"-- preset {preset}", flush=True)
+        if "onnx" in only:
+            bench_onnx(model, folder, args.onnx_rows, args.repeats)
+        if "http-cpu" in only:
+            bench_http_cpu(model)
+        if "http" in only:
+            bench_http(model, args.http_seconds)
+        if "dask" in only:
+            bench_dask(model, folder, args.dask_rows, args.dask_parts)
 
 
 if __name__ == "__main__":

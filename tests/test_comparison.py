@@ -10,7 +10,7 @@ from conftest import make_customers
 from custseg.cli import main
 from custseg.clustering import map_clusters_to_segments
 from custseg.evaluation.comparison import SUPERVISED_NAME, compare_methods, comparison_markdown, returning_customers
-from custseg.evaluation.methods import METHODS, ReferenceEncoder
+from custseg.evaluation.methods import METHODS, Method, ReferenceEncoder
 from custseg.workflow import write_comparison
 from custseg.config import RunConfig
 from custseg.exceptions import ConfigError, DataError
@@ -293,3 +293,59 @@ def test_the_reference_autoencoder_method_stays_the_reference_design_under_the_m
     mixed = RunConfig.from_preset("mixed")
     fitted = METHODS["autoencoder_kmeans"].fit(train, schema, 3, 1, mixed)
     assert fitted.space.shape == (N_TRAIN, RunConfig.from_preset("reference").autoencoder.latent_dim)
+
+
+# -- the latent class model (StepMix) ---------------------------------------------------------------------
+def test_latent_class_model_is_compared_with_k_classes_that_find_the_planted_groups(tables, result):
+    train, _, schema = tables
+    assert "latent_class" in METHODS and not METHODS["latent_class"].uses_known_segments
+    rows = result.runs[result.runs["method"] == "latent_class"]
+    assert rows["seed"].tolist() == [1, 2] and (rows["scoring"] == "in-sample").all()
+    assert rows[["ari", "held_out_accuracy", "returning_accuracy", "stability_ari"]].notna().all().all()
+    fitted = METHODS["latent_class"].fit(train, schema, 3, 1, fast_config())
+    assert sorted(np.unique(fitted.labels)) == [0, 1, 2]
+    # the three planted groups differ in age, income, profession and spending: one class each
+    from sklearn.metrics import adjusted_rand_score
+    assert adjusted_rand_score(train["Segment"], fitted.labels) > 0.8
+    assert (rows["ari"] > 0.8).all()
+    # predicting the training rows gives their classes back
+    assert np.array_equal(fitted.predict(train.drop(columns="Segment")), fitted.labels)
+
+
+def test_latent_class_model_same_seed_same_labels(tables):
+    train, test, schema = tables
+    first = METHODS["latent_class"].fit(train, schema, 4, 5, fast_config())
+    second = METHODS["latent_class"].fit(train, schema, 4, 5, fast_config())
+    assert np.array_equal(first.labels, second.labels)
+    assert np.array_equal(first.predict(test), second.predict(test))
+
+
+def test_latent_class_model_is_scored_held_out_on_customers_it_was_not_fitted_on(tables, monkeypatch):
+    train, test, schema = tables
+    latent_class = METHODS["latent_class"]
+    fitted_ids, predicted_ids = [], []
+
+    def recording(frame, schema, n_clusters, seed, config):
+        fitted_ids.append(set(frame["ID"]))
+        fit, fitted = len(fitted_ids) - 1, latent_class.fit(frame, schema, n_clusters, seed, config)
+        predict = fitted.predict
+
+        def recorded_predict(f):
+            predicted_ids.append((fit, set(f["ID"]), schema.label_column in f))
+            return predict(f)
+
+        fitted.predict = recorded_predict
+        return fitted
+
+    monkeypatch.setitem(METHODS, "latent_class", Method("latent_class", latent_class.label, latent_class.space,
+                                                        recording))
+    res = compare_methods(train, schema, n_clusters=3, seeds=(1,), methods=["latent_class"], supervised=False,
+                          config=fast_config())
+    assert [len(ids) for ids in fitted_ids] == [N_TRAIN] + [N_TRAIN - N_TRAIN // 5] * 5
+    held_out = [(fit, ids, has_label) for fit, ids, has_label in predicted_ids if fit > 0]
+    assert len(held_out) == 5
+    for fit, ids, has_label in held_out:
+        assert not has_label and not ids & fitted_ids[fit]  # no segment, and no row the fold model saw
+    # together the five held-out parts are every training customer once
+    assert sorted(i for _, ids, _ in held_out for i in ids) == sorted(train["ID"])
+    assert res.runs.iloc[0]["held_out_accuracy"] > 0.8

@@ -97,6 +97,21 @@ def test_consensus_kmeans_fits_predicts_and_agrees_on_blobs():
     np.testing.assert_array_equal(agreement, 1.0)
 
 
+def test_members_nearest_centres_in_one_product_are_sklearns_per_member():
+    # ConsensusKMeans assigns every member's rows in one batched product; the answer of one
+    # pairwise_distances_argmin_min per member, on many random rows and on single rows
+    from sklearn.metrics import pairwise_distances_argmin_min
+
+    from custseg.clustering import _nearest_member_centers
+
+    rng = np.random.default_rng(7)
+    z, centers = rng.normal(size=(40, 2000, 8)), rng.normal(size=(40, 7, 8))
+    expected = np.vstack([pairwise_distances_argmin_min(z[m], centers[m])[0] for m in range(40)])
+    np.testing.assert_array_equal(_nearest_member_centers(z, centers), expected)
+    np.testing.assert_array_equal(_nearest_member_centers(z[:, [5]], centers), expected[:, [5]])
+    assert len(np.unique(expected)) == 7
+
+
 def test_consensus_kmeans_agreement_drops_where_a_member_disagrees():
     X1, truth = blobs(seed=0)
     rng = np.random.default_rng(4)

@@ -17,11 +17,10 @@ from custseg.persistence import load_model, save_model  # noqa: E402
 from custseg.workflow import build_pipeline, load_tables  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A tiny model trained on the shipped Train.csv, and its ONNX export."""
-    root = tmp_path_factory.mktemp("onnx")
-    (root / "tiny.toml").write_text(tiny_toml(seed=5, n_clusters=4), encoding="utf-8")
+def _trained_and_exported(root, settings: str):
+    """The model ``settings`` describe, fitted on the shipped Train.csv into ``root / models``, and its ONNX
+    export through the CLI at ``root / segmenter.onnx``."""
+    (root / "tiny.toml").write_text(settings, encoding="utf-8")
     config = load_config(root / "tiny.toml")
     config.data.train, config.data.test = str(SHIPPED_TRAIN), None
     train, _, schema = load_tables(config)
@@ -30,6 +29,12 @@ def exported(tmp_path_factory):
     save_model(pipeline, root / "models", schema=schema, settings=config.to_dict())
     assert main(["export", "--model", str(root / "models"), "--onnx", str(root / "segmenter.onnx")]) == 0
     return root
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny model of the reference design trained on the shipped Train.csv, and its ONNX export."""
+    return _trained_and_exported(tmp_path_factory.mktemp("onnx"), tiny_toml(seed=5, n_clusters=4))
 
 
 def _raw_feeds(frame: pd.DataFrame, session) -> dict[str, np.ndarray]:
@@ -64,17 +69,23 @@ def test_onnxruntime_alone_gives_identical_clusters_and_latent(exported, table):
     np.testing.assert_allclose(got["distances"].min(axis=1), got["distance"])
 
 
+def _predicted_both_ways(exported_root, table: pd.DataFrame, folder) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``table`` scored by ``custseg predict`` (the model folder) and ``predict --runtime onnx`` (the export)."""
+    table.to_csv(folder / "new.csv", index=False)
+    assert main(["predict", "--model", str(exported_root / "models"), "--input", str(folder / "new.csv"),
+                 "--output", str(folder / "torch.csv")]) == 0
+    assert main(["predict", "--runtime", "onnx", "--model", str(exported_root / "segmenter.onnx"),
+                 "--input", str(folder / "new.csv"), "--output", str(folder / "onnx.csv")]) == 0
+    torch_out, onnx_out = pd.read_csv(folder / "torch.csv"), pd.read_csv(folder / "onnx.csv")
+    assert list(onnx_out.columns) == list(torch_out.columns)
+    return torch_out, onnx_out
+
+
 def test_predict_runtime_onnx_writes_what_predict_writes(exported, tmp_path, capsys):
     new = make_customers(60, seed=8, start_id=990000).drop(columns="Segment")
     shipped = pd.read_csv(SHIPPED_TEST).head(300)
     table = shipped.assign(Profession=shipped["Profession"].where(shipped.index != 3, "Astronaut"))  # unseen
-    table.to_csv(tmp_path / "new.csv", index=False)
-    assert main(["predict", "--model", str(exported / "models"), "--input", str(tmp_path / "new.csv"),
-                 "--output", str(tmp_path / "torch.csv")]) == 0
-    assert main(["predict", "--runtime", "onnx", "--model", str(exported / "segmenter.onnx"),
-                 "--input", str(tmp_path / "new.csv"), "--output", str(tmp_path / "onnx.csv")]) == 0
-    torch_out, onnx_out = pd.read_csv(tmp_path / "torch.csv"), pd.read_csv(tmp_path / "onnx.csv")
-    assert list(onnx_out.columns) == list(torch_out.columns)
+    torch_out, onnx_out = _predicted_both_ways(exported, table, tmp_path)
     pd.testing.assert_frame_equal(onnx_out[["ID", "Cluster", "Predicted_Segment"]],
                                   torch_out[["ID", "Cluster", "Predicted_Segment"]])
     np.testing.assert_allclose(onnx_out["Distance_To_Centroid"], torch_out["Distance_To_Centroid"], rtol=1e-5)
@@ -91,3 +102,76 @@ def test_runtime_onnx_with_a_model_folder_says_how_to_export(exported, tmp_path,
                  "--output", str(tmp_path / "x.csv")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error: --runtime onnx scores with an ONNX file") and "custseg export" in err
+
+
+# -- the mixed-type ensemble (the default preset) and its guided variant ------------------------------------
+def _mixed_toml(preset: str, members: int, loss: str) -> str:
+    """Preset ``preset`` made tiny: few members, one small hidden layer, two epochs."""
+    return f"""seed = 5
+preset = "{preset}"
+[autoencoder]
+n_members = {members}
+hidden_dims = [16]
+latent_dim = 4
+max_epochs = 2
+categorical_loss = "{loss}"
+[clustering]
+n_clusters = 4
+n_init = 2
+"""
+
+
+# consensus of members with mse (the presets' loss); guided with the cross-entropy losses (indicators, groups);
+# one member, clustered by K-Means instead of a consensus
+MIXED_KINDS = {"mixed": ("mixed", 3, "mse"), "guided": ("guided", 2, "cross_entropy"), "one-member": ("mixed", 1, "mse")}
+
+
+@pytest.fixture(scope="module", params=list(MIXED_KINDS))
+def exported_mixed(request, tmp_path_factory):
+    """A tiny mixed-type model trained on the shipped Train.csv, and its ONNX export."""
+    return _trained_and_exported(tmp_path_factory.mktemp(f"onnx-{request.param}"),
+                                 _mixed_toml(*MIXED_KINDS[request.param]))
+
+
+@pytest.mark.parametrize("table", [SHIPPED_TRAIN, SHIPPED_TEST], ids=["Train.csv", "Test.csv"])
+def test_mixed_model_in_onnxruntime_alone_scores_as_torch(exported_mixed, table):
+    pipeline = load_model(exported_mixed / "models").pipeline
+    frame = read_table(table).frame
+    latent = pipeline.transform(frame)
+    scores = pipeline.score_table(frame)
+    session = ort.InferenceSession(str(exported_mixed / "segmenter.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, _raw_feeds(pd.read_csv(table), session))))
+    np.testing.assert_array_equal(got["cluster"], scores["Cluster"])
+    assert got["segment"].tolist() == scores["Predicted_Segment"].tolist()
+    np.testing.assert_allclose(got["latent"], latent, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["distance"], scores["Distance_To_Centroid"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["reconstruction_error"], scores["Reconstruction_Error"], rtol=1e-4, atol=1e-6)
+    assert got["distances"].shape == (len(frame), 4)
+    if pipeline.clusterer_ is None:  # K-Means on the latent features: the nearest centre
+        assert "agreement" not in names and "consensus" not in names
+        np.testing.assert_allclose(got["distances"].min(axis=1), got["distance"])
+    else:
+        np.testing.assert_allclose(got["consensus"], pipeline.clusterer_.consensus_space(latent), rtol=0, atol=1e-5)
+        # shares of members: the same member clusters give exactly the same numbers
+        np.testing.assert_array_equal(got["agreement"], scores["Agreement"])
+        assert got["agreement"].min() < 1  # the members disagree somewhere: the comparison above means something
+        rows = np.arange(len(frame))
+        np.testing.assert_allclose(got["distances"][rows, got["cluster"]], got["distance"], rtol=1e-6, atol=1e-9)
+
+
+def test_mixed_predict_runtime_onnx_writes_what_predict_writes(exported_mixed, tmp_path):
+    shipped = pd.read_csv(SHIPPED_TEST).head(300)
+    # an unseen category (all zeros in the one-hot group) and missing values in a column without any in training
+    table = shipped.assign(Profession=shipped["Profession"].where(shipped.index != 3, "Astronaut"),
+                           Gender=shipped["Gender"].where(shipped.index != 5, None))
+    torch_out, onnx_out = _predicted_both_ways(exported_mixed, table, tmp_path)
+    same = ["ID", "Cluster", "Predicted_Segment", *(["Agreement"] if "Agreement" in torch_out else [])]
+    pd.testing.assert_frame_equal(onnx_out[same], torch_out[same])
+    for column in ("Distance_To_Centroid", "Reconstruction_Error"):
+        np.testing.assert_allclose(onnx_out[column], torch_out[column], rtol=1e-4, atol=1e-6)
+
+
+def test_the_same_model_exports_to_the_same_bytes(exported_mixed, tmp_path):
+    assert main(["export", "--model", str(exported_mixed / "models"), "--onnx", str(tmp_path / "again.onnx")]) == 0
+    assert (tmp_path / "again.onnx").read_bytes() == (exported_mixed / "segmenter.onnx").read_bytes()

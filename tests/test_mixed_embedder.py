@@ -65,6 +65,56 @@ def test_encoder_unseen_category_is_all_zeros_and_missing_column_is_named(custom
         enc.transform(customers.drop(columns="Income"))
 
 
+def _column_transformer_output(enc: MixedInputEncoder, table) -> np.ndarray:
+    return np.ascontiguousarray(enc.transformer_.transform(enc._input(table)), dtype="float32")
+
+
+def test_encoding_is_the_column_transformers_bit_for_bit(customers):
+    # transform computes the fitted ColumnTransformer's numbers itself (no per-call sklearn checks): the same
+    # bytes on the training table, single rows, and awkward new rows (missing everywhere, an unseen category,
+    # numbers stored as text, categories stored as numbers and booleans, a row with every value missing)
+    train = customers.assign(Flag=[True, False] * (len(customers) // 2), Code=np.arange(len(customers)) % 3)
+    enc = MixedInputEncoder(numeric=ROLES["numeric"], categorical=ROLES["categorical"] + ["Flag", "Code"]).fit(train)
+    new = train.head(8).astype(object)
+    new.loc[0, "Profession"] = "Astronaut"
+    new.loc[1, "Age"] = "41"
+    new.loc[2, ["Age", "Income", "Family_Size", "Gender", "Profession", "Spending", "Flag", "Code"]] = None
+    new.loc[3, "Code"] = 2.0
+    new.loc[4, "Gender"] = np.nan
+    new.loc[5, "Flag"] = "True"
+    for table in (train, new, train.iloc[[0]], new.iloc[[2]], new.iloc[[0]]):
+        got = enc.transform(table)
+        assert got.dtype == np.float32 and got.tobytes() == _column_transformer_output(enc, table).tobytes()
+    onehot = enc.transform(new)[:, enc.blocks_["numeric"] + enc.blocks_["indicators"]:]
+    # one category per group and row (missing ones take the mode), none for the unseen profession
+    assert onehot.sum(axis=1).tolist() == [len(enc.blocks_["groups"]) - 1] + [len(enc.blocks_["groups"])] * 7
+
+
+def test_encoding_of_the_shipped_tables_is_the_column_transformers(tmp_path):
+    from conftest import SHIPPED_TEST, SHIPPED_TRAIN
+    from custseg.io.reading import read_table
+
+    train = read_table(SHIPPED_TRAIN).frame
+    enc = MixedInputEncoder(numeric=["Age", "Work_Experience", "Family_Size"],
+                            categorical=["Gender", "Ever_Married", "Graduated", "Profession", "Spending_Score",
+                                         "Var_1"]).fit(train)
+    restored = MixedInputEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    for table in (train, read_table(SHIPPED_TEST).frame):
+        for e in (enc, restored):
+            assert e.transform(table).tobytes() == _column_transformer_output(e, table).tobytes()
+            assert e.transform(table.iloc[[5]]).tobytes() == _column_transformer_output(e, table.iloc[[5]]).tobytes()
+
+
+def test_transform_with_error_is_transform_and_reconstruction_error(customers):
+    for kw in ({"n_members": 3}, {"n_members": 2, "categorical_loss": "mse"}):
+        emb = small(max_epochs=2, **kw).fit(customers)
+        for table in (customers, customers.iloc[[3]]):
+            latent, error = emb.transform_with_error(table)
+            assert latent.tobytes() == emb.transform(table).tobytes()
+            assert error.tobytes() == emb.reconstruction_error(table).tobytes()
+            assert latent.shape == (len(table), 3 * kw["n_members"]) and error.shape == (len(table),)
+
+
 def test_encoder_json_round_trip_gives_the_same_encoding(customers):
     enc = MixedInputEncoder(**ROLES).fit(customers)
     again = MixedInputEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))

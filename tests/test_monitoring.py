@@ -142,6 +142,9 @@ def test_each_guard_names_its_reason(small_detector):
     lines = summary.lines()
     assert lines[0] == "4 customers (66.7%) are unlike any training customer: see column Unusual"
     assert "Profession='Astronaut' (1)" in lines[3]
+    # one customer per guard: the verb agrees
+    assert lines[1].startswith("1 customer (16.7%) has a number far outside the training range")
+    assert lines[4] == "1 customer (16.7%) has every feature missing: their segment is a guess"
     assert len(summary.problems()) == 4
 
 
@@ -317,7 +320,7 @@ def test_predict_flags_corrupted_customers_with_a_reason(trained, capsys):
     assert out["Reason"].iloc[3] == "unseen category Profession='Astronaut'"
     printed = capsys.readouterr().out
     assert "are unlike any training customer: see column Unusual" in printed
-    assert "have every feature missing" in printed
+    assert "1 customer (1.67%) has every feature missing" in printed
 
 
 def test_a_value_no_float_can_hold_is_an_error_naming_line_and_column(trained, capsys):

@@ -134,14 +134,19 @@ def test_stacked_parts_encode_as_the_fitted_column_branches_do():
     new.loc[1::5, "Spending"] = np.nan
     new.loc[2::7, "Gender"] = None
     new.loc[::4, "Age"] = np.nan
+    new.loc[3, "Profession"], new.loc[5, "Gender"] = "Astronaut", "Other"  # unseen: imputed as missing
     for pre in (fitted := CustomerPreprocessor(**roles).fit(train),
                 CustomerPreprocessor.from_dict(json.loads(json.dumps(fitted.to_dict())))):
         prepared = pd.DataFrame({c: new[c].astype("float64") if pre.kinds_[c] == "numeric"
-                                 else new[c].map(lambda v: np.nan if pd.isna(v) else category_text(v))
+                                 else new[c].map(lambda v: np.nan if pd.isna(v) or category_text(v) not in
+                                                 pre.categories_[c] else category_text(v))
                                  for c in pre.feature_names_in_})
         by_branch = pre.encoder_.transform(prepared)
         assert not np.isnan(by_branch).any()
         assert np.array_equal(pre._encode(new), by_branch)
+        # transform's scaling is the fitted StandardScaler's, to the byte, for the table and for one row
+        assert pre.transform(new).tobytes() == pre.scaler_.transform(by_branch).tobytes()
+        assert pre.transform(new.iloc[[3]]).tobytes() == pre.scaler_.transform(by_branch[[3]]).tobytes()
         assert pre.numeric_imputer_.statistics_.tolist() == [pre.medians_[c] for c in roles["numeric"]]
         assert [c.tolist() for c in pre.category_encoder_.named_steps["encode"].categories_] == \
             [pre.categories_[c] for c in ("Gender", "Profession", "Spending")]

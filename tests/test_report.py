@@ -271,3 +271,25 @@ def test_weak_agreement_with_known_segments_is_said_in_plain_words():
     assert "43% compares with 41% for putting everyone in the largest known segment (C)" in weak
     assert weak_agreement_warning(counts, {"ari": 0.35, "nmi": 0.30, "mapped_accuracy": 0.7}) is None
     assert weak_agreement_warning(counts, {}) is None
+
+
+@pytest.mark.parametrize("columns, titles", [
+    ({"loss": [0.9, 0.7, 0.6], "mae": [0.8, 0.6, 0.5], "val_loss": [1.0, 0.8, 0.7], "val_mae": [0.9, 0.7, 0.6],
+      "lr": [1e-3, 1e-3, 5e-4]}, ["MSE loss", "mean absolute error"]),
+    ({"loss": [1.4, 1.1, 1.0], "reconstruction": [0.9, 0.7, 0.6], "guidance": [0.25, 0.2, 0.2], "lr": [1e-3] * 3},
+     ["loss", "guidance loss (cross-entropy)"]),
+    # unguided mixed-type: loss and reconstruction are the same curve, drawn once
+    ({"loss": [0.9, 0.7, 0.6], "reconstruction": [0.9, 0.7, 0.6], "guidance": [0.0] * 3, "lr": [1e-3] * 3},
+     ["reconstruction loss"]),
+])
+def test_training_figure_draws_a_panel_per_distinct_measure(columns, titles):
+    from custseg.report import plots
+
+    history = pd.DataFrame({"epoch": [1, 2, 3], **columns})
+    axes = plots.plot_training_history(history, best_epoch=2)
+    try:
+        assert [ax.get_title() for ax in axes] == [f"Autoencoder training: {t}" for t in titles]
+        assert list(axes[0].lines[0].get_ydata()) == columns["loss"]
+        assert len(axes[0].figure.axes) == len(titles)
+    finally:
+        plots.render_png(axes, 30)

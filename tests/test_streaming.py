@@ -78,17 +78,26 @@ def awkward_cells(table: pd.DataFrame, variant: str, quoted: str) -> None:
 
 
 # -- the same bytes ----------------------------------------------------------------------------------
-def test_shipped_test_table_streams_like_whole(tmp_path):
+@pytest.mark.parametrize("preset", ["reference", "mixed"])
+def test_shipped_test_table_streams_like_whole(tmp_path, preset):
     # a model trained on the shipped data's columns, then the shipped Test.csv in blocks of 97 rows
-    # (28 blocks, the last one short; the awkward tables below take blocks of 7)
+    # (28 blocks, the last one short; the awkward tables below take blocks of 7) and its first 150
+    # customers one by one (float32 kernels take another path for one row than for many: the
+    # mixed ensemble's latent features differed in every member for a customer scored alone)
     work = tmp_path / "shipped"
     work.mkdir()
     train = work / "train.csv"
     pd.read_csv(SHIPPED_TRAIN).sample(600, random_state=0).to_csv(train, index=False)
-    (work / "tiny.toml").write_text(tiny_toml(seed=1), encoding="utf-8")
+    settings = tiny_toml(seed=1).replace('preset = "reference"', f'preset = "{preset}"')
+    (work / "tiny.toml").write_text(settings.replace("[autoencoder]\n", "[autoencoder]\nn_members = 6\n")
+                                    if preset == "mixed" else settings, encoding="utf-8")
     assert main(["train", "--train", str(train), "--config", str(work / "tiny.toml"), "--models-dir",
                  str(work / "models"), "--results-dir", str(work / "results"), "-q"]) == 0
+    assert load_model(work / "models").settings["preset"] == preset
     assert_streams_like_whole(work / "models", SHIPPED_TEST, tmp_path, small_block=97)
+    head = tmp_path / "head.csv"
+    pd.read_csv(SHIPPED_TEST, dtype=str, keep_default_na=False).head(150).to_csv(head, index=False)
+    assert_streams_like_whole(work / "models", head, tmp_path, small_block=1)
 
 
 @pytest.mark.parametrize("variant", ["plain", "missing", "quoted", "bom", "semicolon", "crlf", "blank_lines",

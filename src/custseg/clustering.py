@@ -392,7 +392,7 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
         check_is_fitted(self, "consensus_centers_")
         X = validate_data(self, X, dtype="float64", reset=False)
         z = self._standardized(X)
-        member = np.vstack([assign_to_centroids(z[m], self.member_centers_[m])[0] for m in range(self.n_members)])
+        member = _nearest_member_centers(z, self.member_centers_)
         if self.consensus == "latent":
             labels = assign_to_centroids(z.transpose(1, 0, 2).reshape(len(X), -1), self.consensus_centers_)[0]
         else:
@@ -448,6 +448,18 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
     def predict_with_agreement(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Consensus cluster of each row and the share of members that agree with it."""
         return self._predict(X)
+
+
+def _nearest_member_centers(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Per member, the nearest of its centres for each row: ``z`` (members, rows, d), ``centers``
+    (members, k, d) -> (members, rows).
+
+    The ranking sklearn's ``pairwise_distances_argmin_min`` uses (``|c|^2 - 2 z.c``, the row's
+    own norm left out as it is the same for every centre), for all members in one batched
+    product instead of one validated call per member (40 calls cost a single customer ~25 ms).
+    """
+    scores = np.einsum("mkd,mkd->mk", centers, centers)[:, None, :] - 2.0 * np.matmul(z, centers.transpose(0, 2, 1))
+    return scores.argmin(axis=2)
 
 
 def cluster_means(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:

@@ -4,20 +4,28 @@ Needs the ``onnx`` extra (``pip install "custseg[onnx]"``). :func:`export_onnx` 
 one graph from the raw customer columns to the scores, joined with
 :func:`onnx.compose.merge_models` from three parts made by maintained converters:
 
-1. preprocessing (imputation, category codes, scaling): the fitted preprocessor as
-   stock scikit-learn parts (``ColumnTransformer`` of ``SimpleImputer`` /
-   ``OrdinalEncoder`` branches, ``StandardScaler``), converted by skl2onnx;
-2. the autoencoder, exported by ``torch.onnx.export``: latent features and the
-   per-row reconstruction error;
-3. the nearest centroid: squared distances computed as K-Means computes them (in
-   float64), ``ArgMin``, and the cluster -> segment mapping (``LabelEncoder``).
+1. preprocessing, converted by skl2onnx from stock scikit-learn parts rebuilt from the
+   model's fitted numbers: for the reference design a ``ColumnTransformer`` of
+   ``SimpleImputer`` / ``OrdinalEncoder`` branches and a ``StandardScaler``; for the
+   mixed-type ensemble (presets ``mixed`` and ``guided``) the blocks of its
+   :class:`~custseg.embedders.mixed.MixedInputEncoder`: ``SimpleImputer`` + ``StandardScaler``,
+   ``MissingIndicator`` (skl2onnx has no converter for it; one is registered through its
+   ``update_registered_converter``), ``SimpleImputer`` + ``OneHotEncoder(handle_unknown="ignore")``;
+2. the network, exported by ``torch.onnx.export``: latent features and the per-row
+   reconstruction error; for an ensemble clustered by consensus also the consensus space
+   (every member's standardized block, float64) and each member's nearest own centre;
+3. the clusters, as nodes: the nearest centroid (squared distances computed as K-Means
+   computes them, in float64, ``ArgMin``) in the latent space, or in the consensus space
+   for an ensemble, with the members' agreement; the cluster -> segment mapping
+   (``LabelEncoder``).
 
 Graph inputs: one per feature column, named as the column, shape ``[N, 1]``: numeric
 columns ``float`` (float32, NaN = missing; the autoencoder computes in float32 anyway), categorical and ordinal columns ``string`` (the
 category as text, ``""`` = missing; whole numbers written without ``.0``). Outputs:
-``cluster`` (int64), ``distance`` (to the nearest centroid), ``distances`` (to every
-centroid), ``latent``, ``reconstruction_error`` and, when the model maps clusters to
-known segments, ``segment`` (string). Everything a run of onnxruntime alone needs is in
+``cluster`` (int64), ``distance`` (latent distance to the cluster's centre), ``distances``
+(to every centre), ``latent``, ``reconstruction_error``, when the model maps clusters to
+known segments ``segment`` (string) and, for an ensemble clustered by consensus,
+``agreement`` and ``consensus``. Everything a run of onnxruntime alone needs is in
 the file; the model's schema and manifest checksum are in its metadata.
 
 :func:`predict_onnx_file` is ``custseg predict --runtime onnx``: the same reading and
@@ -38,6 +46,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .clustering import ConsensusKMeans
+from .embedders.mixed import MixedAutoencoderEmbedder, reconstruction_loss
 from .exceptions import ConfigError, DataError, ModelFormatError
 from .io.atomic import merge_into, staging_dir
 from .io.reading import LoadedTable, read_table
@@ -74,10 +84,27 @@ class ExportResult:
     outputs: list[str]
 
 
-# -- the three parts ------------------------------------------------------------------------------
+# -- the parts ---------------------------------------------------------------------------------------------
+def _mixed_encoder(model: LoadedModel):
+    """The mixed-type ensemble's input encoding, or None for a model of the reference design."""
+    embedder = model.pipeline.embedder_
+    return embedder.encoder_ if isinstance(embedder, MixedAutoencoderEmbedder) else None
+
+
 def _kinds(model: LoadedModel) -> dict[str, str]:
+    encoder = _mixed_encoder(model)
+    if encoder is not None:
+        ordinal = encoder.ordinal or {}
+        return {str(name): "numeric" if name in encoder.numeric_ else "ordinal" if name in ordinal else "categorical"
+                for name in encoder.feature_names_in_}
     pre = model.pipeline.preprocessor_
     return {str(name): pre.kinds_[name] for name in pre.feature_names_in_}
+
+
+def _categories(model: LoadedModel) -> dict[str, list[str]]:
+    encoder = _mixed_encoder(model)
+    categories = encoder.categories_ if encoder is not None else model.pipeline.preprocessor_.categories_
+    return {str(k): [str(c) for c in v] for k, v in categories.items()}
 
 
 def _stock_preprocessing(pre, kinds: dict[str, str]):
@@ -117,25 +144,116 @@ def _stock_preprocessing(pre, kinds: dict[str, str]):
     return Pipeline([("columns", columns), ("scale", scaler)])
 
 
-def _preprocessing_part(pre, kinds: dict[str, str]):
+def _stock_mixed_encoding(encoder):
+    """The mixed-type input encoding as stock scikit-learn parts skl2onnx converts, from its fitted numbers.
+
+    The same blocks in the same order as :class:`~custseg.embedders.mixed.MixedInputEncoder`:
+    ``SimpleImputer(median)`` + ``StandardScaler`` over the numeric columns; one
+    ``MissingIndicator`` per column that had missing values in training (NaN for numbers,
+    ``""`` for categories, as the graph receives them); per categorical column
+    ``SimpleImputer(constant = the mode)`` + ``OneHotEncoder(handle_unknown="ignore")`` (an
+    unseen category is all zeros). Rebuilt from the encoder's JSON state rather than taken
+    from its ``transformer_``, whose category imputer looks for NaN in strings, which
+    skl2onnx cannot convert.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import MissingIndicator, SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    state = encoder.to_dict()
+    numeric = list(encoder.numeric_)
+    branches = []
+    if numeric:
+        branches.append(("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
+                                              ("scale", StandardScaler())]), numeric))
+    for name in encoder.indicator_columns_:
+        branches.append((f"missing={name}", MissingIndicator(features="all", missing_values=(
+            np.nan if name in numeric else "")), [name]))
+    for name, mode in zip(encoder.categorical_, state.get("modes", [])):
+        cats = [str(c) for c in encoder.categories_[name]]
+        branches.append((f"{name}=", Pipeline([
+            ("impute", SimpleImputer(strategy="constant", missing_values="", fill_value=str(mode))),
+            ("encode", OneHotEncoder(categories=[np.asarray(cats, dtype=object)], handle_unknown="ignore",
+                                     sparse_output=False))]), [name]))
+    seed = pd.DataFrame({name: ([0.0, np.nan] if name in numeric else
+                                np.asarray([encoder.categories_[name][0], ""], dtype=object))
+                         for name in encoder.feature_names_in_})
+    columns = ColumnTransformer(branches, remainder="drop", sparse_threshold=0.0).fit(seed)
+    if numeric:  # the learned numbers are the encoder's, not the seed table's
+        imputer, scaler = (step for _, step in columns.named_transformers_["numeric"].steps)
+        imputer.statistics_ = np.asarray(state["medians"], dtype="float64")
+        scaler.mean_ = np.asarray(state["mean"], dtype="float64")
+        scaler.scale_ = np.asarray(state["scale"], dtype="float64")
+        scaler.var_ = scaler.scale_ ** 2
+    return columns
+
+
+def _register_missing_indicator() -> None:
+    """Teach skl2onnx sklearn's ``MissingIndicator`` (one column, ``features="all"``), which it has no converter for.
+
+    Registered through skl2onnx's own extension point (``update_registered_converter``);
+    the converter is the two nodes the indicator is: "is missing" and a cast to 0/1.
+    """
+    from onnx import TensorProto
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.impute import MissingIndicator
+
+    def shape(operator):
+        operator.outputs[0].type = FloatTensorType([operator.inputs[0].get_first_dimension(), 1])
+
+    def convert(scope, operator, container):
+        source, flag = operator.inputs[0], scope.get_unique_variable_name("is_missing")
+        if isinstance(source.type, StringTensorType):
+            # the graph's inputs carry a missing category as ""; strings have no Equal before opset 19
+            container.add_node("LabelEncoder", [source.full_name], [flag], op_domain="ai.onnx.ml", op_version=2,
+                               keys_strings=[""], values_int64s=[1], default_int64=0,
+                               name=scope.get_unique_operator_name("LabelEncoder"))
+        else:
+            container.add_node("IsNaN", [source.full_name], [flag], name=scope.get_unique_operator_name("IsNaN"))
+        container.add_node("Cast", [flag], [operator.outputs[0].full_name], to=TensorProto.FLOAT,
+                           name=scope.get_unique_operator_name("Cast"))
+
+    update_registered_converter(MissingIndicator, "CustsegMissingIndicator", shape, convert)
+
+
+def _preprocessing_part(model: LoadedModel, kinds: dict[str, str]):
     """skl2onnx's conversion of the preprocessing; input one tensor per column, output 'features'."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
+    encoder = _mixed_encoder(model)
+    if encoder is not None:
+        _register_missing_indicator()
+        stock, width = _stock_mixed_encoding(encoder), len(encoder.get_feature_names_out())
+    else:
+        stock, width = _stock_preprocessing(model.pipeline.preprocessor_, kinds), len(kinds)
     # float32: onnxruntime's Imputer has no float64 kernel, and the autoencoder reads float32 anyway
     types = [(name, FloatTensorType([None, 1]) if kind == "numeric" else StringTensorType([None, 1]))
              for name, kind in kinds.items()]
-    return convert_sklearn(_stock_preprocessing(pre, kinds), initial_types=types,
-                           target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-                           final_types=[("features", FloatTensorType([None, len(kinds)]))])
+    return convert_sklearn(stock, initial_types=types, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+                           final_types=[("features", FloatTensorType([None, width]))])
+
+
+def _torch_part(module, example: "torch.Tensor", outputs: list[str]):
+    """``torch.onnx.export`` of ``module`` (input 'features', every axis 0 is the rows)."""
+    import onnx
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript exporter: the dynamo one needs onnxscript, and these networks are a few matrix products
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (example,), buffer, dynamo=False, input_names=["features"],
+                          output_names=outputs, dynamic_axes={name: {0: "N"} for name in ["features", *outputs]},
+                          opset_version=OPSET)
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def _autoencoder_part(embedder):
     """torch.onnx.export of the encoder and the reconstruction error; input 'features' (float32, as the embedder reads)."""
-    import onnx
     import torch
-
-    module = embedder.module_.eval()
 
     class _Scores(torch.nn.Module):
         def __init__(self, net):
@@ -147,15 +265,100 @@ def _autoencoder_part(embedder):
             error = (self.net.decode(latent) - x).pow(2).mean(dim=1)
             return latent, error
 
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # the TorchScript exporter: the dynamo one needs onnxscript, and this network is a few Linear layers
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Scores(module), (torch.zeros(2, embedder.n_features_in_, dtype=torch.float32),), buffer,
-                          dynamo=False, input_names=["features"], output_names=["latent", "reconstruction_error"],
-                          dynamic_axes={"features": {0: "N"}, "latent": {0: "N"}, "reconstruction_error": {0: "N"}},
-                          opset_version=OPSET)
-    return onnx.load_from_string(buffer.getvalue())
+    return _torch_part(_Scores(embedder.module_), torch.zeros(2, embedder.n_features_in_, dtype=torch.float32),
+                       ["latent", "reconstruction_error"])
+
+
+def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
+    """torch.onnx.export of the batched ensemble: latent features, reconstruction error and, with a consensus,
+    the consensus space and each member's nearest cluster.
+
+    Computed as :class:`~custseg.embedders.mixed.MixedAutoencoderEmbedder` and
+    :class:`~custseg.clustering.ConsensusKMeans` compute them: the members' latent features side
+    by side (float32, as the network gives them); the reconstruction loss of the training
+    (:func:`~custseg.embedders.mixed.reconstruction_loss`) averaged over the members; every
+    member's block standardized in float64 (the consensus space); per member, the nearest of
+    its own cluster centres there (squared distances as K-Means computes them).
+    """
+    import torch
+
+    encoder = embedder.encoder_
+    width = len(encoder.get_feature_names_out())
+
+    class _Ensemble(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            if clusterer is not None:
+                centers = torch.from_numpy(np.asarray(clusterer.member_centers_, dtype="float64"))  # (M, k, L)
+                self.register_buffer("mean", torch.from_numpy(clusterer.block_mean_[:, None, :].copy()))
+                self.register_buffer("scale", torch.from_numpy(clusterer.block_scale_[:, None, :].copy()))
+                self.register_buffer("centers_t", centers.transpose(1, 2).contiguous())
+                self.register_buffer("centers_sq", centers.pow(2).sum(-1).unsqueeze(1))
+
+        def forward(self, x):
+            z = self.net.encode(x)  # (members, rows, latent)
+            error = reconstruction_loss(self.net.decode(z), x, encoder.blocks_, embedder.categorical_loss).mean(0)
+            latent = z.transpose(0, 1).reshape(-1, z.shape[0] * z.shape[2])
+            if clusterer is None:
+                return latent, error
+            zs = (z.double() - self.mean) / self.scale
+            sq = torch.baddbmm(self.centers_sq, zs, self.centers_t, alpha=-2.0) + zs.pow(2).sum(-1, keepdim=True)
+            member_cluster = sq.argmin(-1).transpose(0, 1)  # (rows, members)
+            consensus = zs.transpose(0, 1).reshape(-1, zs.shape[0] * zs.shape[2])
+            return latent, error, consensus, member_cluster
+
+    outputs = ["latent", "reconstruction_error"] + ([] if clusterer is None else ["consensus", "member_cluster"])
+    return _torch_part(_Ensemble(embedder.module_), torch.zeros(2, width, dtype=torch.float32), outputs)
+
+
+def _nearest_nodes(source: str, centers: np.ndarray, prefix: str):
+    """Nodes and initializers giving ``{prefix}sq`` (squared distances of the float64 rows ``source`` to every
+    centre, as K-Means computes them) and ``{prefix}nearest`` (index of the nearest, shape ``[N, 1]``)."""
+    from onnx import TensorProto, helper
+
+    k, d = centers.shape
+    centers = np.asarray(centers, dtype="float64")
+    inits = [helper.make_tensor(f"{prefix}centers_t", TensorProto.DOUBLE, [d, k], centers.T.copy()),
+             helper.make_tensor(f"{prefix}center_sq", TensorProto.DOUBLE, [1, k], (centers ** 2).sum(axis=1))]
+    nodes = [
+        helper.make_node("Mul", [source, source], [f"{prefix}z_sq"]),
+        helper.make_node("ReduceSum", [f"{prefix}z_sq", "axis_1"], [f"{prefix}row_sq"], keepdims=1),
+        helper.make_node("MatMul", [source, f"{prefix}centers_t"], [f"{prefix}dot"]),
+        helper.make_node("Mul", [f"{prefix}dot", "minus_two"], [f"{prefix}dot2"]),
+        helper.make_node("Add", [f"{prefix}row_sq", f"{prefix}dot2"], [f"{prefix}partial"]),
+        helper.make_node("Add", [f"{prefix}partial", f"{prefix}center_sq"], [f"{prefix}sq"]),
+        helper.make_node("ArgMin", [f"{prefix}sq"], [f"{prefix}nearest"], axis=1, keepdims=1, select_last_index=0),
+    ]
+    return nodes, inits
+
+
+def _shared_constants():
+    from onnx import TensorProto, helper
+
+    return [helper.make_tensor("minus_two", TensorProto.DOUBLE, [], [-2.0]),
+            helper.make_tensor("zero", TensorProto.DOUBLE, [], [0.0]),
+            helper.make_tensor("axis_1", TensorProto.INT64, [1], [1])]
+
+
+def _segment_nodes(mapping: dict[int, str] | None, k: int):
+    """The cluster -> known segment lookup (``LabelEncoder``) and its output, if the model has a mapping."""
+    from onnx import TensorProto, helper
+
+    if mapping is None:
+        return [], []
+    return ([helper.make_node("LabelEncoder", ["cluster"], ["segment"], domain="ai.onnx.ml",
+                              keys_int64s=list(range(k)), values_strings=[mapping[c] for c in range(k)],
+                              default_string="")],
+            [helper.make_tensor_value_info("segment", TensorProto.STRING, [None])])
+
+
+def _as_model(nodes, name: str, inputs, outputs, inits):
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, name, inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                   helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
 
 
 def _centroid_part(centers: np.ndarray, mapping: dict[int, str] | None):
@@ -163,21 +366,10 @@ def _centroid_part(centers: np.ndarray, mapping: dict[int, str] | None):
     from onnx import TensorProto, helper
 
     k, d = centers.shape
-    centers = np.asarray(centers, dtype="float64")
-    inits = [helper.make_tensor("centers_t", TensorProto.DOUBLE, [d, k], centers.T.copy()),
-             helper.make_tensor("center_sq", TensorProto.DOUBLE, [1, k], (centers ** 2).sum(axis=1)),
-             helper.make_tensor("minus_two", TensorProto.DOUBLE, [], [-2.0]),
-             helper.make_tensor("zero", TensorProto.DOUBLE, [], [0.0]),
-             helper.make_tensor("axis_1", TensorProto.INT64, [1], [1])]
+    nearest, inits = _nearest_nodes("z", centers, "")
     nodes = [
         helper.make_node("Cast", ["latent"], ["z"], to=TensorProto.DOUBLE),
-        helper.make_node("Mul", ["z", "z"], ["z_sq"]),
-        helper.make_node("ReduceSum", ["z_sq", "axis_1"], ["row_sq"], keepdims=1),
-        helper.make_node("MatMul", ["z", "centers_t"], ["dot"]),
-        helper.make_node("Mul", ["dot", "minus_two"], ["dot2"]),
-        helper.make_node("Add", ["row_sq", "dot2"], ["partial"]),
-        helper.make_node("Add", ["partial", "center_sq"], ["sq"]),
-        helper.make_node("ArgMin", ["sq"], ["nearest"], axis=1, keepdims=1, select_last_index=0),
+        *nearest,
         helper.make_node("GatherElements", ["sq", "nearest"], ["nearest_sq"], axis=1),
         helper.make_node("Max", ["nearest_sq", "zero"], ["nearest_sq_pos"]),
         helper.make_node("Sqrt", ["nearest_sq_pos"], ["distance_2d"]),
@@ -189,15 +381,61 @@ def _centroid_part(centers: np.ndarray, mapping: dict[int, str] | None):
     outputs = [helper.make_tensor_value_info("cluster", TensorProto.INT64, [None]),
                helper.make_tensor_value_info("distance", TensorProto.DOUBLE, [None]),
                helper.make_tensor_value_info("distances", TensorProto.DOUBLE, [None, k])]
-    if mapping is not None:
-        nodes.append(helper.make_node("LabelEncoder", ["cluster"], ["segment"], domain="ai.onnx.ml",
-                                      keys_int64s=list(range(k)), values_strings=[mapping[c] for c in range(k)],
-                                      default_string=""))
-        outputs.append(helper.make_tensor_value_info("segment", TensorProto.STRING, [None]))
-    graph = helper.make_graph(nodes, "nearest_centroid",
-                              [helper.make_tensor_value_info("latent", TensorProto.FLOAT, [None, d])], outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                   helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
+    segment, segment_out = _segment_nodes(mapping, k)
+    return _as_model(nodes + segment, "nearest_centroid",
+                     [helper.make_tensor_value_info("latent", TensorProto.FLOAT, [None, d])],
+                     outputs + segment_out, inits + _shared_constants())
+
+
+def _consensus_part(clusterer: ConsensusKMeans, centers: np.ndarray, mapping: dict[int, str] | None):
+    """The consensus cluster, its latent distance and the members' agreement, as
+    :meth:`custseg.pipeline.SegmentationPipeline.assign_latent` computes them with a :class:`ConsensusKMeans`.
+
+    ``cluster``: the nearest consensus centre in the consensus space; ``distance``: the
+    latent distance to that cluster's centre (the mean of its training rows, which need not
+    be the nearest); ``distances``: latent distances to every cluster's centre;
+    ``agreement``: the share of members whose nearest cluster, matched to the consensus
+    numbering (``member_relabel_``), is the consensus cluster.
+    """
+    from onnx import TensorProto, helper
+
+    k, d = centers.shape
+    members = clusterer.n_members
+    nearest, inits = _nearest_nodes("consensus", clusterer.consensus_centers_, "c_")
+    latent_sq, latent_inits = _nearest_nodes("z", centers, "l_")
+    inits += latent_inits
+    inits += [helper.make_tensor("latent_centers", TensorProto.DOUBLE, [k, d], np.asarray(centers, "float64")),
+              helper.make_tensor("member_offset", TensorProto.INT64, [1, members], np.arange(members) * k),
+              helper.make_tensor("relabel", TensorProto.INT64, [members * k],
+                                 np.asarray(clusterer.member_relabel_, dtype="int64").ravel())]
+    nodes = [
+        *nearest,
+        helper.make_node("Squeeze", ["c_nearest", "axis_1"], ["cluster"]),
+        helper.make_node("Cast", ["latent"], ["z"], to=TensorProto.DOUBLE),
+        # the distance to the assigned cluster's centre, computed directly as assign_latent does
+        helper.make_node("Gather", ["latent_centers", "cluster"], ["own_center"], axis=0),
+        helper.make_node("Sub", ["z", "own_center"], ["offset"]),
+        helper.make_node("Mul", ["offset", "offset"], ["offset_sq"]),
+        helper.make_node("ReduceSum", ["offset_sq", "axis_1"], ["own_sq"], keepdims=0),
+        helper.make_node("Sqrt", ["own_sq"], ["distance"]),
+        *[n for n in latent_sq if n.op_type != "ArgMin"],
+        helper.make_node("Max", ["l_sq", "zero"], ["l_sq_pos"]),
+        helper.make_node("Sqrt", ["l_sq_pos"], ["distances"]),
+        helper.make_node("Add", ["member_cluster", "member_offset"], ["member_slot"]),
+        helper.make_node("Gather", ["relabel", "member_slot"], ["matched"], axis=0),
+        helper.make_node("Equal", ["matched", "c_nearest"], ["agrees"]),
+        helper.make_node("Cast", ["agrees"], ["agrees_01"], to=TensorProto.DOUBLE),
+        helper.make_node("ReduceMean", ["agrees_01"], ["agreement"], axes=[1], keepdims=0),
+    ]
+    outputs = [helper.make_tensor_value_info("cluster", TensorProto.INT64, [None]),
+               helper.make_tensor_value_info("distance", TensorProto.DOUBLE, [None]),
+               helper.make_tensor_value_info("distances", TensorProto.DOUBLE, [None, k]),
+               helper.make_tensor_value_info("agreement", TensorProto.DOUBLE, [None])]
+    segment, segment_out = _segment_nodes(mapping, k)
+    inputs = [helper.make_tensor_value_info("latent", TensorProto.FLOAT, [None, d]),
+              helper.make_tensor_value_info("consensus", TensorProto.DOUBLE, [None, d]),
+              helper.make_tensor_value_info("member_cluster", TensorProto.INT64, [None, members])]
+    return _as_model(nodes + segment, "consensus", inputs, outputs + segment_out, inits + _shared_constants())
 
 
 def _same_versions(model, opsets: dict[str, int]):
@@ -212,37 +450,54 @@ def _same_versions(model, opsets: dict[str, int]):
 
 def build_onnx(model: LoadedModel):
     """The whole segmenter as one :class:`onnx.ModelProto` (see the module docstring)."""
-    onnx = _onnx()
+    _onnx()
     from onnx import compose
 
     pipeline = model.pipeline
-    pre = pipeline.preprocessor_
-    if not hasattr(pipeline.embedder_, "module_") or pipeline.preprocessor == "passthrough":
-        raise ModelFormatError("only models of the reference design (preset 'reference') can be exported to ONNX; "
-                               "the mixed-type ensemble is scored with 'custseg predict'")
-    pre_onx = _preprocessing_part(pre, _kinds(model))
+    embedder, clusterer = pipeline.embedder_, pipeline.clusterer_
+    mixed = isinstance(embedder, MixedAutoencoderEmbedder)
+    if not mixed and (not hasattr(embedder, "module_") or pipeline.preprocessor == "passthrough"):
+        raise ModelFormatError("only models of the reference design or the mixed-type ensemble can be exported "
+                               f"to ONNX; this model's embedder is a {type(embedder).__name__}")
+    if clusterer is not None and (not isinstance(clusterer, ConsensusKMeans) or clusterer.consensus != "latent"):
+        raise ModelFormatError("only the latent consensus (ConsensusKMeans(consensus='latent'), what 'custseg "
+                               "train' fits) can be exported to ONNX; this model's clusterer is "
+                               f"{type(clusterer).__name__}({getattr(clusterer, 'consensus', '')!r}); score it "
+                               "with 'custseg predict'")
+    centers, mapping = pipeline.cluster_centers_, pipeline.mapping_
+    if not mixed:
+        middle, tail = _autoencoder_part(embedder), _centroid_part(centers, mapping)
+    elif clusterer is None:
+        middle, tail = _ensemble_part(embedder, None), _centroid_part(centers, mapping)
+    else:
+        middle, tail = _ensemble_part(embedder, clusterer), _consensus_part(clusterer, centers, mapping)
     opsets = {"": OPSET, "ai.onnx.ml": ML_OPSET}
-    parts = [_same_versions(p, opsets) for p in
-             (pre_onx, _autoencoder_part(pipeline.embedder_), _centroid_part(pipeline.cluster_centers_,
-                                                                              pipeline.mapping_))]
-    front = compose.add_prefix(parts[0], prefix="pre_", rename_inputs=False, rename_outputs=False)
-    joined = compose.merge_models(front, parts[1], io_map=[("features", "features")],
-                                  outputs=["latent", "reconstruction_error"])
-    # keep the latent as an output while feeding it on
+    front, middle, tail = (_same_versions(p, opsets) for p in (_preprocessing_part(model, _kinds(model)),
+                                                                middle, tail))
+    # skl2onnx names its graph with a fresh uuid, which merge_models copies into the joined graph's name and
+    # doc string: fixed names make the same model export to the same bytes
+    front.graph.name, middle.graph.name = "preprocessing", "network"
+    handed_on = [o.name for o in middle.graph.output if o.name != "reconstruction_error"]
+    joined = compose.merge_models(compose.add_prefix(front, prefix="pre_", rename_inputs=False,
+                                                     rename_outputs=False),
+                                  middle, io_map=[("features", "features")],
+                                  outputs=[o.name for o in middle.graph.output])
     joined = compose.merge_models(
-        compose.add_prefix(joined, prefix="ae_", rename_inputs=False, rename_outputs=False), parts[2],
-        io_map=[("latent", "latent")],
-        outputs=["cluster", "distance", "distances", *(["segment"] if pipeline.mapping_ is not None else []),
-                 "reconstruction_error"])
-    return _with_passthrough(joined, pipeline.cluster_centers_.shape[1])
+        compose.add_prefix(joined, prefix="ae_", rename_inputs=False, rename_outputs=False), tail,
+        io_map=[(name, name) for name in handed_on],
+        outputs=[*(o.name for o in tail.graph.output), "reconstruction_error"])
+    # the latent features (and the consensus space) are fed on inside the graph and are outputs too
+    kept = {o.name: o for o in middle.graph.output}
+    joined.graph.output.extend(kept[name] for name in ("latent", "consensus") if name in kept)
+    # the outputs in the order of predict's columns, then the features (merge_models lists the first part's first)
+    ordered = sorted(joined.graph.output, key=lambda o: _OUTPUT_ORDER.index(o.name))
+    del joined.graph.output[:]
+    joined.graph.output.extend(ordered)
+    return joined
 
 
-def _with_passthrough(onx, latent_dim: int):
-    """Expose the latent features (fed to the centroid part inside the graph) as an output too."""
-    from onnx import TensorProto, helper
-
-    onx.graph.output.append(helper.make_tensor_value_info("latent", TensorProto.FLOAT, [None, latent_dim]))
-    return onx
+_OUTPUT_ORDER = ["cluster", "segment", "agreement", "distance", "distances", "reconstruction_error", "latent",
+                 "consensus"]
 
 
 def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
@@ -262,8 +517,7 @@ def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
     meta = {"custseg_model_sha256": digest, "custseg_feature_kinds": json.dumps(_kinds(model)),
             "custseg_schema": json.dumps(None if model.schema is None else model.schema.to_dict()),
             "custseg_na_values": json.dumps(list(model.settings.get("data", {}).get("na_values", []))),
-            "custseg_categories": json.dumps({str(k): [str(c) for c in v]
-                                              for k, v in model.pipeline.preprocessor_.categories_.items()}),
+            "custseg_categories": json.dumps(_categories(model)),
             "custseg_cluster_names": json.dumps({str(k): v for k, v in (model.cluster_names or {}).items()})}
     for key, value in meta.items():
         entry = onx.metadata_props.add()
@@ -347,6 +601,8 @@ class OnnxSegmenter:
             part = pd.DataFrame({"Cluster": got["cluster"].astype(int)})
             if "segment" in got:
                 part["Predicted_Segment"] = got["segment"].astype(object)
+            if "agreement" in got:
+                part["Agreement"] = got["agreement"]
             part["Distance_To_Centroid"] = got["distance"]
             part["Reconstruction_Error"] = got["reconstruction_error"].astype("float64")
             parts.append(part)

@@ -464,8 +464,11 @@ class NoveltySummary:
         n = self.rows
         out = []
 
-        def share(k: int) -> str:
-            return f"{k} customer{'s' if k != 1 else ''} ({100 * k / n:.3g}%)" if n else f"{k} customers"
+        def share(k: int, verb: str) -> str:
+            # "1 customer (0.952%) is", "2 customers (1.9%) are"
+            verb = {"are": "is", "have": "has"}[verb] if k == 1 else verb
+            return (f"{k} customer{'s' if k != 1 else ''} ({100 * k / n:.3g}%) {verb}" if n
+                    else f"{k} customers {verb}")
 
         def top(kind: str) -> str:
             items = sorted(self.details.get(kind, {}).items(), key=lambda kv: (-kv[1], kv[0]))
@@ -474,16 +477,16 @@ class NoveltySummary:
 
         c = self.counts
         if c.get("unusual"):
-            out.append(f"{share(c['unusual'])} are unlike any training customer: see column Unusual")
+            out.append(f"{share(c['unusual'], 'are')} unlike any training customer: see column Unusual")
         if c.get("out_of_range"):
-            out.append(f"{share(c['out_of_range'])} have a number far outside the training range: {top('out_of_range')}")
+            out.append(f"{share(c['out_of_range'], 'have')} a number far outside the training range: {top('out_of_range')}")
         if c.get("overflow"):
-            out.append(f"{share(c['overflow'])} have a value that overflows float32: {top('overflow')}")
+            out.append(f"{share(c['overflow'], 'have')} a value that overflows float32: {top('overflow')}")
         if c.get("unseen_category") and unseen:
-            out.append(f"{share(c['unseen_category'])} have a category never seen in training (imputed with the "
+            out.append(f"{share(c['unseen_category'], 'have')} a category never seen in training (imputed with the "
                        f"training mode): {top('unseen_category')}")
         if c.get("all_missing"):
-            out.append(f"{share(c['all_missing'])} have every feature missing: their segment is a guess")
+            out.append(f"{share(c['all_missing'], 'have')} every feature missing: their segment is a guess")
         for col in self.columns_missing:
             out.append(f"column {col!r} is empty in every row: imputed with its training value for all customers")
         return out

@@ -185,33 +185,42 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
         missing = [c for c in self.feature_names_in_ if c not in frame.columns]
         if missing:
             raise SchemaError(f"columns are missing: {set(missing)}")
-        return self.scaler_.transform(self._encode(frame))
+        encoded = self._encode(frame)
+        # StandardScaler.transform's own arithmetic on its fitted numbers (the bytes are its; a test
+        # compares them): its input checks cost a one-customer request ~1 ms and _encode's output is ours
+        encoded -= self.scaler_.mean_
+        encoded /= self.scaler_.scale_
+        return encoded
 
     def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         """Codes before scaling, in feature order; categories are encoded once per distinct value.
 
-        The numeric columns go through ``numeric_imputer_`` and the category columns through
-        ``category_encoder_``, one call each (see the module's docstring).
+        The numbers of ``numeric_imputer_`` and ``category_encoder_`` (medians; modes and
+        category positions), applied as those stock transformers do, so the same values
+        without their input checks on every call (a one-customer request paid ~3 ms for
+        them); a test compares the output with theirs.
         """
         names, kinds = self.feature_names_in_, self.kinds_
         out = np.empty((len(frame), len(names)), dtype="float64")
         numeric = [j for j, name in enumerate(names) if kinds[name] == "numeric"]
         if numeric:
             values = np.column_stack([_numeric_values(frame, names[j]) for j in numeric])
-            out[:, numeric] = self.numeric_imputer_.transform(values)
+            gaps = np.isnan(values)
+            values[gaps] = np.broadcast_to(self.numeric_imputer_.statistics_, values.shape)[gaps]
+            out[:, numeric] = values
         columns = [j for j, name in enumerate(names) if kinds[name] != "numeric"]
         if not columns:
             return out
-        distinct = [_distinct_text(frame[names[j]]) for j in columns]
-        # one row per distinct value, padded with missing values; the last row is missing in every column,
-        # so code -1 (a missing cell) picks it and gets the imputed mode
-        padded = np.full((max(len(text) for _, text in distinct) + 1, len(columns)), np.nan, dtype=object)
-        for k, (j, (_, text)) in enumerate(zip(columns, distinct)):
-            # unseen categories count as missing
-            padded[:len(text), k] = np.where(np.isin(text, self.categories_[names[j]]), text, np.nan)
-        encoded = self.category_encoder_.transform(padded)
-        for k, (j, (codes, _)) in enumerate(zip(columns, distinct)):
-            out[:, j] = encoded[codes, k]
+        modes = self.category_encoder_.named_steps["impute"].statistics_
+        levels = self.category_encoder_.named_steps["encode"].categories_
+        for k, j in enumerate(columns):
+            codes, text = _distinct_text(frame[names[j]])
+            position = {v: float(i) for i, v in enumerate(levels[k].tolist())}
+            # the code of each distinct value, then one for a missing cell (code -1 picks the last);
+            # unseen categories count as missing: both take the imputed mode's position
+            fill = position[modes[k]]
+            encoded = np.array([position.get(v, fill) for v in text.tolist()] + [fill], dtype="float64")
+            out[:, j] = encoded[codes]
         return out
 
     def inverse_transform(self, Z: np.ndarray) -> pd.DataFrame:

@@ -141,9 +141,11 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
         raise ConfigError(f"max_body_bytes must be an int >= 1. Got {max_body_bytes!r} instead.")
     model = load_model(model_dir)
     description = model_description(model, model_dir)
-    # One OpenMP thread per request: sklearn's nearest-centroid search opens a parallel region per
-    # call, and on a busy machine waking its threads took 20-60 ms for a single customer; one thread
-    # gives the same results. (A ThreadpoolController found once makes each limit ~0.1 ms.)
+    # One OpenMP and one BLAS thread per request: sklearn's nearest-centroid search opens a parallel
+    # region per call, and on a busy machine waking its threads took 20-60 ms for a single customer;
+    # OpenBLAS's threads cost the mixed ensemble's 1,000-customer request ~20 ms more in the monitor's
+    # distances. Requests are served in parallel by the workers instead; the tests check the answers
+    # are the CLI's. (A ThreadpoolController found once makes each limit ~0.1 ms.)
     threads = ThreadpoolController()
     na = list(model.settings.get("data", {}).get("na_values", []))
     app = fastapi.FastAPI(title="custseg", version=__version__,
@@ -181,7 +183,7 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     def score_records(body: bytes) -> str:
         frame = _records_frame(body)
         table = table_from_frame(frame, "request body", na, first_line=1)
-        with threads.limit(limits=1, user_api="openmp"):
+        with threads.limit(limits=1):
             scored = predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names,
                                    monitor=model.monitor).table
         return scored.to_json(orient="records", double_precision=15)
@@ -190,7 +192,7 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
         if not body.strip():
             raise DataError(f"file {filename!r} is empty; send the table as the request body")
         table = read_table_bytes(body, filename, na, parquet=filename.lower().endswith((".parquet", ".pq")))
-        with threads.limit(limits=1, user_api="openmp"):
+        with threads.limit(limits=1):
             return predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names,
                                  monitor=model.monitor).table
 

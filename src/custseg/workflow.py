@@ -745,9 +745,12 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
         if unrepresentable.any():
             features = np.where(unrepresentable, 0.0, features)
     with np.errstate(over="ignore", invalid="ignore"):
-        latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+        if hasattr(pipeline.embedder_, "transform_with_error"):  # one encoding for both (the mixed ensemble)
+            latent, error = pipeline.embedder_.transform_with_error(features)
+        else:
+            latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+            error = _reconstruction_error(pipeline, features, latent)
         clusters, dist, agreement = pipeline.assign_latent(latent)
-        error = _reconstruction_error(pipeline, features, latent)
     out = pd.DataFrame({"Cluster": clusters}, index=frame.index)
     if pipeline.mapping_ is not None:
         segment_of = np.array([pipeline.mapping_[c] for c in range(len(pipeline.cluster_centers_))], dtype=object)

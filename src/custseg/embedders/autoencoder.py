@@ -23,7 +23,6 @@ refuses modules it does not cover.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from numbers import Integral, Real
 from typing import Any, Callable
@@ -40,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..exceptions import ConfigError, NotFittedError
+from .inference import run_in_tiles, torch_threads
 from .training import TrainingSettings, train_module
 
 __all__ = ["Autoencoder", "AutoencoderEmbedder", "manual_backward", "reconstruction_mse", "reference_fast_step"]
@@ -357,7 +357,7 @@ class AutoencoderEmbedder(TransformerMixin, BaseEstimator):
         self.hidden_dims_ = tuple(int(h) for h in self.hidden_dims)
         self.latent_dim_ = int(self.latent_dim)
         train_idx, val_idx = self._split(len(X), y, seed)
-        with _torch_threads(self.n_threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(self.n_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self._build_module(X.shape[1])
             fast = reference_fast_step(module, self._loss) if self.fast_backward else None
@@ -521,35 +521,3 @@ def _torch_seed(random_state) -> int:
 def _writable(arr: np.ndarray) -> np.ndarray:
     # torch.from_numpy warns on read-only arrays (a memory map, say); a copy is cheap next to the network
     return arr if arr.flags.writeable else arr.copy()
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-#: Rows per call of the network at inference. Every call sees exactly this many rows (the last
-#: tile is padded with zeros), so the matrix kernels, and with them the float32 rounding, are the
-#: same whatever the number of rows: a customer's latent features and errors do not depend on
-#: which other customers are scored with it, or on how a streamed table is cut into chunks.
-INFERENCE_TILE = 4096
-
-
-def run_in_tiles(net: Callable[[torch.Tensor], torch.Tensor], X: np.ndarray, n_threads: int = 1) -> np.ndarray:
-    """``net(X)`` as float64, computed tile by tile with :data:`INFERENCE_TILE` rows per call."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    n = len(X)
-    with _torch_threads(n_threads), torch.no_grad():
-        parts = []
-        for start in range(0, max(n, 1), INFERENCE_TILE):
-            tile = X[start:start + INFERENCE_TILE]
-            rows = len(tile)
-            if rows < INFERENCE_TILE:
-                tile = np.concatenate([tile, np.zeros((INFERENCE_TILE - rows, X.shape[1]), np.float32)])
-            parts.append(net(torch.from_numpy(tile)).numpy()[:rows].astype("float64"))
-        return np.concatenate(parts) if n else parts[0][:0]

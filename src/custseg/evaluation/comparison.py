@@ -51,7 +51,8 @@ from ..config import RunConfig
 from ..exceptions import ConfigError, DataError
 from ..preprocessing import CustomerPreprocessor
 from ..schema import Schema, category_text
-from .methods import GMM_N_INIT, KPROTOTYPES_N_INIT, METHODS, Method, ReferenceEncoder, feature_roles
+from .methods import (GMM_N_INIT, KPROTOTYPES_N_INIT, LATENT_CLASS_N_INIT, METHODS, Method, ReferenceEncoder,
+                      feature_roles)
 from .metrics import external_metrics, internal_metrics, pairwise_ari
 
 __all__ = ["returning_customers", "compare_methods", "comparison_markdown", "ComparisonResult", "SUPERVISED_NAME",
@@ -505,5 +506,6 @@ def comparison_markdown(result: ComparisonResult) -> str:
     reference = " (the reference design's)" if result.kmeans_n_init == 50 else ""
     notes.append(f"- Initialisations per fit: every K-Means {result.kmeans_n_init}{reference}, "
                  f"Gaussian mixture {GMM_N_INIT}, K-Prototypes {KPROTOTYPES_N_INIT} (kmodes' default is 10; "
-                 "it is pure Python and takes seconds per initialisation).")
+                 f"it is pure Python and takes seconds per initialisation), latent class model {LATENT_CLASS_N_INIT} "
+                 "(EM from random starts).")
     return "\n".join(lines + notes) + "\n"

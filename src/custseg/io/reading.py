@@ -294,6 +294,10 @@ def _column_as_text(series: pd.Series) -> pd.Series:
         return series.map(lambda v: None if pd.isna(v) else str(int(v)))
     if pd.api.types.is_float_dtype(series):
         return series.map(lambda v: None if pd.isna(v) else repr(float(v)))
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is not pd.NA:
+        # pandas' default text columns (a request's records, a Parquet file): str values and NaN, so the
+        # per-value map below would give the values as they are and None for NaN; in one call
+        return pd.Series(series.to_numpy(dtype=object, na_value=None), index=series.index, dtype=object)
     return series.map(lambda v: None if v is None or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
                       else str(v))
 
@@ -528,7 +532,7 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
     present_all = stripped[~missing.ravel()]
     bounds = np.concatenate([[0], np.cumsum((~missing).sum(axis=1))])
     codes = _code_columns(present_all, bounds)
-    parsed = pd.to_numeric(present_all, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    parsed = _parsed_numbers(present_all, bounds)
     stripped_values, present_values = stripped.to_numpy(dtype=object), present_all.to_numpy(dtype=object)
     for j, name in enumerate(names):
         miss, cells = missing[j], raw[j * n:(j + 1) * n]
@@ -631,6 +635,34 @@ def formatted_parts(texts: list[str]) -> tuple[np.ndarray, frozenset[str], bool]
     values = np.array([(-1.0 if "-" in (m.group("sign1") + m.group("sign2")) else 1.0)
                        * float(m.group("num").replace(",", "")) for m in matches], dtype="float64")
     return values, units, thousands
+
+
+#: text that pd.to_numeric may read as a number without a digit in it
+_DIGITLESS_NUMBER = re.compile(r"[-+]?(inf|infinity|nan)", re.IGNORECASE)
+
+
+def _parsed_numbers(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
+    """``pd.to_numeric(present, errors="coerce")`` as float64, NaN for the columns that cannot be numeric.
+
+    A column whose first value has no digit (and is no 'inf' or 'nan') has a value that does
+    not parse, so it is read as text whatever the others give: only the other columns are
+    parsed. Parsing words is the slow part of ``to_numeric`` (3 us a value), and a table's
+    text columns are words.
+    """
+    parsed = np.full(len(present), np.nan)
+    values = present.to_numpy(dtype=object)
+    keep = np.zeros(len(present), dtype=bool)
+    for j in range(len(bounds) - 1):
+        b0, b1 = bounds[j], bounds[j + 1]
+        first = values[b0] if b1 > b0 else None
+        if b1 > b0 and not (isinstance(first, str) and not any(ch.isdigit() for ch in first)
+                            and not _DIGITLESS_NUMBER.fullmatch(first)):
+            keep[b0:b1] = True
+    if keep.all():
+        return pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    if keep.any():
+        parsed[keep] = pd.to_numeric(present[keep], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return parsed
 
 
 def _code_columns(present: pd.Series, bounds: np.ndarray) -> np.ndarray:

@@ -90,14 +90,19 @@ def render_png(axes, dpi: int, *, tight: bool = False) -> bytes:
 
 # -- training ---------------------------------------------------------------------------------------------
 def plot_training_history(history: pd.DataFrame, best_epoch: int | None = None, axes=None) -> np.ndarray:
-    """Loss and MAE per epoch (training and validation), learning-rate drops marked: two panels."""
-    fig, axes, made = _panels(axes, 2, (6.4, 4.2))
-    # the mixed-type autoencoder has no MAE but a reconstruction part of its loss, and no validation split
-    second = ("mae", "mean absolute error") if "mae" in history else ("reconstruction", "reconstruction loss")
-    first = ("loss", "MSE loss" if "mae" in history else "loss")
-    for ax, metric, label in ((axes[0], *first), (axes[1], *second)):
-        if metric not in history:
-            continue
+    """Loss per epoch (training and validation), learning-rate drops marked, and a second panel where
+    there is a second measure: the MAE of the reference autoencoder, the guidance loss (cross-entropy
+    of the segment head) of a guided mixed-type one. An unguided mixed-type autoencoder's loss is its
+    reconstruction loss: one panel. Returns the axes drawn on.
+    """
+    if "mae" in history:
+        panels = [("loss", "MSE loss"), ("mae", "mean absolute error")]
+    elif "guidance" in history and history["guidance"].abs().sum() > 0:
+        panels = [("loss", "loss"), ("guidance", "guidance loss (cross-entropy)")]
+    else:
+        panels = [("loss", "reconstruction loss")]
+    fig, axes, made = _panels(axes, len(panels), (6.4, 4.2))
+    for ax, (metric, label) in zip(axes, panels):
         ax.plot(history["epoch"], history[metric], color=_PALETTE[0], label="training")
         if f"val_{metric}" in history and history[f"val_{metric}"].notna().any():
             ax.plot(history["epoch"], history[f"val_{metric}"], color=_PALETTE[1], label="validation")
@@ -112,7 +117,7 @@ def plot_training_history(history: pd.DataFrame, best_epoch: int | None = None, 
         ax.legend(frameon=False)
     if made:
         fig.tight_layout()
-    return axes[:2]
+    return axes[:len(panels)]
 
 
 # -- choosing k ---------------------------------------------------------------------------------------------
