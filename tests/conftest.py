@@ -15,16 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED_TRAIN = REPO / "data" / "raw" / "Train.csv"
 SHIPPED_TEST = REPO / "data" / "raw" / "Test.csv"
 
-#: Test modules that take longest (CPU and waiting on their processes, measured with the whole suite in one
-#: process), longest first. pytest-xdist's loadscope hands a whole module to one worker; by default it
+#: Test modules that take longest (CPU and waiting on their processes, measured per test in a run of the
+#: whole suite), longest first. pytest-xdist's loadscope hands a whole module to one worker; by default it
 #: orders modules by their number of tests, which put these few-test, long modules last, so that one
 #: worker ran them alone at the end. Handed out longest first (with --no-loadscope-reorder, in pyproject),
 #: the two workers finish close together. A module not named here runs after these, in file order.
 LONGEST_FIRST = [
-    "test_integrity.py", "test_shipped_data.py", "test_kill.py", "test_distributed.py", "test_comparison.py",
-    "test_table_properties.py", "test_roles.py", "test_monitoring.py", "test_streaming.py", "test_serve.py",
-    "test_other_tables.py", "test_cli.py", "test_drift.py", "test_estimator_checks.py", "test_notebook.py",
-    "test_mixed_embedder.py", "test_bad_input.py", "test_properties.py",
+    "test_kill.py", "test_integrity.py", "test_shipped_data.py", "test_streaming.py", "test_comparison.py",
+    "test_table_properties.py", "test_serve.py", "test_distributed.py", "test_roles.py", "test_other_tables.py",
+    "test_monitoring.py", "test_notebook.py", "test_estimator_checks.py", "test_export.py", "test_cli.py",
+    "test_selection.py", "test_mixed_embedder.py", "test_bad_input.py", "test_properties.py", "test_drift.py",
 ]
 
 
