@@ -736,6 +736,27 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
     """
     if monitor is None:
         return pipeline.score_table(frame), None
+    if len(frame) <= SCORE_ROWS:
+        return _score_slice(pipeline, frame, monitor, probabilities)
+    # a row's scores do not depend on the rows scored with it (streaming blocks of 7 give the bytes of the
+    # whole table, tested), so a big block is scored in slices: the latent features and the ensemble's
+    # temporaries of 100,000 rows took 1.7 GB
+    parts, summary = [], None
+    for start in range(0, len(frame), SCORE_ROWS):
+        part, novelty = _score_slice(pipeline, frame.iloc[start:start + SCORE_ROWS], monitor, probabilities)
+        parts.append(part)
+        summary = novelty if summary is None else summary + novelty
+    return pd.concat(parts), summary
+
+
+#: Rows scored at once by :func:`score_frame` (latent features of the default 40-member ensemble:
+#: 16,384 x 320 float64 = 42 MB, and a few temporaries of that size).
+SCORE_ROWS = 16_384
+
+
+def _score_slice(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor,
+                 probabilities: bool) -> tuple[pd.DataFrame, NoveltySummary]:
+    """:func:`score_frame` of a slice of rows, with a monitor."""
     features = pipeline.preprocessor_.transform(frame)
     # The network computes in float32. A value it cannot represent is imputed like a missing one (0 after
     # scaling) so the row can be scored at all; the monitor's guards flag the row Unusual and name the value.
