@@ -337,3 +337,20 @@ def test_id_column_option_keeps_its_name(models, tmp_path):
     table.to_csv(path, index=False)
     assert_streams_like_whole(models, path, tmp_path, id_column="Customer Number")
     assert (tmp_path / "out_7.csv").read_text().startswith("Customer Number,")
+
+
+def test_a_big_block_is_scored_in_slices_with_the_same_result(models, monkeypatch):
+    # score_frame cuts a block into slices of SCORE_ROWS rows (memory); with slices of 7 rows the
+    # scores and the monitor's summary are those of the block in one piece
+    import custseg.workflow as workflow
+
+    model = load_model(models)
+    frame = new_customers(60)
+    awkward_cells(frame, "missing", quoted="")
+    frame.loc[3, "Profession"] = "Astronaut"
+    whole, whole_summary = workflow.score_frame(model.pipeline, frame, model.monitor)
+    monkeypatch.setattr(workflow, "SCORE_ROWS", 7)
+    sliced, sliced_summary = workflow.score_frame(model.pipeline, frame, model.monitor)
+    pd.testing.assert_frame_equal(sliced, whole)
+    assert sliced_summary.to_dict() == whole_summary.to_dict()
+    assert sliced_summary.rows == 60 and sliced_summary.unseen_categories == {"Profession": {"Astronaut": 1}}

@@ -278,7 +278,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         self._check_fitted()
         X = _table(X)
         features = self.preprocessor_.transform(X)
-        latent = np.asarray(self.embedder_.transform(features), dtype="float64")
+        latent, error = self.latent_and_error(features)
         clusters, dist, agreement = self.assign_latent(latent)
         out = pd.DataFrame({"Cluster": clusters}, index=X.index if isinstance(X, pd.DataFrame) else None)
         if self.mapping_ is not None:
@@ -286,15 +286,24 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         if agreement is not None:
             out["Agreement"] = agreement
         out["Distance_To_Centroid"] = dist
-        out["Reconstruction_Error"] = self._reconstruction_error(features, latent)
+        out["Reconstruction_Error"] = error
         return out
 
-    def _reconstruction_error(self, features: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    def latent_and_error(self, features) -> tuple[np.ndarray, np.ndarray]:
+        """Latent features (float64) and per-row reconstruction error of preprocessed ``features``,
+        with as few passes through the network as the embedder allows (the same numbers as
+        ``embedder_.transform`` and ``embedder_.reconstruction_error``)."""
+        if hasattr(self.embedder_, "transform_with_error"):  # one encoding for both (the mixed ensemble)
+            return self.embedder_.transform_with_error(features)
+        latent = np.asarray(self.embedder_.transform(features), dtype="float64")
+        if hasattr(self.embedder_, "decode") and np.isfinite(latent).all():
+            # decoding the latent features already computed: reconstruction_error()'s numbers, one encode fewer
+            return latent, np.mean((self.embedder_.decode(latent) - features) ** 2, axis=1)
         if hasattr(self.embedder_, "reconstruction_error"):
-            return self.embedder_.reconstruction_error(features)
+            return latent, self.embedder_.reconstruction_error(features)
         if hasattr(self.embedder_, "inverse_transform"):
-            return np.mean((self.embedder_.inverse_transform(latent) - features) ** 2, axis=1)
-        return np.full(len(features), np.nan)
+            return latent, np.mean((self.embedder_.inverse_transform(latent) - features) ** 2, axis=1)
+        return latent, np.full(len(features), np.nan)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):

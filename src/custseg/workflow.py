@@ -709,22 +709,14 @@ def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFr
                 threshold: float = 99.0, random_state: int = 0) -> CustomerMonitor:
     """Fit the confidence and novelty model of a fitted pipeline on its training rows (see :mod:`custseg.monitoring`)."""
     features = pipeline.preprocessor_.transform(frame)
-    latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
+    latent, error = pipeline.latent_and_error(features)
     clusters = pipeline.assign_latent(latent)[0]
-    error = _reconstruction_error(pipeline, features, latent)
     segments = None if y is None else np.asarray(y, dtype=object)
     monitor = CustomerMonitor(numeric=schema.names("numeric"),
                               categorical=schema.names("categorical") + schema.names("ordinal"),
                               threshold=threshold, random_state=random_state)
     return monitor.fit(frame[schema.feature_columns], latent, error, clusters, pipeline.cluster_centers_, segments,
                        pipeline.mapping_)
-
-
-def _reconstruction_error(pipeline: SegmentationPipeline, features: np.ndarray, latent: np.ndarray) -> np.ndarray:
-    # decoding the latent features already computed: the same numbers as reconstruction_error(), one encode fewer
-    if hasattr(pipeline.embedder_, "decode") and np.isfinite(latent).all():
-        return np.mean((pipeline.embedder_.decode(latent) - features) ** 2, axis=1)
-    return pipeline._reconstruction_error(features, latent)
 
 
 def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor | None = None,
@@ -736,6 +728,27 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
     """
     if monitor is None:
         return pipeline.score_table(frame), None
+    if len(frame) <= SCORE_ROWS:
+        return _score_slice(pipeline, frame, monitor, probabilities)
+    # a row's scores do not depend on the rows scored with it (streaming blocks of 7 give the bytes of the
+    # whole table, tested), so a big block is scored in slices: the latent features and the ensemble's
+    # temporaries of 100,000 rows took 1.7 GB
+    parts, summary = [], None
+    for start in range(0, len(frame), SCORE_ROWS):
+        part, novelty = _score_slice(pipeline, frame.iloc[start:start + SCORE_ROWS], monitor, probabilities)
+        parts.append(part)
+        summary = novelty if summary is None else summary + novelty
+    return pd.concat(parts), summary
+
+
+#: Rows scored at once by :func:`score_frame` (latent features of the default 40-member ensemble:
+#: 16,384 x 320 float64 = 42 MB, and a few temporaries of that size).
+SCORE_ROWS = 16_384
+
+
+def _score_slice(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor,
+                 probabilities: bool) -> tuple[pd.DataFrame, NoveltySummary]:
+    """:func:`score_frame` of a slice of rows, with a monitor."""
     features = pipeline.preprocessor_.transform(frame)
     # The network computes in float32. A value it cannot represent is imputed like a missing one (0 after
     # scaling) so the row can be scored at all; the monitor's guards flag the row Unusual and name the value.
@@ -745,11 +758,7 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
         if unrepresentable.any():
             features = np.where(unrepresentable, 0.0, features)
     with np.errstate(over="ignore", invalid="ignore"):
-        if hasattr(pipeline.embedder_, "transform_with_error"):  # one encoding for both (the mixed ensemble)
-            latent, error = pipeline.embedder_.transform_with_error(features)
-        else:
-            latent = np.asarray(pipeline.embedder_.transform(features), dtype="float64")
-            error = _reconstruction_error(pipeline, features, latent)
+        latent, error = pipeline.latent_and_error(features)
         clusters, dist, agreement = pipeline.assign_latent(latent)
     out = pd.DataFrame({"Cluster": clusters}, index=frame.index)
     if pipeline.mapping_ is not None:

@@ -40,7 +40,8 @@ def run_in_tiles(net: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = len(X)
-    parts = []
+    outputs: list[np.ndarray] = []
+    single = True
     with torch_threads(n_threads), torch.inference_mode():
         for start in range(0, max(n, 1), tile_rows):
             tile = X[start:start + tile_rows]
@@ -49,6 +50,10 @@ def run_in_tiles(net: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor
                 tile = np.concatenate([tile, np.zeros((tile_rows - rows, X.shape[1]), np.float32)])
             out = net(torch.from_numpy(tile))
             single = isinstance(out, torch.Tensor)
-            parts.append([o.numpy()[:rows].astype("float64") for o in ((out,) if single else out)])
-    joined = tuple(np.concatenate(column) if n else column[0][:0] for column in zip(*parts))
-    return joined[0] if single else joined
+            parts = [o.numpy() for o in ((out,) if single else out)]
+            if not outputs:
+                # one float64 array per output, filled tile by tile (float32 -> float64 is exact)
+                outputs = [np.empty((n, *p.shape[1:]), dtype="float64") for p in parts]
+            for target, part in zip(outputs, parts):
+                target[start:start + rows] = part[:rows]
+    return outputs[0] if single else tuple(outputs)
