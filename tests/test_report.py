@@ -293,3 +293,17 @@ def test_training_figure_draws_a_panel_per_distinct_measure(columns, titles):
         assert len(axes[0].figure.axes) == len(titles)
     finally:
         plots.render_png(axes, 30)
+
+
+@pytest.mark.parametrize("val_loss, lead", [
+    ([1.0, 0.9, 0.95], "The validation curve should flatten, not rise."),
+    # the mixed-type ensemble has no validation split: no word about a curve the figure does not have
+    ([np.nan] * 3, "It trains on every customer, without a validation split: the loss should fall, then flatten."),
+])
+def test_training_section_speaks_of_the_curves_the_figure_has(val_loss, lead):
+    from custseg.report.html import _training_section
+
+    history = pd.DataFrame({"epoch": [1, 2, 3], "loss": [0.9, 0.7, 0.6], "val_loss": val_loss, "lr": [1e-3] * 3})
+    section = _training_section({"preset": "reference"}, history, None)
+    assert section["lead"] == lead
+    assert ("best validation loss" in dict(section["facts"])) == (lead.startswith("The validation"))

@@ -152,7 +152,7 @@ def _quality_section(summary: dict) -> dict:
 
 
 def _training_section(summary: dict, history: pd.DataFrame | None, image: str | None) -> dict:
-    out = {"image": image, "facts": []}
+    out = {"image": image, "facts": [], "lead": "The training loss should fall, then flatten."}
     ae = summary.get("autoencoder") or {}
     preset = summary.get("preset") or ae.get("preset")
     if preset:  # which design ran: the reference autoencoder, or the mixed-type ensemble
@@ -168,6 +168,8 @@ def _training_section(summary: dict, history: pd.DataFrame | None, image: str | 
                              "customers have at least 90% of members agreeing"))
     if history is not None and len(history):
         watched = "val_loss" if "val_loss" in history and history["val_loss"].notna().any() else "loss"
+        out["lead"] = ("The validation curve should flatten, not rise." if watched == "val_loss" else
+                       "It trains on every customer, without a validation split: the loss should fall, then flatten.")
         best = history.loc[history[watched].idxmin()]
         out["facts"] += [
             ("epochs run", f"{len(history):,}"),
