@@ -1360,14 +1360,18 @@ def run_k_selection(config: RunConfig, *, min_stability: float = MIN_STABILITY,
     pipeline = build_pipeline(config, schema)
     # K-Means of the pipeline itself is not needed here; one init keeps the fit short
     pipeline.set_params(n_init=1)
-    pipeline.fit(frame, None if y is None else y.map(lambda v: v if pd.isna(v) else _id_text(v)))
-    epochs = len(pipeline.embedder_.history_)
-    latent, space_name = clustering_space(pipeline, pipeline.transform(frame), random_state=config.seed)
-    progress(f"autoencoder: {epochs} epochs (best {best_epoch(pipeline)}); "
-             f"scanning k={ks.k_min}..{ks.k_max} on {latent.shape[1]} {_SPACE_NAMES[space_name]}")
-    selection = select_k(latent, range(ks.k_min, ks.k_max + 1), n_resamples=ks.n_resamples, n_init=ks.n_init,
-                         random_state=config.seed, silhouette_sample=ks.silhouette_sample or None,
-                         min_stability=min_stability, progress=progress)
+    # one BLAS/OpenMP thread, as in train: K-Means threads spin-wait for each other on a busy machine
+    # (select_k's scan took 23.5 CPU-s with two and 13.4 with one in the tests), and the scan does not
+    # depend on the machine's core count
+    with threadpool_limits(limits=1):
+        pipeline.fit(frame, None if y is None else y.map(lambda v: v if pd.isna(v) else _id_text(v)))
+        epochs = len(pipeline.embedder_.history_)
+        latent, space_name = clustering_space(pipeline, pipeline.transform(frame), random_state=config.seed)
+        progress(f"autoencoder: {epochs} epochs (best {best_epoch(pipeline)}); "
+                 f"scanning k={ks.k_min}..{ks.k_max} on {latent.shape[1]} {_SPACE_NAMES[space_name]}")
+        selection = select_k(latent, range(ks.k_min, ks.k_max + 1), n_resamples=ks.n_resamples, n_init=ks.n_init,
+                             random_state=config.seed, silhouette_sample=ks.silhouette_sample or None,
+                             min_stability=min_stability, progress=progress)
     selection.settings.update(space=_SPACE_NAMES[space_name], seed=config.seed)
     return KSelectionRun(selection=selection, business_k=config.clustering.n_clusters, source=train_t.source,
                          n_customers=len(frame), epochs=epochs, seed=config.seed, dpi=config.plots.dpi)
