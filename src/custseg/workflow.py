@@ -990,7 +990,7 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
                     raise DataError(f"file {block.source!r}, line {block.line_of(pos)}, column {name!r}: the ID is "
                                     "empty; give every customer an ID")
                 complete[name] = False
-            hashes[name].append(pd.util.hash_array(values.to_numpy(dtype=object)))
+            hashes[name].append(_id_hashes(values))
             if name == id_name:
                 ids = values
         if id_name is None:
@@ -1079,6 +1079,12 @@ def _id_texts(ids: pd.Series) -> pd.Series:
     return ids.map(lambda v: v if pd.isna(v) else _id_text(v)).astype(object)
 
 
+def _id_hashes(ids: pd.Series) -> np.ndarray:
+    """64-bit hashes of ID texts (:func:`_id_texts`): the streamed pass and :func:`_duplicate`'s second
+    pass must hash alike, so both call this."""
+    return pd.util.hash_array(ids.to_numpy(dtype=object))
+
+
 def _duplicate(path, parts: list[np.ndarray], stream: TableStream, id_column: str) -> str | None:
     """The error for duplicate IDs over the whole table, from the blocks' 64-bit hashes (``parts``, emptied
     here), or None if every ID differs.
@@ -1100,7 +1106,7 @@ def _duplicate(path, parts: list[np.ndarray], stream: TableStream, id_column: st
     # repeats: the precise path hashes the IDs again, in file order, to find their lines
     blocks = TableStream(path, na_values=sorted(stream.na_tokens), chunk_rows=stream.chunk_rows,
                          kinds=stream.final_kinds())
-    hashes = np.concatenate([pd.util.hash_array(_id_texts(b.frame[id_column]).to_numpy(dtype=object)) for b in blocks])
+    hashes = np.concatenate([_id_hashes(_id_texts(b.frame[id_column])) for b in blocks])
     order = np.argsort(hashes, kind="stable")
     ordered = hashes[order]
     repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
