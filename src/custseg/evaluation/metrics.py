@@ -13,8 +13,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+from sklearn.utils import check_random_state
 
-__all__ = ["internal_metrics", "external_metrics", "mapped_accuracy", "pairwise_ari", "METRIC_GUIDE"]
+__all__ = ["internal_metrics", "silhouette", "external_metrics", "mapped_accuracy", "pairwise_ari", "METRIC_GUIDE"]
 
 #: One line per metric on how to read it (used in the report and the docs).
 METRIC_GUIDE = {
@@ -43,15 +44,68 @@ def internal_metrics(X: np.ndarray, labels: np.ndarray, *, sample_size: int | No
     if not 2 <= len(uniq) < len(X):
         return {"silhouette": np.nan, "davies_bouldin": np.nan, "calinski_harabasz": np.nan, "inertia": inertia}
     if sample_size and sample_size < len(X):
-        sil = skm.silhouette_score(X, labels, sample_size=sample_size, random_state=random_state)
+        # the rows scikit-learn's silhouette_score(sample_size=..., random_state=...) draws
+        rows = check_random_state(random_state).permutation(len(X))[:sample_size]
+        sil = silhouette(X[rows], labels[rows])
     else:
-        sil = skm.silhouette_score(X, labels)
+        sil = silhouette(X, labels)
     return {
         "silhouette": float(sil),
         "davies_bouldin": float(skm.davies_bouldin_score(X, labels)),
         "calinski_harabasz": float(skm.calinski_harabasz_score(X, labels)),
         "inertia": inertia,
     }
+
+
+#: float64 cells of distances held at once by :func:`silhouette` (16 MB)
+_SILHOUETTE_BLOCK_CELLS = 2_000_000
+
+
+def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient (Euclidean): ``sklearn.metrics.silhouette_score``, computed with matrix products.
+
+    scikit-learn's reduces every chunk of the distance matrix to per-cluster sums row
+    by row; here a block of rows' distances to all rows is multiplied by the rows'
+    one-hot cluster matrix, which gives the same sums in one BLAS call (about 4x
+    faster on 8,000 customers, one thread). The distances are scikit-learn's (``euclidean_distances``'
+    expansion, clipped at 0, a row's distance to itself 0); the tests compare the
+    result with ``silhouette_score`` on many tables. Members of one-customer clusters
+    score 0, as there.
+    """
+    X = np.asarray(X, dtype="float64")
+    codes, labels = np.unique(np.asarray(labels), return_inverse=True)
+    n, k = len(X), len(codes)
+    if not 2 <= k <= n - 1:
+        raise ValueError(f"Number of labels is {k}. Valid values are 2 to n_samples - 1 (inclusive)")
+    counts = np.bincount(labels, minlength=k).astype("float64")
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), labels] = 1.0
+    squared = np.einsum("ij,ij->i", X, X)
+    block = max(1, _SILHOUETTE_BLOCK_CELLS // n)
+    total = 0.0
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        d = X[start:stop] @ X.T
+        d *= -2.0
+        d += squared[start:stop, None]
+        d += squared[None, :]
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
+        d[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        sums = d @ onehot  # (rows, clusters): summed distance of each row to each cluster
+        own = labels[start:stop]
+        rows = np.arange(stop - start)
+        own_count = counts[own]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = sums[rows, own] / (own_count - 1)
+        means = sums / counts
+        means[rows, own] = np.inf
+        b = means.min(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (b - a) / np.maximum(a, b)
+        s[own_count == 1] = 0.0
+        total += float(np.nan_to_num(s).sum())
+    return total / n
 
 
 def mapped_accuracy(clusters: np.ndarray, segments: np.ndarray, mapping: dict) -> float:
