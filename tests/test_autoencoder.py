@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +11,8 @@ from torch.nn import functional as F
 
 from custseg import Autoencoder, AutoencoderEmbedder, ConfigError, NotFittedError
 from custseg.embedders.autoencoder import manual_backward, reconstruction_mse, reference_fast_step
-from custseg.embedders.training import TrainingSettings, fused_adam_supported, make_adam, train_module
+from custseg.embedders.training import (FusedAdam, PlateauSchedule, TrainingSettings, fused_adam_supported,
+                                       make_adam, train_module)
 
 
 def _data(n=400, d=9, seed=0):
@@ -144,7 +148,65 @@ def test_fused_adam_only_where_torch_has_it_for_cpu():
     major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     assert fused_adam_supported() == ((major, minor) >= (2, 4))
     opt = make_adam([nn.Parameter(torch.zeros(2))], 0.01)
-    assert bool(opt.defaults.get("fused")) == fused_adam_supported()
+    assert isinstance(opt, FusedAdam if fused_adam_supported() else torch.optim.Adam)
+    assert opt.param_groups[0]["lr"] == 0.01
+
+
+@pytest.mark.skipif(not fused_adam_supported(), reason="this torch has no fused Adam kernel for CPU")
+def test_fused_adam_gives_torch_adams_weights_bit_for_bit():
+    torch.manual_seed(0)
+    ours = [nn.Parameter(torch.randn(5, 3)), nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(4))]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    mine, reference = FusedAdam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01, fused=True)
+    for step in range(30):
+        grads = [torch.randn_like(p) for p in ours]
+        for params in (ours, theirs):
+            for i, (p, g) in enumerate(zip(params, grads)):
+                # the last parameter gets no gradient on some steps: Adam leaves it (and its step count) alone
+                p.grad = None if (i == 2 and step % 3 == 0) else g.clone()
+        if step == 20:  # a plateau halves the rate
+            mine.param_groups[0]["lr"] = reference.param_groups[0]["lr"] = 0.005
+        mine.step()
+        reference.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+    mine.zero_grad()
+    assert all(p.grad is None for p in ours)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plateau_schedule_is_torchs_reduce_lr_on_plateau(seed):
+    rng = np.random.default_rng(seed)
+    # losses that improve, stall, wobble by less than the threshold and jump: every branch of the rule
+    losses = np.cumsum(rng.choice([-0.01, -5e-5, 0.0, 3e-5, 0.02], size=80, p=[0.3, 0.2, 0.2, 0.2, 0.1])) + 1
+    patience, factor, min_lr = int(rng.integers(0, 4)), float(rng.choice([0.5, 0.1])), float(rng.choice([1e-6, 2e-3]))
+    ours = make_adam([nn.Parameter(torch.zeros(1))], 0.01)
+    schedule = PlateauSchedule(ours, factor=factor, patience=patience, min_lr=min_lr)
+    theirs = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.01)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(theirs, mode="min", factor=factor, patience=patience,
+                                                           threshold=1e-4, threshold_mode="abs", min_lr=min_lr)
+    rates = []
+    for loss in losses:
+        schedule.step(loss)
+        reference.step(loss)
+        assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"]
+        rates.append(ours.param_groups[0]["lr"])
+    assert len(set(rates)) > 1  # the rule did reduce the rate
+
+
+@pytest.mark.skipif(not fused_adam_supported(), reason="without the fused CPU kernel the trainers use torch.optim.Adam")
+def test_training_does_not_import_torch_dynamo():
+    """torch.optim's optimizers import torch._dynamo when built (1.4 s); the trainers do not build one."""
+    code = ("import sys, numpy as np\n"
+            "from custseg.embedders.autoencoder import AutoencoderEmbedder\n"
+            "from custseg.embedders.mixed import MixedAutoencoderEmbedder\n"
+            "X = np.random.default_rng(0).normal(size=(64, 4))\n"
+            "AutoencoderEmbedder(max_epochs=2, random_state=0).fit(X)\n"
+            "AutoencoderEmbedder(max_epochs=2, random_state=0, fast_backward=False).fit(X)\n"
+            "MixedAutoencoderEmbedder(n_members=2, max_epochs=2, random_state=0).fit(X)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_training_reduces_loss_and_restores_best_weights():

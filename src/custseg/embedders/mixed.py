@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from ..exceptions import ConfigError, NotFittedError, SchemaError
 from ..schema import category_text
 from .inference import run_in_tiles, torch_threads
+from .training import make_adam
 
 __all__ = ["MixedInputEncoder", "BatchedAutoencoder", "MixedAutoencoderEmbedder"]
 
@@ -522,7 +523,7 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
 
     def _train(self, module: BatchedAutoencoder, x: torch.Tensor, targets: torch.Tensor | None,
                progress=None) -> list[dict]:
-        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+        optimizer = make_adam(module.parameters(), self.learning_rate)
         blocks = self.encoder_.blocks_
         n, bs, members = len(x), int(self.batch_size), self.n_members
         history = []

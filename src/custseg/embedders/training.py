@@ -67,7 +67,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-__all__ = ["TrainingSettings", "TrainingResult", "FastStep", "train_module", "make_adam", "fused_adam_supported"]
+__all__ = ["TrainingSettings", "TrainingResult", "FastStep", "train_module", "make_adam", "fused_adam_supported",
+           "FusedAdam", "PlateauSchedule"]
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], "torch.Tensor | dict[str, torch.Tensor]"]
@@ -126,19 +127,114 @@ class FastStep(Protocol):
 def fused_adam_supported() -> bool:
     """Whether this torch has the fused Adam kernel for CPU tensors (torch >= 2.4).
 
-    Older versions accept ``fused=True`` as an argument but refuse CPU parameters, so
-    the test is to build one on a CPU parameter rather than to read the signature.
+    Older versions have the kernel for GPUs only, so the test is one call of it on CPU
+    tensors rather than a look at the version or the signature.
     """
+    kernel = getattr(torch, "_fused_adam_", None)
+    if kernel is None:
+        return False
+    one = [torch.zeros(1)]
     try:
-        torch.optim.Adam([nn.Parameter(torch.zeros(1))], fused=True)
-    except (RuntimeError, TypeError, ValueError):
+        kernel(one, [torch.zeros(1)], [torch.zeros(1)], [torch.zeros(1)], [], [torch.zeros(())], amsgrad=False,
+               lr=0.001, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False, grad_scale=None,
+               found_inf=None)
+    except (RuntimeError, NotImplementedError, TypeError):
         return False
     return True
 
 
-def make_adam(params, learning_rate: float) -> torch.optim.Adam:
-    """Adam, with the fused CPU kernel where torch has it (same maths, one call for every parameter)."""
-    return torch.optim.Adam(params, lr=learning_rate, **({"fused": True} if fused_adam_supported() else {}))
+class FusedAdam:
+    """``torch.optim.Adam(params, lr, fused=True)``, the same kernel call, without ``torch.optim.Optimizer``.
+
+    Building any ``torch.optim`` optimizer imports ``torch._dynamo`` (``add_param_group``
+    is wrapped to disable it), 1.4 s here: a sixth of a whole training run of the
+    reference design. This class keeps Adam's state (first and second moments and a
+    step count per parameter, created at zero) and calls the fused kernel exactly as
+    ``Adam.step`` does for one parameter group without weight decay, amsgrad or
+    maximize; the tests check the weights are bitwise those of ``torch.optim.Adam``.
+    ``param_groups[0]["lr"]`` is the learning rate, as in an Optimizer. Parameters
+    without a gradient are left alone, as ``Adam.step`` does.
+    """
+
+    def __init__(self, params, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        self.param_groups = [{"params": self.params, "lr": float(lr), "betas": tuple(betas), "eps": float(eps)}]
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        # Adam(fused=True) keeps its step counts as float32 scalars
+        self.steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
+        self._kernel = torch._fused_adam_
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def step(self) -> None:
+        group = self.param_groups[0]
+        if all(p.grad is not None for p in self.params):
+            params, grads, avgs, sqs, steps = self.params, [p.grad for p in self.params], self.exp_avgs, \
+                self.exp_avg_sqs, self.steps
+        else:
+            used = [i for i, p in enumerate(self.params) if p.grad is not None]
+            if not used:
+                return
+            params, grads = [self.params[i] for i in used], [self.params[i].grad for i in used]
+            avgs, sqs = [self.exp_avgs[i] for i in used], [self.exp_avg_sqs[i] for i in used]
+            steps = [self.steps[i] for i in used]
+        if len(steps) == 1:  # one flat parameter (the reference fast step): a third of _foreach_add_'s cost
+            steps[0].add_(1)
+        else:
+            torch._foreach_add_(steps, 1)
+        beta1, beta2 = group["betas"]
+        self._kernel(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
+                     weight_decay=0.0, eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+
+
+def make_adam(params, learning_rate: float):
+    """Adam for the trainers: :class:`FusedAdam` where torch has the fused CPU kernel, else ``torch.optim.Adam``.
+
+    Both have ``zero_grad``, ``step`` and ``param_groups[0]["lr"]``.
+    """
+    if fused_adam_supported():
+        return FusedAdam(params, lr=learning_rate)
+    return torch.optim.Adam(params, lr=learning_rate)
+
+
+class PlateauSchedule:
+    """Reduce the learning rate when the monitored loss stops improving (``torch.optim.lr_scheduler.ReduceLROnPlateau``
+    with ``mode="min"``, ``threshold_mode="abs"``, no cooldown; Keras' ``ReduceLROnPlateau``).
+
+    After more than ``patience`` epochs without a loss below the best minus
+    ``threshold``, the rate is multiplied by ``factor`` (not below ``min_lr``; a change
+    smaller than ``eps`` is skipped) and the count starts again. Written here rather
+    than taken from ``torch.optim`` because that one accepts only a
+    ``torch.optim.Optimizer`` (see :class:`FusedAdam`); the tests compare the two on
+    many loss sequences.
+    """
+
+    def __init__(self, optimizer, *, factor: float, patience: int, min_lr: float, threshold: float = 1e-4,
+                 eps: float = 1e-8):
+        self.optimizer, self.factor, self.patience, self.min_lr = optimizer, factor, patience, min_lr
+        self.threshold, self.eps = threshold, eps
+        self.best, self.bad_epochs = math.inf, 0
+
+    def step(self, loss: float) -> None:
+        loss = float(loss)
+        if loss < self.best - self.threshold:
+            self.best, self.bad_epochs = loss, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            group = self.optimizer.param_groups[0]
+            new = max(group["lr"] * self.factor, self.min_lr)
+            if group["lr"] - new > self.eps:
+                group["lr"] = new
+            self.bad_epochs = 0
 
 
 def _as_batch(data) -> Batch:
@@ -167,9 +263,8 @@ def train_module(module: nn.Module, train, val, loss: LossFn, settings: Training
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
     optimizer = make_adam(params, settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience, threshold=1e-4,
-        threshold_mode="abs", min_lr=settings.min_lr)
+    scheduler = PlateauSchedule(optimizer, factor=settings.lr_factor, patience=settings.lr_patience,
+                                min_lr=settings.min_lr)
     n, bs = len(train_data[0]), settings.batch_size
     best, best_state, wait = math.inf, None, 0
     history: list[dict] = []
@@ -220,7 +315,7 @@ def _history_columns(record: dict) -> list[str]:
 
 def _fast_epoch(fast_step: FastStep, optimizer, shuffled: Batch, n: int, bs: int) -> dict[str, float]:
     outputs = []
-    step, adam_step = fast_step.step, _direct_adam_step(optimizer)
+    step, adam_step = fast_step.step, optimizer.step
     with torch.no_grad():
         if hasattr(fast_step, "start_epoch"):
             fast_step.start_epoch(n)
@@ -229,37 +324,6 @@ def _fast_epoch(fast_step: FastStep, optimizer, shuffled: Batch, n: int, bs: int
             outputs.append(step(batch))
             adam_step()
         return fast_step.epoch_metrics(outputs)
-
-
-def _direct_adam_step(optimizer: torch.optim.Adam) -> Callable[[], None]:
-    """``optimizer.step`` without its Python wrapping, where that is safe: the same fused kernel call.
-
-    ``Adam.step`` spends about 60 microseconds per call on hooks, checks and regrouping
-    the parameters, several times the kernel itself for a network this small, and the
-    reference training makes about 18,000 calls. With the fused CPU kernel, one group,
-    and the state already created (after one ordinary step), calling the kernel directly
-    does exactly what ``step`` does. Anything else falls back to ``optimizer.step``.
-    """
-    group = optimizer.param_groups[0]
-    params = [p for p in group["params"] if p.grad is not None]
-    kernel = getattr(torch, "_fused_adam_", None)
-    if (kernel is None or len(optimizer.param_groups) != 1 or not group.get("fused") or group["amsgrad"]
-            or group["maximize"] or group.get("differentiable") or group.get("capturable")
-            or group["weight_decay"] != 0 or any(p not in optimizer.state for p in params)
-            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks):
-        return optimizer.step
-    states = [optimizer.state[p] for p in params]
-    grads = [p.grad for p in params]
-    exp_avgs = [s["exp_avg"] for s in states]
-    exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-    steps = [s["step"] for s in states]
-    beta1, beta2 = group["betas"]
-
-    def step() -> None:
-        torch._foreach_add_(steps, 1)
-        kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
-               beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
-    return step
 
 
 def _autograd_epoch(module: nn.Module, loss: LossFn, optimizer, shuffled: Batch, n: int,
