@@ -69,8 +69,8 @@ STAGES = [
     ("monitoring (soft assignment, novelty, drift)", "custseg.workflow", "fit_monitor"),
     ("PCA map", "custseg.workflow", "pca_coordinates"),
     ("t-SNE map (second thread)", "custseg.workflow", "tsne_coordinates"),
-    ("waiting for the second thread", "custseg.workflow", "_wait"),
-    ("figures (while the second thread works)", "custseg.workflow", "_draw_early"),
+    ("drift: classifier two-sample test", "custseg.workflow", "classifier_two_sample_test"),
+    ("figures (PCA, distribution, profiles, training)", "custseg.workflow", "_draw_early"),
     ("figures (t-SNE map, k selection, monitoring)", "custseg.workflow", "_draw"),
     ("report and writing", "custseg.workflow", "write_training_outputs"),
 ]

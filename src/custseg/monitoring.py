@@ -1065,7 +1065,6 @@ def classifier_two_sample_test(reference: pd.DataFrame, new: pd.DataFrame, schem
     # One OpenMP thread, as for every K-Means of a run: the trees' histograms are too small to share,
     # and on a busy machine OpenMP threads spin-wait for each other. Measured on the shipped tables at
     # load 4 on 2 cores: 56.6 CPU-s (57 s wall) with the default threads, 1.1 CPU-s with one; same AUC.
-    # The limit belongs to the calling thread, so it holds when train runs this on its second thread.
     with threadpool_limits(limits=1):
         for f in range(n_folds):
             train_idx, test_idx = np.flatnonzero(fold != f), np.flatnonzero(fold == f)

@@ -311,16 +311,13 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     if known is not None and not pd.notna(known).any():
         known = None
 
-    # The t-SNE map and the k scan need only the clustering space: compute them on a second
-    # thread (openTSNE, K-Means and numpy release the GIL) while this thread, limited to one
-    # BLAS/OpenMP thread so the two do not fight over the two cores, does everything else.
+    # The t-SNE map needs only the clustering space: compute it on a second thread (openTSNE's
+    # gradient releases the GIL) while this thread, limited to one BLAS/OpenMP thread so the two
+    # do not fight over the two cores, does everything else. The map is the longest single piece
+    # (about 5 CPU-s on 1,500 customers); the rest of this block takes about as long.
     with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):
         tsne_job = pool.submit(tsne_coordinates, space, clusters, max_points=config.plots.tsne_max_points,
                                perplexity=config.plots.tsne_perplexity, random_state=config.seed)
-        # the drift's classifier test needs only the two tables: it follows the t-SNE map on the second thread
-        drift_job = None if test_t is None else pool.submit(
-            classifier_two_sample_test, frame, test_t.frame, schema, random_state=config.seed)
-        k_scan_job = pool.submit(_k_scan, config, space, space_name, large)
         metrics = _evaluate(result, space, space_name, known, large)
         echo(f"k-means: k={config.clustering.n_clusters}, silhouette {metrics['silhouette']:.3f}"
              + (f", NMI {metrics['nmi']:.3f}, mapped accuracy {metrics['mapped_accuracy']:.3f}"
@@ -331,13 +328,14 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         result.summary = _summary(result, metrics, train_t, test_info)
         _monitoring(result, test_t, train_novelty, test_scored)
         pca_xy, pca_var = pca_coordinates(space, random_state=config.seed)
-        # the figures that need neither the t-SNE map nor the k scan, drawn while the second thread works
+        # the figures that need neither the t-SNE map nor the k scan
         early = _draw_early(result, known, pca_xy, pca_var, large)
-        result.k_selection = k_scan_job.result()
+        if test_t is not None:  # the drift's classifier test needs only the two tables
+            _add_drift_classifier(result, classifier_two_sample_test(frame, test_t.frame, schema,
+                                                                     random_state=config.seed))
+        result.k_selection = _k_scan(config, space, space_name, large)
         result.tables["k_selection"] = result.k_selection.to_frame()
         tsne_idx, tsne_xy = tsne_job.result()
-        if drift_job is not None:
-            _add_drift_classifier(result, drift_job.result())
     # the tables in the order a run writes them, whichever thread finished first
     result.tables = {name: result.tables[name] for name in [*RESULT_TABLES, *result.tables] if name in result.tables}
     result.tables["maps"] = _maps_table(ids, clusters, pca_xy, tsne_idx, tsne_xy)
@@ -401,12 +399,12 @@ def _evaluate(result: TrainResult, space: np.ndarray, space_name: str, known: np
 
 def _k_scan(config: RunConfig, latent: np.ndarray, space_name: str = "latent",
             large: dict | None = None) -> KSelection:
-    """The k scan of a run (``k_selection``), on a random sample of a large table; run on the second thread."""
+    """The k scan of a run (``k_selection``), on a random sample of a large table."""
     ks = config.k_selection
     if large is not None and len(latent) > large["k_scan_sample_rows"]:
         rows = np.random.default_rng(config.seed).choice(len(latent), large["k_scan_sample_rows"], replace=False)
         latent = latent[np.sort(rows)]
-    # OpenMP's thread count belongs to the calling thread: the worker thread sets its own
+    # one OpenMP thread, as every K-Means of a run (see train)
     with threadpool_limits(limits=1):
         selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
                              n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
@@ -546,7 +544,7 @@ def _monitoring(result: TrainResult, test_t: LoadedTable | None, train_novelty: 
     if test_t is not None:
         train_scored = result.tables["training_results"]
         segment = "Predicted_Segment" if "Predicted_Segment" in scored else "Cluster"
-        # the classifier test runs on the second thread (see train); _add_drift_classifier adds it
+        # the classifier test runs later in train, after the figures; _add_drift_classifier adds it
         drift = drift_report(result.train_table, test_t.frame, result.schema,
                              reference_segments=train_scored[segment].to_numpy(),
                              new_segments=scored[segment].to_numpy(), classifier=False,
@@ -561,7 +559,7 @@ def _monitoring(result: TrainResult, test_t: LoadedTable | None, train_novelty: 
 
 
 def _add_drift_classifier(result: TrainResult, classifier: dict[str, Any]) -> None:
-    """The classifier two-sample test, computed on the second thread, into the drift report and summary."""
+    """The classifier two-sample test into the drift report and summary."""
     if result.drift is None:
         return
     result.drift.classifier = classifier
