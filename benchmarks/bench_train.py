@@ -71,7 +71,8 @@ STAGES = [
     ("t-SNE map (second thread)", "custseg.workflow", "tsne_coordinates"),
     ("drift: classifier two-sample test", "custseg.workflow", "classifier_two_sample_test"),
     ("figures (PCA, distribution, profiles, training)", "custseg.workflow", "_draw_early"),
-    ("figures (t-SNE map, k selection, monitoring)", "custseg.workflow", "_draw"),
+    ("figures (k selection, monitoring)", "custseg.workflow", "_draw_scan_and_monitoring"),
+    ("figure (t-SNE map)", "custseg.workflow", "_draw"),
     ("report and writing", "custseg.workflow", "write_training_outputs"),
 ]
 

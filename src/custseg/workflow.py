@@ -335,6 +335,8 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
                                                                      random_state=config.seed))
         result.k_selection = _k_scan(config, space, space_name, large)
         result.tables["k_selection"] = result.k_selection.to_frame()
+        # every figure but the t-SNE map, before waiting for it
+        early |= _draw_scan_and_monitoring(result)
         tsne_idx, tsne_xy = tsne_job.result()
     # the tables in the order a run writes them, whichever thread finished first
     result.tables = {name: result.tables[name] for name in [*RESULT_TABLES, *result.tables] if name in result.tables}
@@ -640,24 +642,27 @@ def _draw_early(result: TrainResult, known: np.ndarray | None, pca_xy: np.ndarra
     }
 
 
+def _draw_scan_and_monitoring(result: TrainResult) -> dict[str, bytes]:
+    """The k selection figure and the monitoring figures (they need the k scan and the drift test)."""
+    dpi = result.config.plots.dpi
+    return {"optimal_clusters": render_png(
+        plots.plot_k_selection(result.k_selection, chosen_k=result.config.clustering.n_clusters), dpi),
+        **_draw_monitoring(result, dpi)}
+
+
 def _draw(result: TrainResult, known: np.ndarray | None, early: dict[str, bytes], tsne_idx: np.ndarray,
           tsne_xy: np.ndarray) -> dict[str, bytes]:
-    """Every figure of a run, as PNG bytes by name: ``early`` (:func:`_draw_early`) and the rest, in run order."""
+    """Every figure of a run, as PNG bytes by name, in run order: ``early`` (all the others) and the t-SNE map."""
     clusters = result.pipeline.labels_
     dpi = result.config.plots.dpi
     sampled = "every customer" if len(tsne_idx) == len(clusters) else "stratified sample"
-    return {
-        "training_history": early["training_history"],
-        "optimal_clusters": render_png(
-            plots.plot_k_selection(result.k_selection, chosen_k=result.config.clustering.n_clusters), dpi),
-        "clusters_pca": early["clusters_pca"],
-        "cluster_distribution": early["cluster_distribution"],
-        "clusters_tsne": render_png(plots.plot_maps(
-            tsne_xy, clusters[tsne_idx], cluster_names(result), "t-SNE", None if known is None else known[tsne_idx],
-            axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, {sampled})", "t-SNE 2")), dpi),
-        "segment_profiles": early["segment_profiles"],
-        **_draw_monitoring(result, dpi),
-    }
+    tsne = render_png(plots.plot_maps(
+        tsne_xy, clusters[tsne_idx], cluster_names(result), "t-SNE", None if known is None else known[tsne_idx],
+        axis_labels=(f"t-SNE 1 ({len(tsne_idx):,} customers, {sampled})", "t-SNE 2")), dpi)
+    order = ["training_history", "optimal_clusters", "clusters_pca", "cluster_distribution", "clusters_tsne",
+             "segment_profiles"]
+    figures = {**early, "clusters_tsne": tsne}
+    return {name: figures[name] for name in [*order, *figures] if name in figures}
 
 
 def _draw_monitoring(result: TrainResult, dpi: int) -> dict[str, bytes]:
