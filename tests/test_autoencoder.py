@@ -78,6 +78,39 @@ def test_manual_backward_equals_autograd_and_the_module_forward(n_features, hidd
     torch.testing.assert_close(diff, _masked_forward(net, x, masks).detach() - x)
 
 
+@pytest.mark.parametrize("n_features, hidden, latent, dropout", ARCHITECTURES)
+@pytest.mark.parametrize("rows", [32, 5, 1])
+def test_training_step_gives_autograds_gradients_with_the_masks_it_drew(n_features, hidden, latent, dropout, rows):
+    """The NumPy step training runs (not only manual_backward) against autograd, dropout included."""
+    torch.manual_seed(1)
+    net = Autoencoder(n_features, hidden, latent, dropout)
+    step = reference_fast_step(net, reconstruction_mse)
+    x = torch.randn(40 + rows, n_features)
+    step.start_epoch(len(x))
+    with torch.no_grad():
+        step.step((x[:40],))  # a first batch: the second one reads the masks' later rows
+        diff = step.step((x[40:],))
+    got = [p.grad.clone() for p in net.parameters()]
+    # the masks the step used for the second batch, layer by layer
+    masks = [None if drop is None else torch.from_numpy(step.masks[40:, drop[0]:drop[1]].copy())
+             for *_, drop in step.plan]
+    net.train()
+    net.zero_grad()
+    F.mse_loss(_masked_forward(net, x[40:], masks), x[40:]).backward()
+    for mine, want in zip(got, [p.grad for p in net.parameters()]):
+        torch.testing.assert_close(mine, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(diff, (_masked_forward(net, x[40:], masks) - x[40:]).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    if dropout > 0:
+        assert any(m is not None and (m == 0).any() for m in masks) or rows == 1
+
+
+def test_fast_training_is_silent_where_torch_is(recwarn):
+    X, y = _data()
+    AutoencoderEmbedder(max_epochs=2, random_state=0).fit(X * np.float32(1e34), y)  # products overflow float32
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 class _TanhAutoencoder(Autoencoder):
     def encode(self, x):
         for layer in self.encoder:
@@ -153,9 +186,10 @@ def test_fused_adam_only_where_torch_has_it_for_cpu():
 
 
 @pytest.mark.skipif(not fused_adam_supported(), reason="this torch has no fused Adam kernel for CPU")
-def test_fused_adam_gives_torch_adams_weights_bit_for_bit():
+@pytest.mark.parametrize("shapes", [[(5, 3), (3,), (4,)], [(50,)]])  # several tensors; one flat buffer
+def test_fused_adam_gives_torch_adams_weights_bit_for_bit(shapes):
     torch.manual_seed(0)
-    ours = [nn.Parameter(torch.randn(5, 3)), nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(4))]
+    ours = [nn.Parameter(torch.randn(*shape)) for shape in shapes]
     theirs = [nn.Parameter(p.detach().clone()) for p in ours]
     mine, reference = FusedAdam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01, fused=True)
     for step in range(30):
@@ -172,6 +206,8 @@ def test_fused_adam_gives_torch_adams_weights_bit_for_bit():
             assert torch.equal(a, b)
     mine.zero_grad()
     assert all(p.grad is None for p in ours)
+    with pytest.raises(TypeError, match="iterable of Tensors"):
+        FusedAdam(torch.zeros(3))
 
 
 @pytest.mark.parametrize("seed", range(6))

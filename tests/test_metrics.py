@@ -56,6 +56,11 @@ def test_sampled_silhouette_uses_scikit_learns_sample():
 
 def test_silhouette_refuses_what_scikit_learn_refuses():
     X = np.arange(12.0).reshape(6, 2)
+    for bad in (np.nan, np.inf):
+        Y = X.copy()
+        Y[2, 1] = bad
+        with pytest.raises(ValueError, match="NaN|infinity"):
+            silhouette(Y, np.array([0, 0, 0, 1, 1, 1]))
     for labels in (np.zeros(6, int), np.arange(6)):
         with pytest.raises(ValueError, match="Number of labels is"):
             silhouette(X, labels)

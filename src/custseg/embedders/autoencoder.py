@@ -16,7 +16,8 @@ global torch seed.
 Training goes through autograd, except for one case: the exact reference
 :class:`Autoencoder` class (not a subclass) with the MSE loss has a hand-written
 backward pass (:func:`manual_backward`; training runs it in NumPy on the same memory,
-about 3.5x faster than autograd for a network this small).
+about 5x faster than autograd for a network this small: 27 against 148 ms an epoch on
+the shipped data).
 It is used only when ``type(module) is Autoencoder``; anything else (a subclass with
 another activation, another loss) trains through autograd, and :func:`manual_backward`
 refuses modules it does not cover.
@@ -164,10 +165,10 @@ class _ReferenceMSEStep:
     in NumPy on views of the very same memory (``Tensor.numpy()`` shares it): the
     weights the module uses, the gradient buffers Adam reads, the dropout masks torch
     draws. Every parameter and gradient is a view of one flat buffer, so Adam (torch's
-    fused kernel) updates a single tensor. The weights' transposes, the layers' output
-    buffers and the dropout columns are laid out once. The arithmetic, and the order of
-    the random draws, are those of :func:`manual_backward`; the tests check both against
-    autograd. Measured here: about 0.09 ms a step against 0.32 ms with torch operations.
+    fused kernel) updates a single tensor. The weights' transposes and the dropout
+    columns are laid out once. The arithmetic, and the order of the random draws, are
+    those of :func:`manual_backward`; the tests check both against autograd. Measured here: about 0.13 ms a step, Adam included, against 0.32 ms with
+    torch operations.
     """
 
     def __init__(self, module: Autoencoder):

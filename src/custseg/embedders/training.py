@@ -61,8 +61,9 @@ import copy
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -118,9 +119,9 @@ class FastStep(Protocol):
     those into the training metrics of the history (``{"loss": ..., "mae": ...}``).
     """
 
-    def step(self, batch: Batch) -> torch.Tensor: ...
+    def step(self, batch: Batch) -> Any: ...
 
-    def epoch_metrics(self, outputs: list[torch.Tensor]) -> dict[str, float]: ...
+    def epoch_metrics(self, outputs: list) -> dict[str, float]: ...
 
 
 @functools.cache
@@ -157,6 +158,11 @@ class FusedAdam:
     """
 
     def __init__(self, params, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        if isinstance(params, torch.Tensor):  # as torch.optim: a bare tensor would be iterated row by row
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors, but got "
+                            + torch.typename(params))
+        if not lr > 0 or not eps >= 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"Invalid Adam settings: lr={lr!r}, betas={betas!r}, eps={eps!r}")
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
@@ -316,7 +322,9 @@ def _history_columns(record: dict) -> list[str]:
 def _fast_epoch(fast_step: FastStep, optimizer, shuffled: Batch, n: int, bs: int) -> dict[str, float]:
     outputs = []
     step, adam_step = fast_step.step, optimizer.step
-    with torch.no_grad():
+    # a fast step may compute in NumPy, which warns on overflow where torch is silent (a diverging fit
+    # shows in the loss history either way)
+    with torch.no_grad(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if hasattr(fast_step, "start_epoch"):
             fast_step.start_epoch(n)
         # the batches as views, cut once (split makes them in one call)

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 
 __all__ = ["internal_metrics", "silhouette", "external_metrics", "mapped_accuracy", "pairwise_ari", "METRIC_GUIDE"]
 
@@ -72,7 +72,7 @@ def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
     result with ``silhouette_score`` on many tables. Members of one-customer clusters
     score 0, as there.
     """
-    X = np.asarray(X, dtype="float64")
+    X = check_array(X, dtype="float64")  # NaN or infinity is an error, as in scikit-learn
     codes, labels = np.unique(np.asarray(labels), return_inverse=True)
     n, k = len(X), len(codes)
     if not 2 <= k <= n - 1:
