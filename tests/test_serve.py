@@ -41,12 +41,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _running_server(models: Path, max_body_mb: float = LIMIT_MB):
+def _running_server(models: Path, max_body_mb: float = LIMIT_MB, workers: int = 1):
     """``custseg serve`` on ``models`` in its own process, and an HTTP client for it."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "custseg", "serve", "--model", str(models),
-                             "--host", "127.0.0.1", "--port", str(port), "--max-body-mb", str(max_body_mb)],
+                             "--host", "127.0.0.1", "--port", str(port), "--max-body-mb", str(max_body_mb),
+                             "--workers", str(workers)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -263,3 +264,59 @@ def test_serve_refuses_a_damaged_model_in_one_line(trained, tmp_path, capsys):
     assert main(["serve", "--model", str(bad), "--port", str(_free_port())]) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("Error: ") and "was edited or truncated" in err
+
+
+def _nodelay_of_accepted_connection(listener: socket.socket) -> int:
+    """TCP_NODELAY of a connection accepted by an asyncio server on ``listener`` (as uvicorn's workers serve)."""
+    import asyncio
+
+    async def run() -> int:
+        seen = asyncio.get_running_loop().create_future()
+
+        async def on_connect(reader, writer):
+            seen.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return value
+
+    return asyncio.run(run())
+
+
+def test_workers_share_a_socket_whose_connections_send_at_once():
+    """Several workers serve a socket bound before they start. Bound the way uvicorn does it
+    (``socket.socket(family)``: proto 0) its connections keep Nagle's algorithm on and every
+    keep-alive answer waits ~40 ms for the client's delayed ACK; custseg's has TCP_NODELAY."""
+    from custseg.serve import listening_socket
+
+    plain = socket.socket(socket.AF_INET)
+    plain.bind(("127.0.0.1", 0))
+    assert _nodelay_of_accepted_connection(plain) == 0
+    ours = listening_socket("127.0.0.1", 0)
+    assert ours.proto == socket.IPPROTO_TCP
+    assert _nodelay_of_accepted_connection(ours) != 0
+
+
+def test_a_taken_port_is_one_clear_error():
+    from custseg.exceptions import ConfigError
+    from custseg.serve import listening_socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port} .*another --host or --port"):
+            listening_socket("127.0.0.1", port)
+
+
+def test_two_workers_score_as_the_cli_does(trained, tmp_path):
+    new = make_customers(40, seed=8, start_id=8000).drop(columns="Segment")
+    assert _cli_predict(trained, new, tmp_path)[0] == 0
+    records = json.loads(new.to_json(orient="records"))
+    with _running_server(trained / "models", workers=2) as (client, _):
+        for _ in range(3):  # keep-alive requests, to whichever worker takes them
+            _assert_answer_is_the_cli_output(client.post("/predict", json=records), tmp_path / "pred.csv")

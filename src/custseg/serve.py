@@ -26,11 +26,13 @@ server's log.
 
 # no "from __future__ import annotations": FastAPI reads the endpoints' annotations as objects
 import hashlib
+import inspect
 import io
 import json
 import logging
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ from .persistence import MANIFEST, LoadedModel, load_model
 from .io.writing import FLOAT_FORMAT
 from .workflow import predict_table
 
-__all__ = ["create_app", "serve", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["create_app", "serve", "listening_socket", "DEFAULT_MAX_BODY_BYTES"]
 
 #: 32 MB: about 250,000 customer records of the shipped table's width as JSON
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -258,5 +260,41 @@ def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, w
         return
     load_model(model_dir)
     os.environ[_ENV_MODEL], os.environ[_ENV_LIMIT] = str(Path(model_dir).resolve()), str(max_body_bytes)
-    uvicorn.run("custseg.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False)
+    config = uvicorn.Config("custseg.serve:app_from_environment", factory=True, host=host, port=port,
+                            workers=workers, log_level=log_level, access_log=False)
+    sock = listening_socket(host, port)
+    from uvicorn.supervisors import Multiprocess
+
+    # what uvicorn.run does for several workers, with the socket above instead of Config.bind_socket's
+    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.30
+        supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+    else:
+        supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        supervisor.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The TCP socket several workers share, created as ``IPPROTO_TCP``.
+
+    uvicorn binds it with ``socket.socket(family)``, whose ``proto`` is 0; accepted
+    connections inherit it, and asyncio turns ``TCP_NODELAY`` on only for sockets that say
+    ``IPPROTO_TCP`` (uvicorn issue #3149). Without it every keep-alive response waited for
+    the client's delayed ACK: ``GET /health`` took 44 ms with ``--workers 2`` against 1 ms
+    with one worker, a scored record 60 ms against 17.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); give another --host or "
+                          "--port") from None
+    sock.set_inheritable(True)
+    return sock
