@@ -175,6 +175,12 @@ def bench_http(model: Path, seconds: float) -> list[dict]:
                     t = time.perf_counter()
                     assert client.post("/predict", json=one).status_code == 200
                     latencies.append(time.perf_counter() - t)
+                # the transport alone: no scoring, so what is left is HTTP and the socket
+                health = []
+                for _ in range(200):
+                    t = time.perf_counter()
+                    assert client.get("/health").status_code == 200
+                    health.append(time.perf_counter() - t)
 
             def batches(n_done: list):
                 with httpx.Client(base_url=base, timeout=60) as c:
@@ -196,6 +202,7 @@ def bench_http(model: Path, seconds: float) -> list[dict]:
         lat = np.array(latencies) * 1000
         results.append({"workers": workers, "single_p50_ms": float(np.percentile(lat, 50)),
                         "single_p99_ms": float(np.percentile(lat, 99)), "single_requests": len(lat),
+                        "health_p50_ms": float(np.percentile(np.array(health) * 1000, 50)),
                         "batch_rows_per_s": sum(counts) / wall, "batch_clients": clients})
         print(json.dumps(results[-1]), flush=True)
     return results

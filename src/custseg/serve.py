@@ -26,7 +26,6 @@ server's log.
 
 # no "from __future__ import annotations": FastAPI reads the endpoints' annotations as objects
 import hashlib
-import inspect
 import io
 import json
 import logging
@@ -265,13 +264,10 @@ def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, w
     sock = listening_socket(host, port)
     from uvicorn.supervisors import Multiprocess
 
-    # what uvicorn.run does for several workers, with the socket above instead of Config.bind_socket's
-    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.30
-        supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
-    else:
-        supervisor = Multiprocess(config, sockets=[sock])
+    # what uvicorn.run does for several workers (uvicorn >= 0.51), with the socket above instead of
+    # Config.bind_socket's
     try:
-        supervisor.run()
+        Multiprocess(config, sockets=[sock]).run()
     except KeyboardInterrupt:
         pass
     finally:
@@ -284,8 +280,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     uvicorn binds it with ``socket.socket(family)``, whose ``proto`` is 0; accepted
     connections inherit it, and asyncio turns ``TCP_NODELAY`` on only for sockets that say
     ``IPPROTO_TCP`` (uvicorn issue #3149). Without it every keep-alive response waited for
-    the client's delayed ACK: ``GET /health`` took 44 ms with ``--workers 2`` against 1 ms
-    with one worker, a scored record 60 ms against 17.
+    the client's delayed ACK, about 40 ms (``benchmarks/bench_production.py --only http``
+    measures ``GET /health`` and single records with 1 and 2 workers).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
