@@ -154,18 +154,28 @@ def load_average() -> str:
         return "n/a"
 
 
-def time_autoencoder(threads: int) -> tuple[float, int]:
-    """Seconds and epochs of the reference autoencoder alone on the preprocessed shipped data."""
+def time_autoencoder(threads: int, fast_backward: bool = True) -> tuple[float, int]:
+    """Seconds and epochs of the reference autoencoder alone on the preprocessed shipped data
+    (``fast_backward=False``: through autograd instead of its hand-written NumPy step)."""
     from custseg.config import RunConfig
     from custseg.workflow import build_pipeline, load_tables
 
     train, _, schema = load_tables(RunConfig())
     pipeline = build_pipeline(RunConfig(), schema)
     features = pipeline.preprocessor.fit_transform(train.frame)
-    embedder = pipeline.embedder.set_params(n_threads=threads)
+    embedder = pipeline.embedder.set_params(n_threads=threads, fast_backward=fast_backward)
     start = time.perf_counter()
     embedder.fit(features, train.frame[schema.label_column])
     return time.perf_counter() - start, len(embedder.history_)
+
+
+def time_dynamo_import() -> float:
+    """Seconds to import ``torch._dynamo`` after torch, in a fresh process: what building any ``torch.optim``
+    optimizer costs a run (custseg's trainers do not build one, see ``embedders.training.FusedAdam``)."""
+    code = ("import time, torch; t = time.perf_counter(); import torch._dynamo; "
+            "print(time.perf_counter() - t)")
+    return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True).stdout)
 
 
 def time_tsne(points: int) -> float:
@@ -217,15 +227,19 @@ def main() -> None:
     runs = walls
     ae1, ep1 = time_autoencoder(1)
     ae2, ep2 = time_autoencoder(2)
+    aeg, epg = time_autoencoder(1, fast_backward=False)
     print("| what | seconds |")
     print("| --- | ---: |")
     print(f"| `custseg train` (every output, report included), median of {args.repeats} | {statistics.median(runs):.1f} |")
     print(f"| `custseg train`, fastest / slowest | {min(runs):.1f} / {max(runs):.1f} |")
     print(f"| `custseg train`, CPU (user + sys), median of {args.repeats} | {statistics.median(cpus):.1f} |")
     print(f"| `custseg train`, peak memory MB (largest) | {max(u[2] for u in usage):.0f} |")
-    print(f"| autoencoder alone, 1 torch thread ({ep1} epochs) | {ae1:.1f} ({1000 * ae1 / ep1:.0f} ms/epoch) |")
-    print(f"| autoencoder alone, 2 torch threads ({ep2} epochs) | {ae2:.1f} ({1000 * ae2 / ep2:.0f} ms/epoch) |")
+    print(f"| reference autoencoder alone, 1 torch thread ({ep1} epochs) | {ae1:.1f} ({1000 * ae1 / ep1:.0f} ms/epoch) |")
+    print(f"| reference autoencoder alone, 2 torch threads ({ep2} epochs) | {ae2:.1f} ({1000 * ae2 / ep2:.0f} ms/epoch) |")
+    print(f"| reference autoencoder alone, through autograd, 1 thread ({epg} epochs) | {aeg:.1f} "
+          f"({1000 * aeg / epg:.0f} ms/epoch) |")
     print(f"| t-SNE map, 1,500-point stratified sample (openTSNE) | {time_tsne(1500):.1f} |")
+    print(f"| importing `torch._dynamo` (what a `torch.optim` optimizer would add) | {time_dynamo_import():.1f} |")
 
 
 if __name__ == "__main__":

@@ -312,7 +312,7 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         known = None
 
     # The t-SNE map needs only the clustering space: compute it on a second thread (openTSNE's
-    # gradient releases the GIL) while this thread, limited to one BLAS/OpenMP thread so the two
+    # gradient runs mostly outside the GIL) while this thread, limited to one BLAS/OpenMP thread so the two
     # do not fight over the two cores, does everything else. The map is the longest single piece
     # (about 5 CPU-s on 1,500 customers); the rest of this block takes about as long.
     with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1):

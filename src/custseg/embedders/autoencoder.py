@@ -16,8 +16,8 @@ global torch seed.
 Training goes through autograd, except for one case: the exact reference
 :class:`Autoencoder` class (not a subclass) with the MSE loss has a hand-written
 backward pass (:func:`manual_backward`; training runs it in NumPy on the same memory,
-about 5x faster than autograd for a network this small: 27 against 148 ms an epoch on
-the shipped data).
+several times faster than autograd for a network this small: ``benchmarks/bench_train.py``
+times both).
 It is used only when ``type(module) is Autoencoder``; anything else (a subclass with
 another activation, another loss) trains through autograd, and :func:`manual_backward`
 refuses modules it does not cover.
@@ -160,15 +160,15 @@ class _ReferenceMSEStep:
     """:func:`manual_backward` as a :class:`~custseg.embedders.training.FastStep`, with less per-step cost.
 
     At 32 rows a batch the arithmetic is a few microseconds; the cost of a step is the
-    number of calls and the Python around them. A torch CPU operation costs 5-10
-    microseconds of dispatch at these sizes, a NumPy one about 1, so the step computes
-    in NumPy on views of the very same memory (``Tensor.numpy()`` shares it): the
-    weights the module uses, the gradient buffers Adam reads, the dropout masks torch
-    draws. Every parameter and gradient is a view of one flat buffer, so Adam (torch's
-    fused kernel) updates a single tensor. The weights' transposes and the dropout
-    columns are laid out once. The arithmetic, and the order of the random draws, are
-    those of :func:`manual_backward`; the tests check both against autograd. Measured here: about 0.13 ms a step, Adam included, against 0.32 ms with
-    torch operations.
+    number of calls and the Python around them, and a NumPy call has far less dispatch
+    than a torch CPU operation at these sizes. So the step computes in NumPy on views of
+    the very same memory (``Tensor.numpy()`` shares it): the weights the module uses, the
+    gradient buffers Adam reads, the dropout masks torch draws. Every parameter and
+    gradient is a view of one flat buffer, so Adam (torch's fused kernel) updates a single
+    tensor. The weights' transposes and the dropout columns are laid out once. The
+    arithmetic, and the order of the random draws, are those of :func:`manual_backward`;
+    the tests check both against autograd. ``benchmarks/bench_train.py`` times an epoch
+    of this step and of autograd.
     """
 
     def __init__(self, module: Autoencoder):

@@ -148,8 +148,8 @@ class FusedAdam:
     """``torch.optim.Adam(params, lr, fused=True)``, the same kernel call, without ``torch.optim.Optimizer``.
 
     Building any ``torch.optim`` optimizer imports ``torch._dynamo`` (``add_param_group``
-    is wrapped to disable it), 1.4 s here: a tenth of a whole training run of the
-    reference design. This class keeps Adam's state (first and second moments and a
+    is wrapped to disable it): 1.4 s here (``benchmarks/bench_train.py``), a tenth of a
+    whole training run of the reference design. This class keeps Adam's state (first and second moments and a
     step count per parameter, created at zero) and calls the fused kernel exactly as
     ``Adam.step`` does for one parameter group without weight decay, amsgrad or
     maximize; the tests check the weights are bitwise those of ``torch.optim.Adam``.
