@@ -406,11 +406,10 @@ def _k_scan(config: RunConfig, latent: np.ndarray, space_name: str = "latent",
     if large is not None and len(latent) > large["k_scan_sample_rows"]:
         rows = np.random.default_rng(config.seed).choice(len(latent), large["k_scan_sample_rows"], replace=False)
         latent = latent[np.sort(rows)]
-    # one OpenMP thread, as every K-Means of a run (see train)
-    with threadpool_limits(limits=1):
-        selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
-                             n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
-                             silhouette_sample=ks.silhouette_sample or None)
+    # train calls this inside its one-BLAS/OpenMP-thread limit
+    selection = select_k(latent, range(ks.k_min, min(ks.k_max, len(latent) - 1) + 1),
+                         n_resamples=ks.n_resamples, n_init=ks.n_init, random_state=config.seed,
+                         silhouette_sample=ks.silhouette_sample or None)
     selection.settings.update(space=_SPACE_NAMES[space_name], seed=config.seed)
     return selection
 

@@ -134,9 +134,8 @@ def fused_adam_supported() -> bool:
     kernel = getattr(torch, "_fused_adam_", None)
     if kernel is None:
         return False
-    one = [torch.zeros(1)]
     try:
-        kernel(one, [torch.zeros(1)], [torch.zeros(1)], [torch.zeros(1)], [], [torch.zeros(())], amsgrad=False,
+        kernel([torch.zeros(1)], [torch.zeros(1)], [torch.zeros(1)], [torch.zeros(1)], [], [torch.zeros(())], amsgrad=False,
                lr=0.001, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False, grad_scale=None,
                found_inf=None)
     except (RuntimeError, NotImplementedError, TypeError):
@@ -182,16 +181,12 @@ class FusedAdam:
 
     def step(self) -> None:
         group = self.param_groups[0]
-        if all(p.grad is not None for p in self.params):
-            params, grads, avgs, sqs, steps = self.params, [p.grad for p in self.params], self.exp_avgs, \
-                self.exp_avg_sqs, self.steps
-        else:
-            used = [i for i, p in enumerate(self.params) if p.grad is not None]
-            if not used:
-                return
-            params, grads = [self.params[i] for i in used], [self.params[i].grad for i in used]
-            avgs, sqs = [self.exp_avgs[i] for i in used], [self.exp_avg_sqs[i] for i in used]
-            steps = [self.steps[i] for i in used]
+        used = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not used:
+            return
+        params, avgs, sqs, steps = ([seq[i] for i in used]
+                                    for seq in (self.params, self.exp_avgs, self.exp_avg_sqs, self.steps))
+        grads = [p.grad for p in params]
         if len(steps) == 1:  # one flat parameter (the reference fast step): a third of _foreach_add_'s cost
             steps[0].add_(1)
         else:

@@ -85,25 +85,22 @@ def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
     total = 0.0
     for start in range(0, n, block):
         stop = min(start + block, n)
+        rows, own = np.arange(stop - start), labels[start:stop]
         d = X[start:stop] @ X.T
         d *= -2.0
         d += squared[start:stop, None]
         d += squared[None, :]
         np.maximum(d, 0.0, out=d)
         np.sqrt(d, out=d)
-        d[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        d[rows, rows + start] = 0.0
         sums = d @ onehot  # (rows, clusters): summed distance of each row to each cluster
-        own = labels[start:stop]
-        rows = np.arange(stop - start)
-        own_count = counts[own]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a = sums[rows, own] / (own_count - 1)
         means = sums / counts
         means[rows, own] = np.inf
         b = means.min(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
+            a = sums[rows, own] / (counts[own] - 1)
             s = (b - a) / np.maximum(a, b)
-        s[own_count == 1] = 0.0
+        # NaN (0 / 0) is a one-customer cluster, or a row whose distances are all 0: 0, as in scikit-learn
         total += float(np.nan_to_num(s).sum())
     return total / n
 

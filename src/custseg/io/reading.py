@@ -649,7 +649,6 @@ def _parsed_numbers(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
     parsed. Parsing words is the slow part of ``to_numeric`` (3 us a value), and a table's
     text columns are words.
     """
-    parsed = np.full(len(present), np.nan)
     values = present.to_numpy(dtype=object)
     keep = np.zeros(len(present), dtype=bool)
     for j in range(len(bounds) - 1):
@@ -660,6 +659,7 @@ def _parsed_numbers(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
             keep[b0:b1] = True
     if keep.all():
         return pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    parsed = np.full(len(present), np.nan)
     if keep.any():
         parsed[keep] = pd.to_numeric(present[keep], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     return parsed
