@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -111,9 +112,30 @@ def test_same_seed_gives_byte_identical_outputs(trained, tmp_path):
         assert (root / "models" / name).read_bytes() == (tmp_path / "models" / name).read_bytes()
 
 
+def test_no_figures_draws_nothing_and_changes_nothing_else(trained, tmp_path):
+    root, customer_files, _ = trained
+    assert _train(tmp_path, customer_files, root / "fast.toml", "--no-figures") == 0
+    drawn, plain = _outputs(root / "results"), _outputs(tmp_path / "results")
+    assert set(drawn) - set(plain) == {f"plots/{name}" for name in EXPECTED_PLOTS}
+    assert not (tmp_path / "results" / "plots").exists()
+    for name, data in plain.items():  # every table (the maps' t-SNE coordinates too) and text as with figures
+        assert drawn[name] == data, name
+    summary = json.loads((tmp_path / "results" / "run_summary.json").read_text(encoding="utf-8"))
+    assert summary["settings"]["plots"]["figures"] is False
+    for name in ("autoencoder.safetensors", "clustering.json", "preprocessor.json"):
+        assert (root / "models" / name).read_bytes() == (tmp_path / "models" / name).read_bytes()
+    # the report says why its pictures are absent, and 'custseg report' rebuilds the same page
+    page = (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
+    assert "<img" not in page and page.count("trained with <code>--no-figures</code>") == 4
+    assert main(["report", "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]) == 0
+    assert (tmp_path / "results" / "report.html").read_text(encoding="utf-8") == page
+    # and a report with figures never says they were not drawn
+    assert "--no-figures" not in (root / "results" / "report.html").read_text(encoding="utf-8")
+
+
 def test_other_seed_gives_other_model(trained, tmp_path):
     root, customer_files, _ = trained
-    assert _train(tmp_path, customer_files, root / "fast.toml", "--seed", "99") == 0
+    assert _train(tmp_path, customer_files, root / "fast.toml", "--seed", "99", "--no-figures") == 0
     a = (root / "models" / "autoencoder.safetensors").read_bytes()
     b = (tmp_path / "models" / "autoencoder.safetensors").read_bytes()
     assert a != b

@@ -191,16 +191,21 @@ def test_written_files(result, tmp_path):
 # -- the command -----------------------------------------------------------------------------------------
 @pytest.mark.slow  # every method, two seeds, through the command line
 def test_compare_command(tmp_path, customer_files, fast_config, capsys, monkeypatch):
-    # the command's wiring is checked here; the full-size ensembles only made it slower (24 -> 17 CPU-s)
+    # the command's wiring is checked here (the held-out folds are the module fixture's: with them on, this
+    # run fitted every method six times per seed); the full-size ensembles only made it slower
     small_ensembles(monkeypatch)
     train, new = customer_files
     output = tmp_path / "results" / "comparison.csv"
     code = main(["compare", "--train", str(train), "--test", str(new), "--config", str(fast_config),
-                 "--clusters", "3", "--seeds", "2", "--output", str(output), "--quiet"])
+                 "--clusters", "3", "--seeds", "2", "--output", str(output), "--quiet", "--no-held-out"])
     assert code == 0
     runs = pd.read_csv(output)
     assert set(runs["method"]) == {*METHODS, SUPERVISED_NAME}
     assert len(runs) == 2 * (len(METHODS) + 1)
+    # --no-held-out: only the methods that learn from the known segments are scored on held-out folds
+    learns = runs["method"].map({name: method.uses_known_segments for name, method in METHODS.items()})
+    assert runs.loc[learns.eq(False), "held_out_accuracy"].isna().all()
+    assert runs.loc[learns.fillna(True).astype(bool), "held_out_accuracy"].notna().all()
     assert runs["seed"].unique().tolist() == [7, 8]  # the fast config's seed, then the next
     # new.csv has IDs 1200-1259, train.csv 1000-1239
     assert (runs["returning_customers"] == 40).all()

@@ -34,7 +34,7 @@ def _trained_and_exported(root, settings: str):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny model of the reference design trained on the shipped Train.csv, and its ONNX export."""
-    return _trained_and_exported(tmp_path_factory.mktemp("onnx"), tiny_toml(seed=5, n_clusters=4))
+    return _trained_and_exported(tmp_path_factory.mktemp("onnx"), tiny_toml(seed=5, n_clusters=4, figures=False))
 
 
 def _raw_feeds(frame: pd.DataFrame, session) -> dict[str, np.ndarray]:

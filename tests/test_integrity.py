@@ -347,10 +347,12 @@ def test_predictions_carry_the_segment_name(trained, tmp_path, capsys):
 
 
 # -- 5. rows, formats, labels: accepted inputs give correct output -------------------------------------------
-def _train_ok(trained: Trained, tmp: Path, path: Path, capsys, *more: str) -> tuple[Path, Path, str]:
+def _train_ok(trained: Trained, tmp: Path, path: Path, capsys, *more: str,
+              figures: bool = False) -> tuple[Path, Path, str]:
+    """``custseg train`` on ``path`` with the module's settings; figures only where the test is about them."""
     models, results = tmp / "models", tmp / "results"
     code = main(["train", "--train", str(path), "--config", str(trained.config), "--models-dir", str(models),
-                 "--results-dir", str(results), "-q", *more])
+                 "--results-dir", str(results), "-q", *more, *([] if figures else ["--no-figures"])])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Traceback" not in captured.err
@@ -415,7 +417,7 @@ def test_clean_labels_give_no_warning(trained):
 def test_lowercase_true_false_labels_train_and_report(trained, tmp_path, capsys):
     table = customer_table(120, seed=3)
     table["Segmentation"] = np.where(table["Age"] > 40, "true", "false")
-    models, results, _ = _train_ok(trained, tmp_path, _frame(tmp_path, table), capsys)
+    models, results, _ = _train_ok(trained, tmp_path, _frame(tmp_path, table), capsys, figures=True)
     assert set(pd.read_csv(results / "training_results.csv", dtype=str)["True_Segment"]) == {"true", "false"}
     assert main(["report", "--models-dir", str(models), "--results-dir", str(results)]) == 0
 
@@ -431,7 +433,7 @@ def test_half_missing_label_is_used_when_named(trained, tmp_path, capsys):
 def test_very_long_category_values_train_and_report(trained, tmp_path, capsys):
     table = customer_table(80, seed=9)
     table["Note"] = ["x" * 200_000 + str(i % 3) for i in range(80)]  # past the csv module's 128 KiB field limit
-    models, results, _ = _train_ok(trained, tmp_path, _frame(tmp_path, table), capsys)
+    models, results, _ = _train_ok(trained, tmp_path, _frame(tmp_path, table), capsys, figures=True)
     assert main(["report", "--models-dir", str(models), "--results-dir", str(results)]) == 0
     capsys.readouterr()
     names = json.loads((models / "cluster_names.json").read_text())

@@ -75,7 +75,7 @@ def two_runs(tmp_path_factory):
     for seed in (3, 5):
         work = base / f"seed{seed}"
         work.mkdir()
-        (work / "tiny.toml").write_text(tiny_toml(seed=seed), encoding="utf-8")
+        (work / "tiny.toml").write_text(tiny_toml(seed=seed, figures=False), encoding="utf-8")
         shutil.copyfile(base / "train.csv", work / "train.csv")
         run = _start_train(work)
         run.join(timeout=300)
@@ -88,7 +88,7 @@ def _start_new_run(old_work: Path, tmp_path: Path, swap_delay: float) -> tuple[P
     """A copy of the old run's folder, and the new run (seed 5) started there in a process of its own."""
     work = tmp_path / "w"
     shutil.copytree(old_work, work)
-    (work / "tiny.toml").write_text(tiny_toml(seed=5), encoding="utf-8")
+    (work / "tiny.toml").write_text(tiny_toml(seed=5, figures=False), encoding="utf-8")
     return work, _start_train(work, swap_delay)
 
 

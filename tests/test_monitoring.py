@@ -290,7 +290,8 @@ def trained(tmp_path_factory):
     make_customers(240, seed=1).to_csv(root / "train.csv", index=False)
     new = make_customers(60, seed=2, start_id=1200).drop(columns="Segment")
     assert main(["train", "--train", str(root / "train.csv"), "--config", str(root / "fast.toml"),
-                 "--models-dir", str(root / "models"), "--results-dir", str(root / "results"), "-q"]) == 0
+                 "--models-dir", str(root / "models"), "--results-dir", str(root / "results"), "-q",
+                 "--no-figures"]) == 0
     return root, new
 
 

@@ -44,10 +44,11 @@ def tiny_config(tmp_path) -> Path:
     return path
 
 
-def _train(tmp_path: Path, config: Path, train: Path, *more: str) -> tuple[Path, Path]:
+def _train(tmp_path: Path, config: Path, train: Path, *more: str, figures: bool = False) -> tuple[Path, Path]:
+    """``custseg train``; figures only where the test is about what they show (labels in legends)."""
     models, results = tmp_path / "models", tmp_path / "results"
     code = main(["train", "--train", str(train), "--config", str(config), "--models-dir", str(models),
-                 "--results-dir", str(results), "-q", *more])
+                 "--results-dir", str(results), "-q", *more, *([] if figures else ["--no-figures"])])
     assert code == 0
     return models, results
 
@@ -146,7 +147,8 @@ def test_janatahack_config_gives_the_roles_inference_gives(monkeypatch):
 def test_unlabelled_table_trains_and_predicts_with_cluster_ids(tmp_path, tiny_config, capsys):
     customer_table(150).to_csv(tmp_path / "train.csv", index=False)
     customer_table(30, seed=1).to_csv(tmp_path / "test.csv", index=False)
-    models, results = _train(tmp_path, tiny_config, tmp_path / "train.csv", "--test", str(tmp_path / "test.csv"))
+    models, results = _train(tmp_path, tiny_config, tmp_path / "train.csv", "--test", str(tmp_path / "test.csv"),
+                             figures=True)
 
     training = pd.read_csv(results / "training_results.csv")
     assert list(training.columns) == ["ID", "Cluster", "Confidence", "Second_Cluster", "Novelty", "Unusual", "Reason"]
@@ -173,7 +175,7 @@ def test_labels_of_any_number_and_name(segments, tmp_path, tiny_config):
     customer_table(150, segments=segments).to_csv(tmp_path / "train.csv", index=False)
     customer_table(30, seed=1).to_csv(tmp_path / "test.csv", index=False)
     models, results = _train(tmp_path, tiny_config, tmp_path / "train.csv", "--test", str(tmp_path / "test.csv"),
-                             "--label-column", "Tier")
+                             "--label-column", "Tier", figures=True)
 
     training = pd.read_csv(results / "training_results.csv", dtype={"True_Segment": str, "Predicted_Segment": str})
     assert list(training.columns) == ["ID", "True_Segment", "Cluster", "Predicted_Segment", "Confidence",

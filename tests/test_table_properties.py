@@ -42,7 +42,7 @@ ID_STYLES = st.sampled_from(["ID", "CustomerID", "Account No", None])
 def model(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("props")
     config = work / "tiny.toml"
-    config.write_text(tiny_toml(seed=3), encoding="utf-8")
+    config.write_text(tiny_toml(seed=3, figures=False), encoding="utf-8")
     train = work / "train.csv"
     customer_table(150, 0).to_csv(train, index=False)
     assert main(["train", "--train", str(train), "--config", str(config), "--models-dir", str(work / "models"),

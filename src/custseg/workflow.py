@@ -329,19 +329,20 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
         _monitoring(result, test_t, train_novelty, test_scored)
         pca_xy, pca_var = pca_coordinates(space, random_state=config.seed)
         # the figures that need neither the t-SNE map nor the k scan
-        early = _draw_early(result, known, pca_xy, pca_var, large)
+        draw = config.plots.figures
+        early = _draw_early(result, known, pca_xy, pca_var, large) if draw else {}
         if test_t is not None:  # the drift's classifier test needs only the two tables
             _add_drift_classifier(result, classifier_two_sample_test(frame, test_t.frame, schema,
                                                                      random_state=config.seed))
         result.k_selection = _k_scan(config, space, space_name, large)
         result.tables["k_selection"] = result.k_selection.to_frame()
         # every figure but the t-SNE map, before waiting for it
-        early |= _draw_scan_and_monitoring(result)
+        early |= _draw_scan_and_monitoring(result) if draw else {}
         tsne_idx, tsne_xy = tsne_job.result()
     # the tables in the order a run writes them, whichever thread finished first
     result.tables = {name: result.tables[name] for name in [*RESULT_TABLES, *result.tables] if name in result.tables}
     result.tables["maps"] = _maps_table(ids, clusters, pca_xy, tsne_idx, tsne_xy)
-    result.figures = _draw(result, known, early, tsne_idx, tsne_xy)
+    result.figures = _draw(result, known, early, tsne_idx, tsne_xy) if draw else {}
     if large is not None:
         result.summary["large_table"] = large
     result.summary["cluster_names"] = {str(c): n for c, n in cluster_names(result).items()}

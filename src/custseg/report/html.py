@@ -379,7 +379,10 @@ def render_report(*, summary: Mapping[str, Any], tables: Mapping[str, pd.DataFra
     n_customers = sum(d.size for d in descriptions)
     metrics = {str(m): v for m, v in (summary.get("metrics") or {}).items()}
     monitoring = dict(summary.get("monitoring") or {})
+    # a run trained with --no-figures drew none on purpose (runs before the setting drew them all)
+    drawn = ((summary.get("settings") or {}).get("plots") or {}).get("figures", True)
     context = {
+        "figures_drawn": drawn,
         "title": f"Customer segments: {len(descriptions)} segments of {n_customers:,} customers",
         "sections": REPORT_SECTIONS,
         "summary": _summary_section(dict(summary), schema, len(descriptions)),
