@@ -139,11 +139,85 @@ def test_kmeans_on_a_sample_still_assigns_every_customer():
     assert not np.array_equal(seg.cluster_centers_, full.cluster_centers_)  # the sample changed the fit
 
 
+def test_fit_sample_fits_the_embedder_on_those_rows_and_embeds_every_row():
+    table = make_customers(300, seed=3)
+    seg = _pipeline(fit_sample=120).fit(table, table["Segment"])
+    rows = np.sort(np.random.RandomState(0).choice(300, 120, replace=False))
+    features = CustomerPreprocessor(**FEATURES).fit_transform(table)  # the preprocessor learns from every row
+    alone = AutoencoderEmbedder(max_epochs=30, patience=8, latent_dim=4, random_state=0).fit(
+        features[rows], table["Segment"].to_numpy(dtype=object)[rows])
+    np.testing.assert_array_equal(seg.transform(table), alone.transform(features).astype("float64"))
+    assert len(seg.labels_) == 300
+    # every row embedded and assigned: the clusters are the nearest centres of all 300 rows' latent features
+    np.testing.assert_array_equal(seg.labels_, assign_to_centroids(seg.transform(table), seg.cluster_centers_)[0])
+
+
+def test_cluster_sample_fits_a_consensus_clusterer_on_those_rows_and_assigns_every_row():
+    from custseg.clustering import ConsensusKMeans, cluster_means
+
+    table = make_customers(300, seed=3)
+    embedder = AutoencoderEmbedder(max_epochs=5, latent_dim=2, random_state=0)
+    full = _pipeline(clusterer=ConsensusKMeans(n_members=2)).set_params(embedder=embedder)
+    seg = clone(full).set_params(cluster_sample=150).fit(table)
+    latent = seg.transform(table)
+    rows = np.sort(np.random.RandomState(0).choice(300, 150, replace=False))
+    alone = ConsensusKMeans(n_clusters=3, n_members=2, random_state=0).fit(latent[rows])
+    np.testing.assert_array_equal(seg.clusterer_.consensus_centers_, alone.consensus_centers_)
+    labels, agreement = alone.predict_with_agreement(latent)
+    np.testing.assert_array_equal(seg.labels_, labels)
+    np.testing.assert_array_equal(seg.agreement_, agreement)
+    np.testing.assert_allclose(seg.cluster_centers_, cluster_means(latent, labels, 3))
+    assert len(seg.labels_) == len(seg.agreement_) == 300
+    assert not np.array_equal(seg.clusterer_.consensus_centers_, clone(full).fit(table).clusterer_.consensus_centers_)
+
+
 def test_only_large_tables_take_the_sampled_path():
-    from custseg.config import RunConfig
-    from custseg.workflow import LARGE_TABLE_ROWS, large_table_plan
+    from custseg.config import RunConfig, run_config
+    from custseg.workflow import LARGE_FIT_SAMPLE, LARGE_TABLE_ROWS, large_table_plan
 
     assert large_table_plan(LARGE_TABLE_ROWS, RunConfig()) is None
     plan = large_table_plan(1_000_000, RunConfig())
-    assert plan["autoencoder_batch_size"] == 1600 and plan["kmeans_sample_rows"] < 1_000_000
-    assert "every row" in plan["note"] and "1,000,000 rows" in plan["note"]
+    assert plan["autoencoder_sample_rows"] == LARGE_FIT_SAMPLE == LARGE_TABLE_ROWS
+    assert plan["kmeans_sample_rows"] < 1_000_000
+    assert "every row" in plan["note"] and "1,000,000 rows" in plan["note"] and "K-Means" in plan["note"]
+    ensemble = large_table_plan(1_000_000, run_config(preset="mixed"))
+    assert "(40 members) trained on 50,000 random rows" in ensemble["note"]
+    assert "consensus clustering" in ensemble["note"]
+
+
+@pytest.mark.parametrize("preset", ["reference", "mixed"])
+def test_a_large_table_trains_on_samples_and_scores_every_row_as_predict_does(preset, tmp_path, monkeypatch):
+    """The large-table path end to end, its thresholds made small: 300 rows, samples of 120."""
+    import json
+
+    import pandas as pd
+
+    import custseg.workflow as workflow
+    from conftest import tiny_toml
+    from custseg.cli import main
+
+    for name, value in [("LARGE_TABLE_ROWS", 200), ("LARGE_FIT_SAMPLE", 120), ("LARGE_CLUSTER_SAMPLE", 120),
+                        ("LARGE_SILHOUETTE_SAMPLE", 100), ("LARGE_PLOT_POINTS", 100)]:
+        monkeypatch.setattr(workflow, name, value)
+    make_customers(300, seed=5).to_csv(tmp_path / "train.csv", index=False)
+    settings = tiny_toml(seed=2, figures=False).replace('preset = "reference"', f'preset = "{preset}"')
+    (tmp_path / "tiny.toml").write_text(settings.replace("[autoencoder]\n", "[autoencoder]\nn_members = 3\n")
+                                        if preset == "mixed" else settings, encoding="utf-8")
+    assert main(["train", "--train", str(tmp_path / "train.csv"), "--config", str(tmp_path / "tiny.toml"),
+                 "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"), "-q"]) == 0
+    summary = json.loads((tmp_path / "results" / "run_summary.json").read_text(encoding="utf-8"))
+    assert summary["large_table"]["autoencoder_sample_rows"] == 120 and summary["large_table"]["rows"] == 300
+    assert "trained on 120 random rows" in summary["large_table"]["note"]
+    assert "computed on samples" in (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
+    from custseg.persistence import load_model
+
+    fitted = load_model(tmp_path / "models").pipeline
+    assert (fitted.fit_sample, fitted.cluster_sample) == (120, 120)
+    trained = pd.read_csv(tmp_path / "results" / "training_results.csv")
+    assert trained["ID"].tolist() == make_customers(300, seed=5)["ID"].tolist()
+    # every row was assigned by the fitted model: what predict gives for the same customers
+    assert main(["predict", "--model", str(tmp_path / "models"), "--input", str(tmp_path / "train.csv"),
+                 "--output", str(tmp_path / "scored.csv")]) == 0
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert scored["Cluster"].tolist() == trained["Cluster"].tolist()
+    assert trained["Cluster"].nunique() == 3

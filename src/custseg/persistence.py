@@ -152,8 +152,9 @@ def _pipeline_params(pipeline: SegmentationPipeline) -> dict[str, Any]:
     of it trains the same configuration.
     """
     params = json_params(pipeline)
-    if params.get("clusterer") is None:
-        params.pop("clusterer", None)  # K-Means: reference folders keep their bytes
+    for name in ("clusterer", "fit_sample"):  # K-Means, fitted on every row: model folders keep their bytes
+        if params.get(name) is None:
+            params.pop(name, None)
     for name in ("preprocessor", "embedder", "clusterer"):
         est = params.get(name)
         if est is None or (name == "preprocessor" and est == "passthrough"):

@@ -61,18 +61,23 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         Otherwise a clone of it is fitted with our ``n_clusters`` (and, if it has an
         ``n_members`` parameter, the embedder's ``n_members``; its ``random_state``, if
         None, from ours). It must have ``labels_`` after fit and ``predict``; with
-        ``predict_with_agreement`` the pipeline reports each row's ``Agreement``. ``cluster_sample``
-        applies to the built-in K-Means only.
+        ``predict_with_agreement`` the pipeline reports each row's ``Agreement``.
     n_clusters : int, default=7
     n_init : int, default=50
     max_iter : int, default=500
     random_state : int, RandomState instance or None, default=42
         One seed for the embedder and K-Means (None: fresh randomness).
     cluster_sample : int or None, default=None
-        Fit K-Means on at most this many rows drawn at random (seeded by
-        ``random_state``), then assign every row to its nearest centre. None fits on
-        every row. For tables far larger than the number of clusters needs (a million
-        customers), the centres barely move and the fit costs a fraction.
+        Fit K-Means (or the ``clusterer``) on at most this many rows drawn at random
+        (seeded by ``random_state``), then assign every row: to its nearest centre, or by
+        the clusterer's ``predict``. None fits on every row. For tables far larger than
+        the number of clusters needs (a million customers), the centres barely move and
+        the fit costs a fraction.
+    fit_sample : int or None, default=None
+        Fit the embedder on at most this many rows drawn at random (seeded by
+        ``random_state``; the same rows as ``cluster_sample`` when both are equal); every
+        row is then embedded. None fits on every row. The preprocessor always learns from
+        every row.
 
     Attributes
     ----------
@@ -107,10 +112,11 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "cluster_sample": [Interval(Integral, 1, None, closed="left"), None],
+        "fit_sample": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(self, preprocessor=None, embedder=None, n_clusters=7, n_init=50, max_iter=500, random_state=42,
-                 cluster_sample=None, clusterer=None):
+                 cluster_sample=None, clusterer=None, fit_sample=None):
         self.preprocessor = preprocessor
         self.embedder = embedder
         self.clusterer = clusterer
@@ -119,6 +125,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
         self.cluster_sample = cluster_sample
+        self.fit_sample = fit_sample
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -166,17 +173,18 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             targets = np.where(labelled, y, None)  # guidance learns from the known segments only
         else:
             targets = np.where(labelled, y, "\0missing")  # unlabelled rows stratify as one more group
+        rows = self._sample(len(X), self.fit_sample)
+        fit_on = features if rows is None else _rows(features, rows)
+        fit_targets = targets if rows is None or targets is None else targets[rows]
         if progress is not None and "progress" in inspect.signature(embedder.fit).parameters:
-            self.embedder_ = embedder.fit(features, targets, progress=progress)
+            self.embedder_ = embedder.fit(fit_on, fit_targets, progress=progress)
         else:
-            self.embedder_ = embedder.fit(features, targets)
+            self.embedder_ = embedder.fit(fit_on, fit_targets)
         latent = np.asarray(self.embedder_.transform(features), dtype="float64")
         self.clusterer_, self.agreement_ = None, None
+        rows = self._sample(len(latent), self.cluster_sample)
         if self.clusterer is None:
-            fitted_on = latent
-            if self.cluster_sample is not None and self.cluster_sample < len(latent):
-                rows = check_random_state(self.random_state).choice(len(latent), self.cluster_sample, replace=False)
-                fitted_on = latent[np.sort(rows)]
+            fitted_on = latent if rows is None else latent[rows]
             km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
                         random_state=self.random_state).fit(fitted_on)
             self.cluster_centers_ = km.cluster_centers_
@@ -185,7 +193,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             self.inertia_ = float(km.inertia_) if fitted_on is latent else float(np.square(distances).sum())
             self.n_iter_ = int(km.n_iter_)
         else:
-            self._fit_clusterer(latent, embedder)
+            self._fit_clusterer(latent, embedder, rows)
         self.mapping_ = None
         if y is not None and labelled.any():
             self.mapping_ = map_clusters_to_segments(self.labels_[labelled], y[labelled])
@@ -205,7 +213,14 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_features_in_ = len(self.feature_names_in_)
         return self
 
-    def _fit_clusterer(self, latent: np.ndarray, embedder) -> None:
+    def _sample(self, n_rows: int, size: int | None) -> np.ndarray | None:
+        """Sorted random rows (``size`` of ``n_rows``, seeded by ``random_state``), or None for every row."""
+        if size is None or size >= n_rows:
+            return None
+        return np.sort(check_random_state(self.random_state).choice(n_rows, size, replace=False))
+
+    def _fit_clusterer(self, latent: np.ndarray, embedder, rows: np.ndarray | None = None) -> None:
+        """Fit a clone of ``clusterer`` on ``latent`` (its ``rows`` only, if given; then every row assigned)."""
         clusterer = clone(self.clusterer)
         params = clusterer.get_params()
         overrides = {"n_clusters": self.n_clusters} if "n_clusters" in params else {}
@@ -213,12 +228,18 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             overrides["n_members"] = embedder.get_params()["n_members"]
         if "random_state" in params and params["random_state"] is None:
             overrides["random_state"] = self.random_state
-        self.clusterer_ = clusterer.set_params(**overrides).fit(latent)
-        self.labels_ = np.asarray(self.clusterer_.labels_, dtype=int)
+        self.clusterer_ = clusterer.set_params(**overrides).fit(latent if rows is None else latent[rows])
+        self.n_iter_ = int(getattr(self.clusterer_, "n_iter_", 0))
+        if rows is None:
+            self.labels_ = np.asarray(self.clusterer_.labels_, dtype=int)
+            self.agreement_ = getattr(self.clusterer_, "agreement_", None)
+        elif hasattr(self.clusterer_, "predict_with_agreement"):
+            labels, self.agreement_ = self.clusterer_.predict_with_agreement(latent)
+            self.labels_ = np.asarray(labels, dtype=int)
+        else:
+            self.labels_, self.agreement_ = np.asarray(self.clusterer_.predict(latent), dtype=int), None
         self.cluster_centers_ = cluster_means(latent, self.labels_, self.n_clusters)
         self.inertia_ = float(((latent - self.cluster_centers_[self.labels_]) ** 2).sum())
-        self.n_iter_ = int(getattr(self.clusterer_, "n_iter_", 0))
-        self.agreement_ = getattr(self.clusterer_, "agreement_", None)
 
     def assign_latent(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Cluster, latent distance to its centre and (with a consensus clusterer, else None) agreement of
@@ -316,3 +337,8 @@ def _table(X):
         return X
     # infinite values go on to the preprocessor, whose error names the column
     return check_array(X, dtype=np.float64, ensure_all_finite=False)
+
+
+def _rows(features, rows: np.ndarray):
+    """The given rows of the preprocessor's output (a DataFrame for ``"passthrough"``, else an array)."""
+    return features.iloc[rows] if isinstance(features, pd.DataFrame) else features[rows]

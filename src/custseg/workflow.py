@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import os
 import platform
 import time
@@ -68,14 +67,15 @@ MIN_TRAIN_ROWS = 3
 #: Training tables with more rows than this take the large-table path (:func:`large_table_plan`);
 #: smaller ones (the shipped 8,068 rows) are computed exactly as the settings say, on every row.
 LARGE_TABLE_ROWS = 50_000
-#: On the large-table path: rows K-Means (n_init initialisations) and the k scan are fitted on,
-#: rows the silhouettes are computed on, and points drawn in the PCA figure.
+#: On the large-table path: rows the autoencoder (or the ensemble) is fitted on, as a table of that
+#: size would be (its settings, batch included, unchanged: a table just above the threshold is fitted
+#: as one at it); rows K-Means (n_init initialisations, or the ensemble's consensus clustering) and the
+#: k scan are fitted on (the same rows), rows the silhouettes are computed on, and points drawn in the
+#: PCA figure.
+LARGE_FIT_SAMPLE = 50_000
 LARGE_CLUSTER_SAMPLE = 50_000
 LARGE_SILHOUETTE_SAMPLE = 10_000
 LARGE_PLOT_POINTS = 20_000
-#: On the large-table path the autoencoder's batch grows so that an epoch over every row
-#: takes about this many optimiser steps (the reference design's 8,068 rows take about 200).
-LARGE_STEPS_PER_EPOCH = 500
 #: The tables of a results folder (``<name>.csv``), in the order a run writes them.
 RESULT_TABLES = ("clustering_metrics", "k_selection", "training_history", "training_results",
                  "cluster_characteristics", "cluster_segment_crosstab", "segment_profiles",
@@ -221,29 +221,32 @@ def large_table_plan(n_rows: int, config: RunConfig) -> dict[str, Any] | None:
     """What a training table of ``n_rows`` computes on every row and what on a sample; None if it is small.
 
     Up to :data:`LARGE_TABLE_ROWS` rows nothing is sampled (the reference path). Above it,
-    the autoencoder still trains on every row, with a larger batch; K-Means is fitted on a
-    random sample and then assigns every row; silhouettes, the k scan and the PCA figure use
-    samples; profiles, tables, the other metrics and the PCA coordinates use every row.
-    The plan is written to ``run_summary.json`` (``large_table``) and shown in the report.
+    the autoencoder (every member of an ensemble) is fitted on a random sample of
+    :data:`LARGE_FIT_SAMPLE` rows, as a table of that size would be, and then encodes every
+    row; K-Means (or the consensus clustering) is fitted on a random sample and then assigns
+    every row; silhouettes, the k scan and the PCA figure use samples; the preprocessing,
+    profiles, tables, the other metrics and the PCA coordinates use every row. The plan is
+    written to ``run_summary.json`` (``large_table``) and shown in the report.
     """
     if n_rows <= LARGE_TABLE_ROWS:
         return None
-    n_train = n_rows - math.ceil(n_rows * config.autoencoder.validation_fraction)
-    batch = max(config.autoencoder.batch_size, 32 * math.ceil(n_train / LARGE_STEPS_PER_EPOCH / 32))
     return {
         "rows": n_rows,
         "threshold_rows": LARGE_TABLE_ROWS,
-        "all_rows": ["preprocessing", "autoencoder epochs", "cluster assignment", "profiles and tables",
+        "all_rows": ["preprocessing", "encoding", "cluster assignment", "profiles and tables",
                      "Davies-Bouldin, Calinski-Harabasz, inertia", "PCA coordinates", "test scoring"],
-        "autoencoder_batch_size": batch,
+        "autoencoder_sample_rows": LARGE_FIT_SAMPLE,
         "kmeans_sample_rows": LARGE_CLUSTER_SAMPLE,
         "k_scan_sample_rows": LARGE_CLUSTER_SAMPLE,
         "silhouette_sample_rows": LARGE_SILHOUETTE_SAMPLE,
         "pca_figure_points": LARGE_PLOT_POINTS,
         "tsne_points": config.plots.tsne_max_points or None,
-        "note": (f"large table ({n_rows:,} rows > {LARGE_TABLE_ROWS:,}): the autoencoder trained on every row with "
-                 f"batches of {batch}; K-Means ({config.clustering.n_init} initialisations) and the k scan were "
-                 f"fitted on {LARGE_CLUSTER_SAMPLE:,} random rows and every row assigned to its nearest centre; "
+        "note": (f"large table ({n_rows:,} rows > {LARGE_TABLE_ROWS:,}): the autoencoder"
+                 + (f"s ({config.autoencoder.n_members} members)" if config.autoencoder.n_members > 1 else "")
+                 + f" trained on {LARGE_FIT_SAMPLE:,} random rows and every row encoded; "
+                 + ("the consensus clustering" if config.autoencoder.n_members > 1
+                    else f"K-Means ({config.clustering.n_init} initialisations)")
+                 + f" and the k scan were fitted on {LARGE_CLUSTER_SAMPLE:,} random rows and every row assigned; "
                  f"silhouettes on {LARGE_SILHOUETTE_SAMPLE:,} rows, the PCA figure on {LARGE_PLOT_POINTS:,} points; "
                  "profiles, tables and the other metrics on every row"),
     }
@@ -277,8 +280,7 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     pipeline = build_pipeline(config, schema)
     large = large_table_plan(len(frame), config)
     if large is not None:
-        pipeline.set_params(cluster_sample=large["kmeans_sample_rows"],
-                            embedder__batch_size=large["autoencoder_batch_size"])
+        pipeline.set_params(cluster_sample=large["kmeans_sample_rows"], fit_sample=large["autoencoder_sample_rows"])
     # One BLAS/OpenMP thread for every K-Means of the run: for 8 latent features the Lloyd
     # iterations are too short to share, and on a busy machine two OpenMP threads spin-wait
     # for each other (measured: 2.8 s with one thread, 27 s with two under load). It also
