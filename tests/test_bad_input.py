@@ -404,14 +404,15 @@ def test_long_error_is_not_wrapped_at_terminal_width(trained, tmp_path, capsys):
     assert len(line) > 160 and line.endswith("check the path")
 
 
-@pytest.mark.parametrize("step", ["training", "writing"])
+@pytest.mark.parametrize("step", ["training", "writing", "retiring"])
 def test_interrupted_run_keeps_earlier_outputs(step, trained, monkeypatch, capsys):
     def interrupt(*_args, **_kwargs):
         raise KeyboardInterrupt
 
+    more = []
     if step == "training":
         monkeypatch.setattr(custseg.workflow, "_evaluate", interrupt)
-    else:  # everything is staged; the model folder is about to be swapped in
+    elif step == "writing":  # everything is staged; the model folder is about to be swapped in
         calls = []
 
         def interrupt_mid_swap(*_args, **_kwargs):  # after the model folder moved, before the results did
@@ -420,9 +421,18 @@ def test_interrupted_run_keeps_earlier_outputs(step, trained, monkeypatch, capsy
                 interrupt()
 
         monkeypatch.setattr(custseg.io.atomic, "_pause", interrupt_mid_swap)
+    else:  # a run without figures moves the earlier run's aside: interrupted after the first of them
+        more = ["--no-figures"]
+
+        def interrupt_mid_retire(*_args, **_kwargs):
+            if list(trained.work.glob(f".{trained.results.name}.previous-*/plots/*.png")):
+                interrupt()
+
+        monkeypatch.setattr(custseg.io.atomic, "_pause", interrupt_mid_retire)
     before = snapshot(trained)
+    assert any(name.endswith(".png") for name in before["files"])
     capsys.readouterr()
-    code = main(_train(trained, trained.train_csv, "--seed", "11", "-q"))
+    code = main(_train(trained, trained.train_csv, "--seed", "11", "-q", *more))
     captured = capsys.readouterr()
     assert code != 0
     line, = captured.err.splitlines()

@@ -112,9 +112,18 @@ def test_same_seed_gives_byte_identical_outputs(trained, tmp_path):
         assert (root / "models" / name).read_bytes() == (tmp_path / "models" / name).read_bytes()
 
 
-def test_no_figures_draws_nothing_and_changes_nothing_else(trained, tmp_path):
+def test_no_figures_draws_nothing_and_changes_nothing_else(trained, tmp_path, monkeypatch):
+    import custseg.report.plots
+    import custseg.workflow
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a figure was drawn under --no-figures")
+
     root, customer_files, _ = trained
-    assert _train(tmp_path, customer_files, root / "fast.toml", "--no-figures") == 0
+    with monkeypatch.context() as patch:  # not drawn and thrown away: not drawn at all
+        patch.setattr(custseg.workflow, "render_png", refuse)
+        patch.setattr(custseg.report.plots, "render_png", refuse)
+        assert _train(tmp_path, customer_files, root / "fast.toml", "--no-figures") == 0
     drawn, plain = _outputs(root / "results"), _outputs(tmp_path / "results")
     assert set(drawn) - set(plain) == {f"plots/{name}" for name in EXPECTED_PLOTS}
     assert not (tmp_path / "results" / "plots").exists()
@@ -131,6 +140,30 @@ def test_no_figures_draws_nothing_and_changes_nothing_else(trained, tmp_path):
     assert (tmp_path / "results" / "report.html").read_text(encoding="utf-8") == page
     # and a report with figures never says they were not drawn
     assert "--no-figures" not in (root / "results" / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_run_retires_the_earlier_runs_outputs_it_does_not_write(trained, tmp_path):
+    # into a copy of a run with figures and a test table: a run without either leaves none of the old
+    # run's figures or test scores beside its own model (the user's own file stays)
+    root, customer_files, _ = trained
+    shutil.copytree(root / "results", tmp_path / "results")
+    shutil.copytree(root / "models", tmp_path / "models")
+    (tmp_path / "results" / "mine.txt").write_text("my notes", encoding="utf-8")
+    train, _ = customer_files
+    assert main(["train", "--train", str(train), "--config", str(root / "fast.toml"), "--seed", "8", "--no-figures",
+                 "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"), "-q"]) == 0
+    left = {str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*") if p.is_file()}
+    assert not any(name.startswith("plots/") for name in left)
+    assert not {"submission.csv", "test_predictions_detailed.csv", "drift.csv", "drift.md"} & left
+    assert "mine.txt" in left and (tmp_path / "results" / "mine.txt").read_text(encoding="utf-8") == "my notes"
+    assert main(["report", "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results")]) == 0
+    assert "<img" not in (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
+    # --figures turns a config file's "figures = false" back on
+    config = tmp_path / "nofig.toml"
+    config.write_text(FAST_TOML.replace("[plots]\n", "[plots]\nfigures = false\n"), encoding="utf-8")
+    assert main(["train", "--train", str(train), "--config", str(config), "--figures", "--models-dir",
+                 str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"), "-q"]) == 0
+    assert {p.name for p in (tmp_path / "results" / "plots").iterdir()} >= {"training_history.png", "clusters_pca.png"}
 
 
 def test_other_seed_gives_other_model(trained, tmp_path):

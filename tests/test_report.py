@@ -307,3 +307,22 @@ def test_training_section_speaks_of_the_curves_the_figure_has(val_loss, lead):
     section = _training_section({"preset": "reference"}, history, None)
     assert section["lead"] == lead
     assert ("best validation loss" in dict(section["facts"])) == (lead.startswith("The validation"))
+
+
+def test_figures_do_not_depend_on_the_users_layout_rcparams(run):
+    # custseg lays its figures out itself: a user's automatic layout (constrained: the heatmap's colorbar
+    # and tight_layout() raised; autolayout: other pixels) changes nothing
+    import matplotlib
+
+    from custseg.report.maps import pca_coordinates
+    from custseg.workflow import _draw_early
+
+    result = run[0]
+    xy, variance = pca_coordinates(result.pipeline.transform(result.train_table))
+    default = _draw_early(result, None, xy, variance)
+    assert set(default) == {"training_history", "clusters_pca", "cluster_distribution", "segment_profiles"}
+    for layout in ({"figure.constrained_layout.use": True}, {"figure.autolayout": True}):
+        with matplotlib.rc_context(layout):
+            drawn = _draw_early(result, None, xy, variance)
+        for name, png in default.items():
+            assert drawn[name] == png, (layout, name)

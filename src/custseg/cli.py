@@ -53,7 +53,7 @@ _OPTION_NAMES = {"train": "--train", "test": "--test", "models_dir": "--models-d
                  "n_clusters": "--clusters", "seed": "--seed", "id_column": "--id-column",
                  "label_column": "--label-column", "no_label": "--no-label", "na_values": "--na-values",
                  "k_min": "--min", "k_max": "--max", "k_selection__n_resamples": "--seeds",
-                 "k_selection__silhouette_sample": "--silhouette-sample", "plots__figures": "--no-figures"}
+                 "k_selection__silhouette_sample": "--silhouette-sample", "plots__figures": "--figures/--no-figures"}
 
 
 def _config(config: Optional[Path], *, preset: Optional[str] = None, guided: bool = False,
@@ -85,8 +85,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
     strict: bool = typer.Option(False, "--strict", help="Make label warnings (rare or near-duplicate known "
                                 "segments) errors."),
-    no_figures: bool = typer.Option(False, "--no-figures", help="Compute every table but draw no figure "
-                                    "(results/plots/ and the report's pictures): a faster run."),
+    figures: Optional[bool] = typer.Option(None, "--figures/--no-figures", help="--no-figures: compute every "
+                                           "table but draw no figure (results/plots/ and the report's pictures), "
+                                           "a faster run [default: the config's plots.figures, else draw]."),
 ) -> None:
     """Fit the segmentation on a table, evaluate it, assign new customers, save model and results."""
     from .io.atomic import check_output_folders, output_lock
@@ -96,7 +97,7 @@ def train(
     cfg = _config(config, preset=preset, guided=guided, train=train, test=test, models_dir=models_dir,
                   results_dir=results_dir,
                   n_clusters=clusters, seed=seed, id_column=id_column, label_column=label_column,
-                  na_values=na_values, no_label=no_label or None, plots__figures=False if no_figures else None)
+                  na_values=na_values, no_label=no_label or None, plots__figures=figures)
     # every output location is checked, and locked, before the expensive work
     check_output_folders(cfg.models_dir, cfg.results_dir, marker=MANIFEST)
     with output_lock(cfg.models_dir, cfg.results_dir):

@@ -188,10 +188,11 @@ class PlotConfig(_Settings):
     tsne_max_points: Annotated[Int, Field(ge=0)] = 1500
     tsne_perplexity: Annotated[Float, Field(gt=0.0, le=10_000.0)] = 30.0
     dpi: Annotated[Int, Field(ge=10, le=1200)] = 120
-    #: draw the figures (``results/plots/*.png``, and the report's pictures); ``false`` (``custseg train
-    #: --no-figures``) computes every table, the maps' coordinates included, and draws nothing: for a
+    #: ``custseg train`` draws the figures (``results/plots/*.png``, and the report's pictures); ``false``
+    #: (``--no-figures``) computes every table, the maps' coordinates included, and draws nothing: for a
     #: scheduled retraining nobody looks at, it saves most of a small table's run (matplotlib's text
-    #: layout; ~3 s on the shipped data)
+    #: layout; ~3 s on the shipped data). ``select-k``, ``compare`` and ``drift`` draw their one figure
+    #: regardless.
     figures: StrictBool = True
 
 

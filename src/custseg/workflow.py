@@ -1211,7 +1211,13 @@ def write_training_outputs(result: TrainResult, models_dir: str | Path | None = 
     results_dir = Path(results_dir or result.config.results_dir)
     model = model_files(result.pipeline, result.schema, result.config.to_dict(),
                         cluster_names={int(d.segment): d.name for d in result.descriptions}, monitor=result.monitor)
-    return write_run(models_dir, model, results_dir, _result_files(result))
+    return write_run(models_dir, model, results_dir, _result_files(result), retire=TRAIN_OUTPUTS)
+
+
+#: Every results file ``custseg train`` may write (relative paths): those a run does not write (no
+#: test table this time, --no-figures) are the replaced run's and are retired with it.
+TRAIN_OUTPUTS = (*(f"{name}.csv" for name in RESULT_TABLES), "run_summary.json", "report.html", "segments.md",
+                 "drift.md", *(f"plots/{name}.png" for name in REPORT_FIGURES))
 
 
 # -- the report --------------------------------------------------------------------------------------------
@@ -1285,8 +1291,9 @@ def load_run(models_dir: str | Path = "models", results_dir: str | Path = "resul
     n_clusters = len(model.pipeline.cluster_centers_)
     tables = {name: table for name in RESULT_TABLES
               if (table := _read_result_table(results / f"{name}.csv", name, n_clusters)) is not None}
+    # a run that drew none shows none (a PNG there now is not its own)
     figures = {name: (results / "plots" / f"{name}.png").read_bytes() for name in REPORT_FIGURES
-               if (results / "plots" / f"{name}.png").is_file()}
+               if config.plots.figures and (results / "plots" / f"{name}.png").is_file()}
     texts = {name: (results / name).read_text(encoding="utf-8") for name in ("segments.md", "drift.md")
              if (results / name).is_file()}
     return TrainResult(pipeline=model.pipeline, schema=schema, config=config, tables=tables, figures=figures,

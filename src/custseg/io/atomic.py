@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..exceptions import DataError
 
@@ -156,12 +156,15 @@ def _pause() -> None:
 
 
 def commit_outputs(staged_models: Path, models_dir: str | os.PathLike, staged_results: Path | None = None,
-                   results_dir: str | os.PathLike | None = None) -> list[Path]:
+                   results_dir: str | os.PathLike | None = None, retire: Iterable[str] = ()) -> list[Path]:
     """Move a staged model folder (and a staged results folder) into place as one crash-safe step.
 
     The model folder is swapped whole; the results files are moved in one by one (the
-    user's other files in that folder stay). The previous versions are kept aside until
-    every move is done. Returns the result files moved in.
+    user's other files in that folder stay). ``retire`` names results files (relative
+    paths) of the run being replaced that this one does not write (a test table's scores,
+    figures): they are moved aside with the replaced files, so the folder never pairs the
+    new model with the old run's outputs. The previous versions are kept aside until every
+    move is done. Returns the result files moved in.
     """
     models_dir = Path(models_dir).absolute()
     token = Path(staged_models).name.rsplit("-", 1)[-1]
@@ -177,7 +180,9 @@ def commit_outputs(staged_models: Path, models_dir: str | os.PathLike, staged_re
         files = sorted(str(p.relative_to(staged_results)) for p in Path(staged_results).rglob("*") if p.is_file())
         journal["results"] = {"staged": str(Path(staged_results).absolute()), "target": str(results_dir),
                               "backup": str(results_dir.parent / f".{results_dir.name}.previous-{token}"),
-                              "files": files}
+                              "files": files,
+                              "retire": sorted(rel for rel in set(retire) - set(files)
+                                               if (results_dir / rel).is_file())}
     path = _journal_path(models_dir)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -193,6 +198,10 @@ def commit_outputs(staged_models: Path, models_dir: str | os.PathLike, staged_re
         # kill skips this, and then the journal and the staged folders are still there for recover().
         _roll_back(journal)
         path.unlink(missing_ok=True)
+        for part in ("models", "results"):  # what is left of the backups: the folders of nested files
+            backup = Path(journal[part]["backup"]) if part in journal else None
+            if backup is not None and backup.is_dir() and not any(p.is_file() for p in backup.rglob("*")):
+                shutil.rmtree(backup, ignore_errors=True)
         raise
     path.unlink()
     _fsync_dir(path.parent)
@@ -227,6 +236,12 @@ def _roll_forward(journal: dict, pause: bool = False) -> None:
             os.replace(dest, backup / rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dest)
+    for rel in r.get("retire", []):  # journals of older versions have none
+        if (target / rel).exists():
+            if pause:
+                _pause()
+            (backup / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target / rel, backup / rel)
     _fsync_dir(target)
 
 
@@ -242,6 +257,9 @@ def _roll_back(journal: dict) -> None:
                 os.replace(dest, src)
             if old.exists():
                 os.replace(old, dest)
+        for rel in r.get("retire", []):
+            if (backup / rel).exists() and not (target / rel).exists():
+                os.replace(backup / rel, target / rel)
     m = journal["models"]
     staged, target, backup = Path(m["staged"]), Path(m["target"]), Path(m["backup"])
     if not staged.exists() and target.exists():

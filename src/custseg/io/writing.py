@@ -110,12 +110,14 @@ def write_into(folder: str | os.PathLike, files: Mapping[str, bytes]) -> list[Pa
 
 
 def write_run(models_dir: str | os.PathLike, model: Mapping[str, bytes], results_dir: str | os.PathLike,
-              results: Mapping[str, bytes]) -> dict[str, list[Path]]:
+              results: Mapping[str, bytes], retire: Iterable[str] = ()) -> dict[str, list[Path]]:
     """Write a training run: the model folder (swapped whole) and the results (merged file by file).
 
     Both are staged completely and then committed together under a lock
     (:func:`custseg.io.atomic.commit_outputs`): after a failure or a kill at any point the
-    pair is the old one or the new one, never a mix.
+    pair is the old one or the new one, never a mix. ``retire``: the files a run may write
+    (relative paths); those of them this run does not write are the replaced run's, and go
+    with it.
     """
     models_dir, results_dir = Path(models_dir), Path(results_dir)
     check_output_folders(models_dir, results_dir, marker=MODEL_MARKER)
@@ -126,7 +128,7 @@ def write_run(models_dir: str | os.PathLike, model: Mapping[str, bytes], results
         staged_results = stack.enter_context(staging_dir(results_dir))
         write_files(staged_models, model)
         write_files(staged_results, results)
-        moved = commit_outputs(staged_models, models_dir, staged_results, results_dir)
+        moved = commit_outputs(staged_models, models_dir, staged_results, results_dir, retire=retire)
     return {"models": sorted(models_dir.iterdir()), "results": moved}
 
 

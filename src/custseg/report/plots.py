@@ -59,7 +59,10 @@ def _pyplot():
 
 
 def _figure(nrows: int = 1, ncols: int = 1, size=(6.4, 4.2)):
-    fig, axes = _pyplot().subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
+    # layout "none": each figure lays itself out (tight_layout), whatever the user's rcParams ask for (with
+    # figure.constrained_layout.use, the heatmap's colorbar and tight_layout() raised)
+    fig, axes = _pyplot().subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
+                                   layout="none")
     return fig, axes.ravel()
 
 
@@ -80,13 +83,16 @@ def render_png(axes, dpi: int, *, tight: bool = False) -> bytes:
     No timestamp or software name is written, so the same figure gives the same bytes.
     ``tight`` crops the white border (``bbox_inches="tight"``).
     """
+    import matplotlib
     from matplotlib.layout_engine import PlaceHolderLayoutEngine
 
     fig = axes if hasattr(axes, "savefig") else np.ravel(np.asarray(axes, dtype=object))[0].figure
     if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
         # what ``tight_layout()`` leaves behind; with any engine set, savefig lays the figure out in one
-        # more (unrendered) draw first: 14% of the figures' time, the same pixels without it
-        fig.set_layout_engine(None)
+        # more (unrendered) draw first: 14% of the figures' time, the same pixels without it. (None means
+        # "no engine" only while the rcParams ask for no automatic layout.)
+        with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None},
                 **({"bbox_inches": "tight"} if tight else {}))
@@ -134,7 +140,7 @@ def plot_k_selection(selection: "KSelection", chosen_k: int | None = None, axes=
     every panel, and ``chosen_k`` (the k asked for) too when it differs.
     """
     if axes is None:
-        fig, made = _pyplot().subplots(2, 2, figsize=(11, 7.6))
+        fig, made = _pyplot().subplots(2, 2, figsize=(11, 7.6), layout="none")
         axes, made = made.ravel(), True
     else:
         fig, axes, made = _panels(axes, 4, (5.5, 3.8))
@@ -296,7 +302,7 @@ def plot_profile_heatmap(data: pd.DataFrame, names: dict, ax=None):
     shown = np.clip(grid.to_numpy(dtype="float64"), -2, 2)
     made = ax is None
     if made:
-        fig, ax = _pyplot().subplots(figsize=(1.05 * len(columns) + 3.2, 0.55 * len(grid) + 2.2))
+        fig, ax = _pyplot().subplots(figsize=(1.05 * len(columns) + 3.2, 0.55 * len(grid) + 2.2), layout="none")
     fig = ax.figure
     image = ax.imshow(shown, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
     ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=35, ha="right", fontsize=9)
@@ -331,7 +337,7 @@ def plot_comparison(result: "ComparisonResult", axes=None) -> np.ndarray:
     height = max(3.2, 0.55 * len(clustering) + 1.6)
     made = axes is None
     if made:
-        fig, grid = _pyplot().subplots(2, 2, figsize=(13, 2 * height), sharey=True)
+        fig, grid = _pyplot().subplots(2, 2, figsize=(13, 2 * height), sharey=True, layout="none")
     else:
         grid = np.asarray(axes, dtype=object).reshape(2, 2)
         fig = grid[0, 0].figure
