@@ -152,9 +152,11 @@ def test_fit_sample_fits_the_embedder_on_those_rows_and_embeds_every_row():
     np.testing.assert_array_equal(seg.labels_, assign_to_centroids(seg.transform(table), seg.cluster_centers_)[0])
 
 
-def test_cluster_sample_fits_a_consensus_clusterer_on_those_rows_and_assigns_every_row():
+def test_cluster_sample_fits_a_consensus_clusterer_on_those_rows_and_assigns_every_row(monkeypatch):
+    import custseg.pipeline
     from custseg.clustering import ConsensusKMeans, cluster_means
 
+    monkeypatch.setattr(custseg.pipeline, "FIT_SLICE_ROWS", 7)  # every row assigned in 43 slices, the last short
     table = make_customers(300, seed=3)
     embedder = AutoencoderEmbedder(max_epochs=5, latent_dim=2, random_state=0)
     full = _pipeline(clusterer=ConsensusKMeans(n_members=2)).set_params(embedder=embedder)
@@ -166,7 +168,8 @@ def test_cluster_sample_fits_a_consensus_clusterer_on_those_rows_and_assigns_eve
     labels, agreement = alone.predict_with_agreement(latent)
     np.testing.assert_array_equal(seg.labels_, labels)
     np.testing.assert_array_equal(seg.agreement_, agreement)
-    np.testing.assert_allclose(seg.cluster_centers_, cluster_means(latent, labels, 3))
+    np.testing.assert_allclose(seg.cluster_centers_, cluster_means(latent, labels, 3), rtol=1e-12, atol=1e-12)
+    assert seg.inertia_ == pytest.approx(float(((latent - seg.cluster_centers_[labels]) ** 2).sum()), rel=1e-9)
     assert len(seg.labels_) == len(seg.agreement_) == 300
     assert not np.array_equal(seg.clusterer_.consensus_centers_, clone(full).fit(table).clusterer_.consensus_centers_)
 
@@ -196,9 +199,12 @@ def test_a_large_table_trains_on_samples_and_scores_every_row_as_predict_does(pr
     from conftest import tiny_toml
     from custseg.cli import main
 
+    import custseg.pipeline
+
     for name, value in [("LARGE_TABLE_ROWS", 200), ("LARGE_FIT_SAMPLE", 120), ("LARGE_CLUSTER_SAMPLE", 120),
-                        ("LARGE_SILHOUETTE_SAMPLE", 100), ("LARGE_PLOT_POINTS", 100)]:
+                        ("LARGE_SILHOUETTE_SAMPLE", 100), ("LARGE_PLOT_POINTS", 100), ("FIT_SLICE_ROWS", 64)]:
         monkeypatch.setattr(workflow, name, value)
+    monkeypatch.setattr(custseg.pipeline, "FIT_SLICE_ROWS", 64)  # every row assigned in 5 slices
     make_customers(300, seed=5).to_csv(tmp_path / "train.csv", index=False)
     settings = tiny_toml(seed=2, figures=False).replace('preset = "reference"', f'preset = "{preset}"')
     (tmp_path / "tiny.toml").write_text(settings.replace("[autoencoder]\n", "[autoencoder]\nn_members = 3\n")
@@ -221,3 +227,21 @@ def test_a_large_table_trains_on_samples_and_scores_every_row_as_predict_does(pr
     scored = pd.read_csv(tmp_path / "scored.csv")
     assert scored["Cluster"].tolist() == trained["Cluster"].tolist()
     assert trained["Cluster"].nunique() == 3
+    maps = pd.read_csv(tmp_path / "results" / "maps.csv")
+    assert maps["ID"].tolist() == trained["ID"].tolist() and maps[["pca_1", "pca_2"]].notna().all().all()
+    assert summary["metrics"]["calinski_harabasz"] > 0 and 0 < summary["metrics"]["silhouette"] <= 1
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_the_clustering_space_in_slices_is_the_whole_tables(ensemble, monkeypatch):
+    import custseg.workflow as workflow
+    from custseg.clustering import ConsensusKMeans
+
+    monkeypatch.setattr(workflow, "FIT_SLICE_ROWS", 23)
+    table = make_customers(200, seed=4)
+    seg = _pipeline(clusterer=ConsensusKMeans(n_members=2) if ensemble else None).set_params(
+        embedder=AutoencoderEmbedder(max_epochs=3, latent_dim=4, random_state=0)).fit(table)
+    whole, name = workflow.clustering_space(seg, seg.transform(table), random_state=0)
+    sliced, sliced_name = workflow._clustering_space_in_slices(seg, table, np.arange(200), random_state=0)
+    assert (name, sliced_name) == (("consensus",) * 2 if ensemble else ("latent",) * 2)
+    np.testing.assert_allclose(sliced, whole, atol=1e-9)

@@ -39,7 +39,11 @@ from .clustering import assign_to_centroids, cluster_means, map_clusters_to_segm
 from .exceptions import ConfigError, DataError, NotFittedError
 from .preprocessing import CustomerPreprocessor
 
-__all__ = ["SegmentationPipeline"]
+__all__ = ["SegmentationPipeline", "sample_rows"]
+
+#: Rows embedded and assigned at once when an ensemble's clusterer is fitted on a sample (the latent
+#: features of 40 members: 65,536 x 320 float64 = 168 MB, and the assignment's temporaries).
+FIT_SLICE_ROWS = 65_536
 
 
 class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -180,10 +184,10 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             self.embedder_ = embedder.fit(fit_on, fit_targets, progress=progress)
         else:
             self.embedder_ = embedder.fit(fit_on, fit_targets)
-        latent = np.asarray(self.embedder_.transform(features), dtype="float64")
         self.clusterer_, self.agreement_ = None, None
-        rows = self._sample(len(latent), self.cluster_sample)
+        rows = self._sample(len(X), self.cluster_sample)
         if self.clusterer is None:
+            latent = np.asarray(self.embedder_.transform(features), dtype="float64")
             fitted_on = latent if rows is None else latent[rows]
             km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
                         random_state=self.random_state).fit(fitted_on)
@@ -192,8 +196,13 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             # inertia of every row (the same as K-Means' own when it was fitted on every row)
             self.inertia_ = float(km.inertia_) if fitted_on is latent else float(np.square(distances).sum())
             self.n_iter_ = int(km.n_iter_)
+        elif rows is None:
+            self._fit_clusterer(np.asarray(self.embedder_.transform(features), dtype="float64"), embedder)
         else:
-            self._fit_clusterer(latent, embedder, rows)
+            # an ensemble's latent features of every row are large (1,000,000 rows x 40 members x 8 =
+            # 2.6 GB in float64, its assignment's temporaries several times that): the clusterer is fitted
+            # on the sample's, and every row assigned a slice at a time
+            self._fit_clusterer_in_slices(features, embedder, rows)
         self.mapping_ = None
         if y is not None and labelled.any():
             self.mapping_ = map_clusters_to_segments(self.labels_[labelled], y[labelled])
@@ -214,13 +223,10 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         return self
 
     def _sample(self, n_rows: int, size: int | None) -> np.ndarray | None:
-        """Sorted random rows (``size`` of ``n_rows``, seeded by ``random_state``), or None for every row."""
-        if size is None or size >= n_rows:
-            return None
-        return np.sort(check_random_state(self.random_state).choice(n_rows, size, replace=False))
+        return sample_rows(n_rows, size, self.random_state)
 
-    def _fit_clusterer(self, latent: np.ndarray, embedder, rows: np.ndarray | None = None) -> None:
-        """Fit a clone of ``clusterer`` on ``latent`` (its ``rows`` only, if given; then every row assigned)."""
+    def _new_clusterer(self, embedder):
+        """A clone of ``clusterer`` with our ``n_clusters`` (and the embedder's ``n_members``, our seed)."""
         clusterer = clone(self.clusterer)
         params = clusterer.get_params()
         overrides = {"n_clusters": self.n_clusters} if "n_clusters" in params else {}
@@ -228,18 +234,49 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             overrides["n_members"] = embedder.get_params()["n_members"]
         if "random_state" in params and params["random_state"] is None:
             overrides["random_state"] = self.random_state
-        self.clusterer_ = clusterer.set_params(**overrides).fit(latent if rows is None else latent[rows])
+        return clusterer.set_params(**overrides)
+
+    def _fit_clusterer(self, latent: np.ndarray, embedder) -> None:
+        """Fit a clone of ``clusterer`` on every row's ``latent`` features."""
+        self.clusterer_ = self._new_clusterer(embedder).fit(latent)
         self.n_iter_ = int(getattr(self.clusterer_, "n_iter_", 0))
-        if rows is None:
-            self.labels_ = np.asarray(self.clusterer_.labels_, dtype=int)
-            self.agreement_ = getattr(self.clusterer_, "agreement_", None)
-        elif hasattr(self.clusterer_, "predict_with_agreement"):
-            labels, self.agreement_ = self.clusterer_.predict_with_agreement(latent)
-            self.labels_ = np.asarray(labels, dtype=int)
-        else:
-            self.labels_, self.agreement_ = np.asarray(self.clusterer_.predict(latent), dtype=int), None
+        self.labels_ = np.asarray(self.clusterer_.labels_, dtype=int)
+        self.agreement_ = getattr(self.clusterer_, "agreement_", None)
         self.cluster_centers_ = cluster_means(latent, self.labels_, self.n_clusters)
         self.inertia_ = float(((latent - self.cluster_centers_[self.labels_]) ** 2).sum())
+
+    def _fit_clusterer_in_slices(self, features, embedder, rows: np.ndarray) -> None:
+        """Fit a clone of ``clusterer`` on the ``rows``' latent features; assign every row, a slice at a time.
+
+        The centres are the means of every row of a cluster and the inertia the sum over every row,
+        both accumulated slice by slice (sums, sums of squares, counts).
+        """
+        self.clusterer_ = self._new_clusterer(embedder).fit(
+            np.asarray(self.embedder_.transform(_rows(features, rows)), dtype="float64"))
+        self.n_iter_ = int(getattr(self.clusterer_, "n_iter_", 0))
+        n, k = len(features), self.n_clusters
+        self.labels_ = np.empty(n, dtype=int)
+        with_agreement = hasattr(self.clusterer_, "predict_with_agreement")
+        self.agreement_ = np.empty(n) if with_agreement else None
+        sums, squares, counts = None, np.zeros(k), np.zeros(k)
+        for start in range(0, n, FIT_SLICE_ROWS):
+            part = slice(start, start + FIT_SLICE_ROWS)
+            latent = np.asarray(self.embedder_.transform(_rows(features, np.arange(n)[part])), dtype="float64")
+            if with_agreement:
+                labels, self.agreement_[part] = self.clusterer_.predict_with_agreement(latent)
+            else:
+                labels = self.clusterer_.predict(latent)
+            labels = self.labels_[part] = np.asarray(labels, dtype=int)
+            if sums is None:
+                sums = np.zeros((k, latent.shape[1]))
+            np.add.at(sums, labels, latent)
+            squares += np.bincount(labels, weights=np.einsum("ij,ij->i", latent, latent), minlength=k)
+            counts += np.bincount(labels, minlength=k)
+        self.cluster_centers_ = sums / np.maximum(counts, 1)[:, None]
+        # sum over rows of |x - c|^2 = sum |x|^2 - 2 c . sum x + n |c|^2, per cluster
+        c = self.cluster_centers_
+        self.inertia_ = float(max(0.0, (squares - 2 * np.einsum("ij,ij->i", c, sums)
+                                        + counts * np.einsum("ij,ij->i", c, c)).sum()))
 
     def assign_latent(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Cluster, latent distance to its centre and (with a consensus clusterer, else None) agreement of
@@ -342,3 +379,14 @@ def _table(X):
 def _rows(features, rows: np.ndarray):
     """The given rows of the preprocessor's output (a DataFrame for ``"passthrough"``, else an array)."""
     return features.iloc[rows] if isinstance(features, pd.DataFrame) else features[rows]
+
+
+def sample_rows(n_rows: int, size: int | None, random_state=None) -> np.ndarray | None:
+    """Sorted random rows, ``size`` of ``n_rows`` (seeded by ``random_state``), or None for every row.
+
+    The rows :class:`SegmentationPipeline` fits on with ``fit_sample`` / ``cluster_sample``
+    of that size and its ``random_state``.
+    """
+    if size is None or size >= n_rows:
+        return None
+    return np.sort(check_random_state(random_state).choice(n_rows, size, replace=False))

@@ -47,7 +47,7 @@ from .io.writing import csv_bytes, json_bytes, write_csv_blocks, write_into, wri
 from .monitoring import (DRIFT_COLUMNS, CustomerMonitor, DriftReport, NoveltySummary, classifier_two_sample_test,
                          confidence_by_segment, drift_markdown, drift_report, extreme_customers)
 from .persistence import load_model, model_files
-from .pipeline import SegmentationPipeline
+from .pipeline import FIT_SLICE_ROWS, SegmentationPipeline, sample_rows
 from .profiling import (SegmentDescription, SegmentProfile, cluster_characteristics, describe_segments,
                         profile_heatmap_data, profile_segments, segments_markdown)
 from .report.html import REPORT_FIGURES, render_report
@@ -223,7 +223,8 @@ def large_table_plan(n_rows: int, config: RunConfig) -> dict[str, Any] | None:
     Up to :data:`LARGE_TABLE_ROWS` rows nothing is sampled (the reference path). Above it,
     the autoencoder (every member of an ensemble) is fitted on a random sample of
     :data:`LARGE_FIT_SAMPLE` rows, as a table of that size would be, and then encodes every
-    row; K-Means (or the consensus clustering) is fitted on a random sample and then assigns
+    row (the confidence and novelty model, and an ensemble's principal components, are
+    fitted on the same rows; every row is scored); K-Means (or the consensus clustering) is fitted on a random sample and then assigns
     every row; silhouettes, the k scan and the PCA figure use samples; the preprocessing,
     profiles, tables, the other metrics and the PCA coordinates use every row. The plan is
     written to ``run_summary.json`` (``large_table``) and shown in the report.
@@ -243,7 +244,10 @@ def large_table_plan(n_rows: int, config: RunConfig) -> dict[str, Any] | None:
         "tsne_points": config.plots.tsne_max_points or None,
         "note": (f"large table ({n_rows:,} rows > {LARGE_TABLE_ROWS:,}): the autoencoder"
                  + (f"s ({config.autoencoder.n_members} members)" if config.autoencoder.n_members > 1 else "")
-                 + f" trained on {LARGE_FIT_SAMPLE:,} random rows and every row encoded; "
+                 + f" trained on {LARGE_FIT_SAMPLE:,} random rows (the confidence and novelty model"
+                 + (" and the principal components of the consensus space" if config.autoencoder.n_members > 1
+                    else "")
+                 + " fitted on the same rows) and every row encoded; "
                  + ("the consensus clustering" if config.autoencoder.n_members > 1
                     else f"K-Means ({config.clustering.n_init} initialisations)")
                  + f" and the k scan were fitted on {LARGE_CLUSTER_SAMPLE:,} random rows and every row assigned; "
@@ -291,9 +295,12 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     if len(used) < k:  # K-Means can leave a centre without customers; reporting it as a segment would be false
         raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
                         f"customers' latent features allow no more distinct groups); give --clusters {len(used)}")
+    # a large table's monitor learns from the rows the autoencoder was fitted on (every row is scored)
+    rows = None if large is None else sample_rows(len(frame), large["autoencoder_sample_rows"], config.seed)
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
                          test_table=None if test_t is None else test_t.frame,
-                         monitor=fit_monitor(pipeline, schema, frame, y,
+                         monitor=fit_monitor(pipeline, schema, frame if rows is None else frame.iloc[rows],
+                                             y if y is None or rows is None else y.iloc[rows],
                                              threshold=config.monitoring.unusual_percentile,
                                              random_state=config.seed))
     if large is not None:
@@ -305,8 +312,10 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
          + (f", best {best_epoch(pipeline)}" if best_epoch(pipeline) is not None else "")
          + (f", {pipeline.embedder_.n_members} members" if getattr(pipeline.embedder_, "n_members", 1) > 1 else ""))
 
-    latent = pipeline.transform(frame)
-    space, space_name = clustering_space(pipeline, latent, random_state=config.seed)
+    if rows is None:
+        space, space_name = clustering_space(pipeline, pipeline.transform(frame), random_state=config.seed)
+    else:
+        space, space_name = _clustering_space_in_slices(pipeline, frame, rows, random_state=config.seed)
     clusters = pipeline.labels_
     ids = _ids(frame, schema)
     known = y.to_numpy().astype(object) if y is not None else None
@@ -372,14 +381,38 @@ def clustering_space(pipeline: SegmentationPipeline, latent: np.ndarray,
     full space within that share, at a small part of the cost (the k scan took 25 CPU
     seconds on the 320 features, under 2 on the components).
     """
-    clusterer = getattr(pipeline, "clusterer_", None)
-    if clusterer is None or not hasattr(clusterer, "consensus_space") or getattr(clusterer, "n_members", 1) < 2:
+    if not _consensus(pipeline):
         return latent, "latent"
+    wide = pipeline.clusterer_.consensus_space(latent)
+    return _consensus_pca(random_state).fit_transform(wide), "consensus"
+
+
+def _consensus(pipeline: SegmentationPipeline) -> bool:
+    """Whether the pipeline clusters an ensemble by consensus (:func:`clustering_space` is then its PCA)."""
+    clusterer = getattr(pipeline, "clusterer_", None)
+    return clusterer is not None and hasattr(clusterer, "consensus_space") and getattr(clusterer, "n_members", 1) > 1
+
+
+def _consensus_pca(random_state: int):
     from sklearn.decomposition import PCA  # scikit-learn is loaded by the pipeline already
 
-    wide = clusterer.consensus_space(latent)
-    pca = PCA(n_components=CONSENSUS_SPACE_VARIANCE, svd_solver="covariance_eigh", random_state=random_state)
-    return pca.fit_transform(wide), "consensus"
+    return PCA(n_components=CONSENSUS_SPACE_VARIANCE, svd_solver="covariance_eigh", random_state=random_state)
+
+
+def _clustering_space_in_slices(pipeline: SegmentationPipeline, frame: pd.DataFrame, rows: np.ndarray,
+                                random_state: int = 0) -> tuple[np.ndarray, str]:
+    """:func:`clustering_space` of a large table, computed a slice of rows at a time.
+
+    An ensemble's principal components are fitted on the sample ``rows`` (those the
+    ensemble was fitted on) and every row projected on them: the consensus space of every
+    row at once (1,000,000 x 320 float64, 2.6 GB) is never held.
+    """
+    parts = [frame.iloc[start:start + FIT_SLICE_ROWS] for start in range(0, len(frame), FIT_SLICE_ROWS)]
+    if not _consensus(pipeline):
+        return np.vstack([pipeline.transform(part) for part in parts]), "latent"
+    wide = pipeline.clusterer_.consensus_space
+    pca = _consensus_pca(random_state).fit(wide(pipeline.transform(frame.iloc[rows])))
+    return np.vstack([pca.transform(wide(pipeline.transform(part))) for part in parts]), "consensus"
 
 
 def _evaluate(result: TrainResult, space: np.ndarray, space_name: str, known: np.ndarray | None,
