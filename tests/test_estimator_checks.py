@@ -27,6 +27,12 @@ ESTIMATORS = [
                          embedder=MixedAutoencoderEmbedder(hidden_dims=(8,), latent_dim=2, n_members=3, max_epochs=3,
                                                            batch_size=16),
                          clusterer=ConsensusKMeans(n_init=2), n_clusters=3, random_state=0),
+    # the large-table path: the ensemble and its consensus fitted on samples, every row assigned in slices
+    SegmentationPipeline(preprocessor="passthrough",
+                         embedder=MixedAutoencoderEmbedder(hidden_dims=(8,), latent_dim=2, n_members=3, max_epochs=3,
+                                                           batch_size=16),
+                         clusterer=ConsensusKMeans(n_init=2), n_clusters=3, random_state=0, fit_sample=15,
+                         cluster_sample=12),
 ]
 
 

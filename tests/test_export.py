@@ -25,7 +25,10 @@ def _trained_and_exported(root, settings: str):
     config.data.train, config.data.test = str(SHIPPED_TRAIN), None
     train, _, schema = load_tables(config)
     # the pipeline and the model folder only: the run's pictures and k scan are not what is tested here
-    pipeline = build_pipeline(config, schema).fit(train.frame, train.frame[schema.label_column])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # as custseg train fits it (two OpenMP threads spin beside the other worker)
+        pipeline = build_pipeline(config, schema).fit(train.frame, train.frame[schema.label_column])
     save_model(pipeline, root / "models", schema=schema, settings=config.to_dict())
     assert main(["export", "--model", str(root / "models"), "--onnx", str(root / "segmenter.onnx")]) == 0
     return root

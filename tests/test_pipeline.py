@@ -205,7 +205,12 @@ def test_a_large_table_trains_on_samples_and_scores_every_row_as_predict_does(pr
                         ("LARGE_SILHOUETTE_SAMPLE", 100), ("LARGE_PLOT_POINTS", 100), ("FIT_SLICE_ROWS", 64)]:
         monkeypatch.setattr(workflow, name, value)
     monkeypatch.setattr(custseg.pipeline, "FIT_SLICE_ROWS", 64)  # every row assigned in 5 slices
-    make_customers(300, seed=5).to_csv(tmp_path / "train.csv", index=False)
+    from custseg.pipeline import sample_rows
+
+    table = make_customers(300, seed=5)
+    # a profession only customers outside the fitted sample have: still a known category of the model
+    table.loc[np.setdiff1d(np.arange(300), sample_rows(300, 120, 2))[:3], "Profession"] = "Astronaut"
+    table.to_csv(tmp_path / "train.csv", index=False)
     settings = tiny_toml(seed=2, figures=False).replace('preset = "reference"', f'preset = "{preset}"')
     (tmp_path / "tiny.toml").write_text(settings.replace("[autoencoder]\n", "[autoencoder]\nn_members = 3\n")
                                         if preset == "mixed" else settings, encoding="utf-8")
@@ -219,15 +224,19 @@ def test_a_large_table_trains_on_samples_and_scores_every_row_as_predict_does(pr
 
     fitted = load_model(tmp_path / "models").pipeline
     assert (fitted.fit_sample, fitted.cluster_sample) == (120, 120)
-    trained = pd.read_csv(tmp_path / "results" / "training_results.csv")
-    assert trained["ID"].tolist() == make_customers(300, seed=5)["ID"].tolist()
-    # every row was assigned by the fitted model: what predict gives for the same customers
+    trained = pd.read_csv(tmp_path / "results" / "training_results.csv", dtype=str, keep_default_na=False)
+    assert [int(i) for i in trained["ID"]] == table["ID"].tolist()
+    assert not trained["Reason"].str.contains("unseen category").any()
+    # every row was assigned and scored by the fitted model: what predict gives for the same customers
     assert main(["predict", "--model", str(tmp_path / "models"), "--input", str(tmp_path / "train.csv"),
                  "--output", str(tmp_path / "scored.csv")]) == 0
-    scored = pd.read_csv(tmp_path / "scored.csv")
-    assert scored["Cluster"].tolist() == trained["Cluster"].tolist()
+    scored = pd.read_csv(tmp_path / "scored.csv", dtype=str, keep_default_na=False)
+    shared = [c for c in trained.columns if c in scored.columns and c != "ID"]
+    assert {"Cluster", "Predicted_Segment", "Confidence", "Novelty", "Unusual", "Reason"} <= set(shared)
+    assert preset == "reference" or "Agreement" in shared
+    pd.testing.assert_frame_equal(scored[shared], trained[shared])
     assert trained["Cluster"].nunique() == 3
-    maps = pd.read_csv(tmp_path / "results" / "maps.csv")
+    maps = pd.read_csv(tmp_path / "results" / "maps.csv", dtype={"ID": str})
     assert maps["ID"].tolist() == trained["ID"].tolist() and maps[["pca_1", "pca_2"]].notna().all().all()
     assert summary["metrics"]["calinski_harabasz"] > 0 and 0 < summary["metrics"]["silhouette"] <= 1
 
@@ -245,3 +254,67 @@ def test_the_clustering_space_in_slices_is_the_whole_tables(ensemble, monkeypatc
     sliced, sliced_name = workflow._clustering_space_in_slices(seg, table, np.arange(200), random_state=0)
     assert (name, sliced_name) == (("consensus",) * 2 if ensemble else ("latent",) * 2)
     np.testing.assert_allclose(sliced, whole, atol=1e-9)
+    # on a sample: the principal components are the sample's, every row projected on them
+    rows = np.arange(0, 200, 3)
+    sampled, _ = workflow._clustering_space_in_slices(seg, table, rows, random_state=0)
+    if ensemble:
+        wide = seg.clusterer_.consensus_space(seg.transform(table))
+        expected = workflow._consensus_pca(0).fit(wide[rows]).transform(wide)
+    else:
+        expected = whole
+    np.testing.assert_allclose(sampled, expected, atol=1e-9)
+
+
+def test_sliced_centres_and_inertia_stay_exact_far_from_the_origin(monkeypatch):
+    # per-slice moments merged (not sums of squares minus squared sums, which cancel at 1e7)
+    import custseg.pipeline
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import FunctionTransformer
+
+    from custseg.clustering import cluster_means
+
+    monkeypatch.setattr(custseg.pipeline, "FIT_SLICE_ROWS", 16)
+    rng = np.random.default_rng(0)
+    X = 1e7 + np.vstack([rng.normal(0, 1, (50, 3)), rng.normal(10, 1, (50, 3))])
+    seg = SegmentationPipeline(preprocessor="passthrough", embedder=FunctionTransformer(),
+                               clusterer=KMeans(n_init=3, random_state=0), n_clusters=2, cluster_sample=60,
+                               random_state=0).fit(X)
+    assert sorted(np.bincount(seg.labels_)) == [50, 50]
+    centres = cluster_means(X, seg.labels_, 2)
+    np.testing.assert_allclose(seg.cluster_centers_, centres, rtol=1e-14)
+    assert seg.inertia_ == pytest.approx(float(((X - centres[seg.labels_]) ** 2).sum()), rel=1e-9)
+
+
+@pytest.mark.parametrize("params, named", [({"fit_sample": True}, "'fit_sample'"), ({"cluster_sample": 2}, "n_clusters"),
+                                           ({"cluster_sample": 0}, "'cluster_sample'")])
+def test_sample_sizes_are_checked(params, named):
+    table = make_customers(60, seed=1)
+    with pytest.raises(ConfigError, match=named):
+        _pipeline(**params).fit(table)
+
+
+def test_guidance_that_finds_no_known_segments_in_the_sample_says_so(tmp_path, monkeypatch, capsys):
+    # a large table whose few known segments all lie outside the rows the ensemble is fitted on
+    import pandas as pd
+
+    import custseg.workflow as workflow
+    from custseg.cli import main
+    from custseg.pipeline import sample_rows
+
+    for name, value in [("LARGE_TABLE_ROWS", 200), ("LARGE_FIT_SAMPLE", 120), ("LARGE_CLUSTER_SAMPLE", 120),
+                        ("LARGE_SILHOUETTE_SAMPLE", 100), ("LARGE_PLOT_POINTS", 100)]:
+        monkeypatch.setattr(workflow, name, value)
+    table = make_customers(300, seed=5).rename(columns={"Segment": "Tier"})
+    outside = np.setdiff1d(np.arange(300), sample_rows(300, 120, 3))
+    table["Tier"] = pd.Series(None, index=table.index, dtype=object)
+    table.loc[outside[:10], "Tier"], table.loc[outside[10:20], "Tier"] = "A", "B"
+    table.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "g.toml").write_text(
+        'seed = 3\npreset = "guided"\n[autoencoder]\nn_members = 3\nhidden_dims = [8]\nmax_epochs = 2\n'
+        '[clustering]\nn_clusters = 3\nn_init = 2\n[k_selection]\nk_max = 4\nn_init = 1\n'
+        '[plots]\nfigures = false\ntsne_max_points = 60\n', encoding="utf-8")
+    assert main(["train", "--train", str(tmp_path / "train.csv"), "--config", str(tmp_path / "g.toml"),
+                 "--label-column", "Tier", "--models-dir", str(tmp_path / "m"), "--results-dir", str(tmp_path / "r"),
+                 "-q"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Note: guidance learned nothing" in err and "trained as an unguided one" in err

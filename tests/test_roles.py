@@ -271,3 +271,4 @@ def test_a_config_that_names_its_own_training_table_has_no_default_test_table(tm
     assert load_config(path).data.test is None
     path.write_text('[data]\ntrain = "mine.csv"\ntest = "new.csv"\n', encoding="utf-8")
     assert load_config(path).data.test == "new.csv"
+

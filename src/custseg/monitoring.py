@@ -529,7 +529,8 @@ class NoveltyDetector(BaseEstimator):
         self.numeric = numeric
         self.categorical = categorical
 
-    def fit(self, X: pd.DataFrame, reconstruction_error, latent_distance) -> "NoveltyDetector":
+    def fit(self, X: pd.DataFrame, reconstruction_error, latent_distance,
+            seen: pd.DataFrame | None = None) -> "NoveltyDetector":
         """Learn the training ranges, categories and score distributions.
 
         Parameters
@@ -538,8 +539,12 @@ class NoveltyDetector(BaseEstimator):
             Training feature columns, as read.
         reconstruction_error, latent_distance : array of float
             Per training row; the distance is squared, to the nearest centroid.
+        seen : DataFrame, optional
+            The rows whose numeric ranges and categories count as seen in training, if
+            not ``X`` (every training row, when the scores come from a sample of them).
         """
         self._validate_params()
+        X = X if seen is None else seen
         numeric = list(self.numeric) if self.numeric is not None else \
             [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and self.categorical is None]
         categorical = list(self.categorical) if self.categorical is not None else \
@@ -721,15 +726,19 @@ class CustomerMonitor(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, latent, reconstruction_error, clusters, centers, segments=None,
-            mapping=None) -> "CustomerMonitor":
-        """Fit on the training rows as read, their latent features, errors, clusters and known segments."""
+            mapping=None, seen: pd.DataFrame | None = None) -> "CustomerMonitor":
+        """Fit on the training rows as read, their latent features, errors, clusters and known segments.
+
+        ``seen``: the rows whose ranges and categories count as seen, if not ``X`` (every
+        training row, when the rest is fitted on a sample of them; see :meth:`NoveltyDetector.fit`).
+        """
         centers = np.asarray(centers, dtype="float64")
         self.soft_ = SoftAssigner(temperature=self.temperature, random_state=self.random_state).fit(
             latent, clusters, centers, segments, mapping)
         dist = _squared_distances(latent, centers)[np.arange(len(latent)), np.asarray(clusters, dtype=int)]
         self.novelty_ = NoveltyDetector(threshold=self.threshold, range_factor=self.range_factor,
                                         numeric=self.numeric, categorical=self.categorical).fit(
-            X, reconstruction_error, dist)
+            X, reconstruction_error, dist, seen=seen)
         return self
 
     def score(self, X: pd.DataFrame, latent, reconstruction_error, clusters,

@@ -81,7 +81,8 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         Fit the embedder on at most this many rows drawn at random (seeded by
         ``random_state``; the same rows as ``cluster_sample`` when both are equal); every
         row is then embedded. None fits on every row. The preprocessor always learns from
-        every row.
+        every row, and so does an embedder's own input encoding if its ``fit`` takes a
+        ``sample`` (the rows to train on).
 
     Attributes
     ----------
@@ -154,6 +155,14 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             self._validate_params()
         except InvalidParameterError as exc:
             raise ConfigError(str(exc)) from None
+        for name in ("cluster_sample", "fit_sample"):
+            value = getattr(self, name)
+            if isinstance(value, bool):  # an Integral to the constraints
+                raise ConfigError(f"The '{name}' parameter of SegmentationPipeline must be an int in the range "
+                                  f"[1, inf) or None. Got {value!r} instead.")
+        if self.cluster_sample is not None and self.cluster_sample < self.n_clusters:
+            raise ConfigError(f"The 'cluster_sample' parameter of SegmentationPipeline ({self.cluster_sample}) must "
+                              f"be at least n_clusters ({self.n_clusters}).")
         X = _table(X)
         if len(X) < self.n_clusters:
             raise DataError(f"the table has {len(X)} rows, fewer than the {self.n_clusters} clusters asked for; "
@@ -177,15 +186,19 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             targets = np.where(labelled, y, None)  # guidance learns from the known segments only
         else:
             targets = np.where(labelled, y, "\0missing")  # unlabelled rows stratify as one more group
-        rows = self._sample(len(X), self.fit_sample)
-        fit_on = features if rows is None else _rows(features, rows)
-        fit_targets = targets if rows is None or targets is None else targets[rows]
-        if progress is not None and "progress" in inspect.signature(embedder.fit).parameters:
-            self.embedder_ = embedder.fit(fit_on, fit_targets, progress=progress)
+        fit_rows = self._sample(len(X), self.fit_sample)
+        takes = inspect.signature(embedder.fit).parameters
+        fit_params = {"progress": progress} if progress is not None and "progress" in takes else {}
+        if fit_rows is None:
+            self.embedder_ = embedder.fit(features, targets, **fit_params)
+        elif "sample" in takes:  # it learns its own input encoding from every row, the network from the sample
+            self.embedder_ = embedder.fit(features, targets, sample=fit_rows, **fit_params)
         else:
-            self.embedder_ = embedder.fit(fit_on, fit_targets)
+            self.embedder_ = embedder.fit(_rows(features, fit_rows),
+                                          None if targets is None else targets[fit_rows], **fit_params)
         self.clusterer_, self.agreement_ = None, None
-        rows = self._sample(len(X), self.cluster_sample)
+        # one draw when the sizes are equal: the same rows whatever random_state is (an int, a RandomState)
+        rows = fit_rows if self.cluster_sample == self.fit_sample else self._sample(len(X), self.cluster_sample)
         if self.clusterer is None:
             latent = np.asarray(self.embedder_.transform(features), dtype="float64")
             fitted_on = latent if rows is None else latent[rows]
@@ -248,8 +261,10 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
     def _fit_clusterer_in_slices(self, features, embedder, rows: np.ndarray) -> None:
         """Fit a clone of ``clusterer`` on the ``rows``' latent features; assign every row, a slice at a time.
 
-        The centres are the means of every row of a cluster and the inertia the sum over every row,
-        both accumulated slice by slice (sums, sums of squares, counts).
+        The centres are the means of every row of a cluster and the inertia the sum over every
+        row of the squared distance to it, merged slice by slice (per cluster: count, mean and
+        sum of squared deviations, combined as Chan, Golub and LeVeque do; exact far from the
+        origin too).
         """
         self.clusterer_ = self._new_clusterer(embedder).fit(
             np.asarray(self.embedder_.transform(_rows(features, rows)), dtype="float64"))
@@ -258,7 +273,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         self.labels_ = np.empty(n, dtype=int)
         with_agreement = hasattr(self.clusterer_, "predict_with_agreement")
         self.agreement_ = np.empty(n) if with_agreement else None
-        sums, squares, counts = None, np.zeros(k), np.zeros(k)
+        counts, means, squares = np.zeros(k), None, np.zeros(k)
         for start in range(0, n, FIT_SLICE_ROWS):
             part = slice(start, start + FIT_SLICE_ROWS)
             latent = np.asarray(self.embedder_.transform(_rows(features, np.arange(n)[part])), dtype="float64")
@@ -267,16 +282,22 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             else:
                 labels = self.clusterer_.predict(latent)
             labels = self.labels_[part] = np.asarray(labels, dtype=int)
-            if sums is None:
-                sums = np.zeros((k, latent.shape[1]))
-            np.add.at(sums, labels, latent)
-            squares += np.bincount(labels, weights=np.einsum("ij,ij->i", latent, latent), minlength=k)
-            counts += np.bincount(labels, minlength=k)
-        self.cluster_centers_ = sums / np.maximum(counts, 1)[:, None]
-        # sum over rows of |x - c|^2 = sum |x|^2 - 2 c . sum x + n |c|^2, per cluster
-        c = self.cluster_centers_
-        self.inertia_ = float(max(0.0, (squares - 2 * np.einsum("ij,ij->i", c, sums)
-                                        + counts * np.einsum("ij,ij->i", c, c)).sum()))
+            if means is None:
+                means = np.zeros((k, latent.shape[1]))
+            onehot = np.zeros((len(labels), k))
+            onehot[np.arange(len(labels)), labels] = 1.0
+            n_b = onehot.sum(axis=0)
+            mean_b = (onehot.T @ latent) / np.maximum(n_b, 1)[:, None]
+            deviation = latent - mean_b[labels]
+            squares_b = np.bincount(labels, weights=np.einsum("ij,ij->i", deviation, deviation), minlength=k)
+            total = counts + n_b
+            delta = mean_b - means
+            share = np.divide(n_b, total, out=np.zeros(k), where=total > 0)
+            means += delta * share[:, None]
+            squares += squares_b + np.einsum("ij,ij->i", delta, delta) * counts * share
+            counts = total
+        self.cluster_centers_ = means
+        self.inertia_ = float(squares.sum())
 
     def assign_latent(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Cluster, latent distance to its centre and (with a consensus clusterer, else None) agreement of

@@ -69,9 +69,10 @@ MIN_TRAIN_ROWS = 3
 LARGE_TABLE_ROWS = 50_000
 #: On the large-table path: rows the autoencoder (or the ensemble) is fitted on, as a table of that
 #: size would be (its settings, batch included, unchanged: a table just above the threshold is fitted
-#: as one at it); rows K-Means (n_init initialisations, or the ensemble's consensus clustering) and the
-#: k scan are fitted on (the same rows), rows the silhouettes are computed on, and points drawn in the
-#: PCA figure.
+#: as one at it); rows K-Means (n_init initialisations, or the ensemble's consensus clustering) is
+#: fitted on (the same rows: one draw seeded by the run's seed, :func:`custseg.pipeline.sample_rows`,
+#: which the monitor and the consensus space's principal components use too) and the k scan (its own
+#: draw); rows the silhouettes are computed on, and points drawn in the PCA figure.
 LARGE_FIT_SAMPLE = 50_000
 LARGE_CLUSTER_SAMPLE = 50_000
 LARGE_SILHOUETTE_SAMPLE = 10_000
@@ -244,9 +245,9 @@ def large_table_plan(n_rows: int, config: RunConfig) -> dict[str, Any] | None:
         "tsne_points": config.plots.tsne_max_points or None,
         "note": (f"large table ({n_rows:,} rows > {LARGE_TABLE_ROWS:,}): the autoencoder"
                  + (f"s ({config.autoencoder.n_members} members)" if config.autoencoder.n_members > 1 else "")
-                 + f" trained on {LARGE_FIT_SAMPLE:,} random rows (the confidence and novelty model"
-                 + (" and the principal components of the consensus space" if config.autoencoder.n_members > 1
-                    else "")
+                 + f" trained on {LARGE_FIT_SAMPLE:,} random rows (the confidence model, the novelty scores' "
+                 "percentiles" + (" and the principal components of the consensus space" if config.autoencoder.n_members > 1
+                                  else "")
                  + " fitted on the same rows) and every row encoded; "
                  + ("the consensus clustering" if config.autoencoder.n_members > 1
                     else f"K-Means ({config.clustering.n_init} initialisations)")
@@ -295,16 +296,23 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     if len(used) < k:  # K-Means can leave a centre without customers; reporting it as a segment would be false
         raise DataError(f"file {train_t.source!r}: only {len(used)} of the {k} clusters received customers (the "
                         f"customers' latent features allow no more distinct groups); give --clusters {len(used)}")
-    # a large table's monitor learns from the rows the autoencoder was fitted on (every row is scored)
+    # a large table's monitor learns from the rows the autoencoder was fitted on (every row is scored):
+    # the pipeline drew them with the same int seed (build_pipeline's random_state is config.seed)
     rows = None if large is None else sample_rows(len(frame), large["autoencoder_sample_rows"], config.seed)
+    if config.autoencoder.guidance_weight > 0 and getattr(pipeline.embedder_, "classes_", None) is None:
+        unguided = ("guidance learned nothing: the rows the ensemble was fitted on hold fewer than two known "
+                         "segments, so it trained as an unguided one")
+    else:
+        unguided = None
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
                          test_table=None if test_t is None else test_t.frame,
-                         monitor=fit_monitor(pipeline, schema, frame if rows is None else frame.iloc[rows],
-                                             y if y is None or rows is None else y.iloc[rows],
+                         monitor=fit_monitor(pipeline, schema, frame, y, sample=rows,
                                              threshold=config.monitoring.unusual_percentile,
                                              random_state=config.seed))
     if large is not None:
         result.notices.append(large["note"])
+    if unguided is not None:
+        result.notices.append(unguided)
     if k == 1:
         result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
                               "table and the cluster metrics are undefined (n/a)")
@@ -744,8 +752,15 @@ _PIPELINE_COLUMNS = ("Cluster", "Predicted_Segment", "Agreement", "Distance_To_C
 
 
 def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFrame, y=None, *,
-                threshold: float = 99.0, random_state: int = 0) -> CustomerMonitor:
-    """Fit the confidence and novelty model of a fitted pipeline on its training rows (see :mod:`custseg.monitoring`)."""
+                threshold: float = 99.0, random_state: int = 0, sample: np.ndarray | None = None) -> CustomerMonitor:
+    """Fit the confidence and novelty model of a fitted pipeline on its training rows (see :mod:`custseg.monitoring`).
+
+    With ``sample`` (row positions) the scores it learns from are those rows' (a large table's
+    fitted sample); the ranges and categories that count as seen are still every row's.
+    """
+    seen = None if sample is None else frame[schema.feature_columns]
+    if sample is not None:
+        frame, y = frame.iloc[sample], None if y is None else np.asarray(y, dtype=object)[sample]
     features = pipeline.preprocessor_.transform(frame)
     latent, error = pipeline.latent_and_error(features)
     clusters = pipeline.assign_latent(latent)[0]
@@ -754,7 +769,7 @@ def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFr
                               categorical=schema.names("categorical") + schema.names("ordinal"),
                               threshold=threshold, random_state=random_state)
     return monitor.fit(frame[schema.feature_columns], latent, error, clusters, pipeline.cluster_centers_, segments,
-                       pipeline.mapping_)
+                       pipeline.mapping_, seen=seen)
 
 
 def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor | None = None,

@@ -466,7 +466,7 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
                             ensure_min_samples=2 if reset else 1)
         return pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])])
 
-    def fit(self, X, y=None, progress=None) -> "MixedAutoencoderEmbedder":
+    def fit(self, X, y=None, progress=None, sample=None) -> "MixedAutoencoderEmbedder":
         """Train on a customer table (or a numeric array).
 
         Parameters
@@ -478,6 +478,10 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         progress : callable, optional
             Called after every epoch with its history record (epoch, loss, reconstruction,
             guidance; the members' mean).
+        sample : array of int, optional
+            Train the network on these rows (positions) only. The input encoding (medians,
+            scales, categories) still learns from every row, so no category of the table
+            is unseen to the fitted model.
         """
         self._validate_params()
         table = self._as_table(X, reset=True)
@@ -492,6 +496,9 @@ class MixedAutoencoderEmbedder(TransformerMixin, BaseEstimator):
             # the columns it reads; other columns of the table (an ID, the segment) are ignored
             self.feature_names_in_ = self.encoder_.feature_names_in_.copy()
             self.n_features_in_ = len(self.feature_names_in_)
+        if sample is not None:
+            table = table.iloc[np.asarray(sample)]
+            y = None if y is None else np.asarray(y, dtype=object)[np.asarray(sample)]
         x = torch.from_numpy(self.encoder_.transform(table))
         targets, self.classes_ = self._targets(y, len(table))
         rng = check_random_state(self.random_state)
