@@ -186,7 +186,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             targets = np.where(labelled, y, None)  # guidance learns from the known segments only
         else:
             targets = np.where(labelled, y, "\0missing")  # unlabelled rows stratify as one more group
-        fit_rows = self._sample(len(X), self.fit_sample)
+        fit_rows = sample_rows(len(X), self.fit_sample, self.random_state)
         takes = inspect.signature(embedder.fit).parameters
         fit_params = {"progress": progress} if progress is not None and "progress" in takes else {}
         if fit_rows is None:
@@ -198,7 +198,8 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
                                           None if targets is None else targets[fit_rows], **fit_params)
         self.clusterer_, self.agreement_ = None, None
         # one draw when the sizes are equal: the same rows whatever random_state is (an int, a RandomState)
-        rows = fit_rows if self.cluster_sample == self.fit_sample else self._sample(len(X), self.cluster_sample)
+        rows = (fit_rows if self.cluster_sample == self.fit_sample
+                else sample_rows(len(X), self.cluster_sample, self.random_state))
         if self.clusterer is None:
             latent = np.asarray(self.embedder_.transform(features), dtype="float64")
             fitted_on = latent if rows is None else latent[rows]
@@ -234,9 +235,6 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         return self
-
-    def _sample(self, n_rows: int, size: int | None) -> np.ndarray | None:
-        return sample_rows(n_rows, size, self.random_state)
 
     def _new_clusterer(self, embedder):
         """A clone of ``clusterer`` with our ``n_clusters`` (and the embedder's ``n_members``, our seed)."""
@@ -276,7 +274,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         counts, means, squares = np.zeros(k), None, np.zeros(k)
         for start in range(0, n, FIT_SLICE_ROWS):
             part = slice(start, start + FIT_SLICE_ROWS)
-            latent = np.asarray(self.embedder_.transform(_rows(features, np.arange(n)[part])), dtype="float64")
+            latent = np.asarray(self.embedder_.transform(_rows(features, part)), dtype="float64")
             if with_agreement:
                 labels, self.agreement_[part] = self.clusterer_.predict_with_agreement(latent)
             else:
@@ -397,8 +395,8 @@ def _table(X):
     return check_array(X, dtype=np.float64, ensure_all_finite=False)
 
 
-def _rows(features, rows: np.ndarray):
-    """The given rows of the preprocessor's output (a DataFrame for ``"passthrough"``, else an array)."""
+def _rows(features, rows: np.ndarray | slice):
+    """The given rows (positions or a slice) of the preprocessor's output (a DataFrame for ``"passthrough"``)."""
     return features.iloc[rows] if isinstance(features, pd.DataFrame) else features[rows]
 
 

@@ -224,14 +224,16 @@ def large_table_plan(n_rows: int, config: RunConfig) -> dict[str, Any] | None:
     Up to :data:`LARGE_TABLE_ROWS` rows nothing is sampled (the reference path). Above it,
     the autoencoder (every member of an ensemble) is fitted on a random sample of
     :data:`LARGE_FIT_SAMPLE` rows, as a table of that size would be, and then encodes every
-    row (the confidence and novelty model, and an ensemble's principal components, are
-    fitted on the same rows; every row is scored); K-Means (or the consensus clustering) is fitted on a random sample and then assigns
-    every row; silhouettes, the k scan and the PCA figure use samples; the preprocessing,
+    row (the confidence model, the novelty percentiles and an ensemble's principal components
+    are fitted on the same rows; every row is scored); K-Means (or the consensus clustering)
+    is fitted on a random sample and then assigns every row; silhouettes, the k scan and the
+    PCA figure use samples; the preprocessing,
     profiles, tables, the other metrics and the PCA coordinates use every row. The plan is
     written to ``run_summary.json`` (``large_table``) and shown in the report.
     """
     if n_rows <= LARGE_TABLE_ROWS:
         return None
+    ensemble = config.autoencoder.n_members > 1
     return {
         "rows": n_rows,
         "threshold_rows": LARGE_TABLE_ROWS,
@@ -244,13 +246,12 @@ def large_table_plan(n_rows: int, config: RunConfig) -> dict[str, Any] | None:
         "pca_figure_points": LARGE_PLOT_POINTS,
         "tsne_points": config.plots.tsne_max_points or None,
         "note": (f"large table ({n_rows:,} rows > {LARGE_TABLE_ROWS:,}): the autoencoder"
-                 + (f"s ({config.autoencoder.n_members} members)" if config.autoencoder.n_members > 1 else "")
-                 + f" trained on {LARGE_FIT_SAMPLE:,} random rows (the confidence model, the novelty scores' "
-                 "percentiles" + (" and the principal components of the consensus space" if config.autoencoder.n_members > 1
-                                  else "")
+                 + (f"s ({config.autoencoder.n_members} members)" if ensemble else "")
+                 + f" trained on {LARGE_FIT_SAMPLE:,} random rows ("
+                 + ("the confidence model, the novelty scores' percentiles and the principal components of the "
+                    "consensus space" if ensemble else "the confidence model and the novelty scores' percentiles")
                  + " fitted on the same rows) and every row encoded; "
-                 + ("the consensus clustering" if config.autoencoder.n_members > 1
-                    else f"K-Means ({config.clustering.n_init} initialisations)")
+                 + ("the consensus clustering" if ensemble else f"K-Means ({config.clustering.n_init} initialisations)")
                  + f" and the k scan were fitted on {LARGE_CLUSTER_SAMPLE:,} random rows and every row assigned; "
                  f"silhouettes on {LARGE_SILHOUETTE_SAMPLE:,} rows, the PCA figure on {LARGE_PLOT_POINTS:,} points; "
                  "profiles, tables and the other metrics on every row"),
@@ -299,11 +300,6 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
     # a large table's monitor learns from the rows the autoencoder was fitted on (every row is scored):
     # the pipeline drew them with the same int seed (build_pipeline's random_state is config.seed)
     rows = None if large is None else sample_rows(len(frame), large["autoencoder_sample_rows"], config.seed)
-    if config.autoencoder.guidance_weight > 0 and getattr(pipeline.embedder_, "classes_", None) is None:
-        unguided = ("guidance learned nothing: the rows the ensemble was fitted on hold fewer than two known "
-                         "segments, so it trained as an unguided one")
-    else:
-        unguided = None
     result = TrainResult(pipeline=pipeline, schema=schema, config=config, train_table=frame,
                          test_table=None if test_t is None else test_t.frame,
                          monitor=fit_monitor(pipeline, schema, frame, y, sample=rows,
@@ -311,8 +307,9 @@ def train(config: RunConfig, *, progress: Callable[[dict], None] | None = None,
                                              random_state=config.seed))
     if large is not None:
         result.notices.append(large["note"])
-    if unguided is not None:
-        result.notices.append(unguided)
+    if config.autoencoder.guidance_weight > 0 and getattr(pipeline.embedder_, "classes_", None) is None:
+        result.notices.append("guidance learned nothing: the rows the ensemble was fitted on hold fewer than two "
+                              "known segments, so it trained as an unguided one")
     if k == 1:
         result.notices.append("--clusters 1 puts every customer in one segment: the segments describe the whole "
                               "table and the cluster metrics are undefined (n/a)")

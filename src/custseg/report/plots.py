@@ -58,11 +58,14 @@ def _pyplot():
     return plt
 
 
+def _subplots(*args, **kwargs):
+    """``pyplot.subplots`` with layout "none": each figure lays itself out (tight_layout), whatever the
+    user's rcParams ask for (with figure.constrained_layout.use the heatmap's colorbar and tight_layout() raised)."""
+    return _pyplot().subplots(*args, layout="none", **kwargs)
+
+
 def _figure(nrows: int = 1, ncols: int = 1, size=(6.4, 4.2)):
-    # layout "none": each figure lays itself out (tight_layout), whatever the user's rcParams ask for (with
-    # figure.constrained_layout.use, the heatmap's colorbar and tight_layout() raised)
-    fig, axes = _pyplot().subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
-                                   layout="none")
+    fig, axes = _subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
     return fig, axes.ravel()
 
 
@@ -140,7 +143,7 @@ def plot_k_selection(selection: "KSelection", chosen_k: int | None = None, axes=
     every panel, and ``chosen_k`` (the k asked for) too when it differs.
     """
     if axes is None:
-        fig, made = _pyplot().subplots(2, 2, figsize=(11, 7.6), layout="none")
+        fig, made = _subplots(2, 2, figsize=(11, 7.6))
         axes, made = made.ravel(), True
     else:
         fig, axes, made = _panels(axes, 4, (5.5, 3.8))
@@ -302,7 +305,7 @@ def plot_profile_heatmap(data: pd.DataFrame, names: dict, ax=None):
     shown = np.clip(grid.to_numpy(dtype="float64"), -2, 2)
     made = ax is None
     if made:
-        fig, ax = _pyplot().subplots(figsize=(1.05 * len(columns) + 3.2, 0.55 * len(grid) + 2.2), layout="none")
+        fig, ax = _subplots(figsize=(1.05 * len(columns) + 3.2, 0.55 * len(grid) + 2.2))
     fig = ax.figure
     image = ax.imshow(shown, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
     ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=35, ha="right", fontsize=9)
@@ -337,7 +340,7 @@ def plot_comparison(result: "ComparisonResult", axes=None) -> np.ndarray:
     height = max(3.2, 0.55 * len(clustering) + 1.6)
     made = axes is None
     if made:
-        fig, grid = _pyplot().subplots(2, 2, figsize=(13, 2 * height), sharey=True, layout="none")
+        fig, grid = _subplots(2, 2, figsize=(13, 2 * height), sharey=True)
     else:
         grid = np.asarray(axes, dtype=object).reshape(2, 2)
         fig = grid[0, 0].figure
