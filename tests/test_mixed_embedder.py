@@ -82,7 +82,10 @@ def test_encoding_is_the_column_transformers_bit_for_bit(customers):
     new.loc[3, "Code"] = 2.0
     new.loc[4, "Gender"] = np.nan
     new.loc[5, "Flag"] = "True"
-    for table in (train, new, train.iloc[[0]], new.iloc[[2]], new.iloc[[0]]):
+    # and as a streamed block types them: category columns as pandas categoricals
+    categorical = {c: "category" for c in ROLES["categorical"] + ["Flag", "Code"]}
+    for table in (train, new, train.iloc[[0]], new.iloc[[2]], new.iloc[[0]], train.astype(categorical),
+                  new.astype(categorical)):
         got = enc.transform(table)
         assert got.dtype == np.float32 and got.tobytes() == _column_transformer_output(enc, table).tobytes()
     onehot = enc.transform(new)[:, enc.blocks_["numeric"] + enc.blocks_["indicators"]:]

@@ -79,7 +79,7 @@ def awkward_cells(table: pd.DataFrame, variant: str, quoted: str) -> None:
 
 # -- the same bytes ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", ["reference", "mixed"])
-def test_shipped_test_table_streams_like_whole(tmp_path, preset):
+def test_shipped_test_table_streams_like_whole(tmp_path, preset, monkeypatch):
     # a model trained on the shipped data's columns, then the shipped Test.csv in blocks of 97 rows
     # (28 blocks, the last one short; the awkward tables below take blocks of 7) and its first 150
     # customers one by one (float32 kernels take another path for one row than for many: the
@@ -95,6 +95,18 @@ def test_shipped_test_table_streams_like_whole(tmp_path, preset):
                  str(work / "models"), "--results-dir", str(work / "results"), "-q"]) == 0
     assert load_model(work / "models").settings["preset"] == preset
     assert_streams_like_whole(work / "models", SHIPPED_TEST, tmp_path, small_block=97)
+    # a block's slices scored side by side on two threads: the same bytes, and torch's process-wide
+    # thread count as it was
+    import torch
+
+    import custseg.workflow as workflow
+
+    monkeypatch.setattr(workflow, "SCORE_ROWS", 50)
+    threads_before = torch.get_num_threads()
+    predict_file(work / "models", SHIPPED_TEST, tmp_path / "threads.csv", chunk_rows=1000, threads=2)
+    assert (tmp_path / "threads.csv").read_bytes() == whole_table_bytes(work / "models", SHIPPED_TEST)
+    assert torch.get_num_threads() == threads_before
+    monkeypatch.undo()
     head = tmp_path / "head.csv"
     pd.read_csv(SHIPPED_TEST, dtype=str, keep_default_na=False).head(150).to_csv(head, index=False)
     assert_streams_like_whole(work / "models", head, tmp_path, small_block=1)

@@ -391,10 +391,14 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
     def _predict(self, X) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "consensus_centers_")
         X = validate_data(self, X, dtype="float64", reset=False)
-        z = self._standardized(X)
+        # :meth:`_standardized`'s numbers computed in the rows' own layout: the consensus space itself,
+        # and the members' blocks as a view of it (no copy of either; the ensemble's 320 features made
+        # the copies a third of the scoring time)
+        wide = (X - self.block_mean_.reshape(-1)) / self.block_scale_.reshape(-1)
+        z = wide.reshape(len(X), self.n_members, -1).transpose(1, 0, 2)
         member = _nearest_member_centers(z, self.member_centers_)
         if self.consensus == "latent":
-            labels = assign_to_centroids(z.transpose(1, 0, 2).reshape(len(X), -1), self.consensus_centers_)[0]
+            labels = assign_to_centroids(wide, self.consensus_centers_)[0]
         else:
             labels = _nearest_in_membership(member, self.consensus_centers_, self.n_clusters)
         return labels, member_agreement(member, labels, self.n_clusters, self.member_relabel_)
@@ -458,7 +462,9 @@ def _nearest_member_centers(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
     own norm left out as it is the same for every centre), for all members in one batched
     product instead of one validated call per member (40 calls cost a single customer ~25 ms).
     """
-    scores = np.einsum("mkd,mkd->mk", centers, centers)[:, None, :] - 2.0 * np.matmul(z, centers.transpose(0, 2, 1))
+    scores = np.matmul(z, centers.transpose(0, 2, 1))
+    scores *= -2.0  # in place: |c|^2 - 2 z.c, the same numbers without two temporaries of its size
+    scores += np.einsum("mkd,mkd->mk", centers, centers)[:, None, :]
     return scores.argmin(axis=2)
 
 

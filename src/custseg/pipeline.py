@@ -308,7 +308,9 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             clusters, agreement = self.clusterer_.predict(latent), None
         clusters = np.asarray(clusters, dtype=int)
-        dist = np.sqrt(((latent - self.cluster_centers_[clusters]) ** 2).sum(axis=1))
+        deviation = latent - self.cluster_centers_[clusters]
+        deviation *= deviation  # squares in place (the ensemble's latent features are 320 wide)
+        dist = np.sqrt(deviation.sum(axis=1))
         return clusters, dist, agreement
 
     def unseen_categories(self, X: pd.DataFrame) -> dict[str, dict[str, int]]:

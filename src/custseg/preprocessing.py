@@ -50,7 +50,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_array
 
 from .exceptions import ConfigError, DataError, NotFittedError, SchemaError
-from .schema import category_text
+from .schema import category_codes
 
 __all__ = ["CustomerPreprocessor"]
 
@@ -214,7 +214,7 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
         modes = self.category_encoder_.named_steps["impute"].statistics_
         levels = self.category_encoder_.named_steps["encode"].categories_
         for k, j in enumerate(columns):
-            codes, text = _distinct_text(frame[names[j]])
+            codes, text = category_codes(frame[names[j]])
             position = {v: float(i) for i, v in enumerate(levels[k].tolist())}
             # the code of each distinct value, then one for a missing cell (code -1 picks the last);
             # unseen categories count as missing: both take the imputed mode's position
@@ -248,7 +248,7 @@ class CustomerPreprocessor(TransformerMixin, BaseEstimator):
         for name, kind in self.kinds_.items():
             if kind == "numeric" or name not in frame.columns:
                 continue
-            codes, distinct = _distinct_text(frame[name])
+            codes, distinct = category_codes(frame[name])
             counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(distinct)), index=distinct)
             counts = counts.groupby(level=0).sum()
             unseen = counts[~counts.index.isin(self.categories_[name]) & (counts > 0)]
@@ -401,14 +401,7 @@ def _numeric_values(frame: pd.DataFrame, name) -> np.ndarray:
     return values
 
 
-def _distinct_text(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(row codes, canonical text of each distinct value); code -1 is a missing value."""
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    text = np.array([category_text(v) for v in np.asarray(uniques, dtype=object)], dtype=object)
-    return codes, text
-
-
 def _category_text(col: pd.Series) -> np.ndarray:
     """Canonical category text of every row (NaN where missing), as an object array."""
-    codes, distinct = _distinct_text(col)
+    codes, distinct = category_codes(col)
     return np.append(distinct, np.nan).astype(object)[codes]

@@ -528,6 +528,18 @@ def _as_text(values: pd.Series) -> list[str]:
     return [category_text(v) for v in values]
 
 
+def category_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, texts)``: each row's code into ``texts``, the :func:`category_text` of each distinct
+    value (-1: missing). One call of ``category_text`` per distinct value, not per row.
+
+    >>> codes, texts = category_codes(pd.Series([1.0, "1", None, "b"], dtype=object))
+    >>> codes.tolist(), texts.tolist()
+    ([0, 1, -1, 2], ['1', '1', 'b'])
+    """
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return codes, np.array([category_text(v) for v in np.asarray(uniques, dtype=object)], dtype=object)
+
+
 def category_text(value: Any) -> str:
     """The canonical text of a category value: whole floats lose their '.0'."""
     if isinstance(value, (bool, np.bool_)):

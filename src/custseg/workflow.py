@@ -37,6 +37,7 @@ from .config import RunConfig
 from .evaluation.comparison import ComparisonResult, compare_methods
 from .evaluation.methods import build_pipeline
 from .evaluation.metrics import external_metrics, internal_metrics
+from .embedders.inference import torch_threads
 from .evaluation.selection import MIN_STABILITY, KSelection, select_k
 from .exceptions import ConfigError, DataError
 from .io.atomic import check_output_file, recover
@@ -770,11 +771,12 @@ def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFr
 
 
 def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor | None = None,
-                probabilities: bool = False) -> tuple[pd.DataFrame, NoveltySummary | None]:
+                probabilities: bool = False, threads: int = 1) -> tuple[pd.DataFrame, NoveltySummary | None]:
     """The pipeline's scores of ``frame`` and, with a monitor, its confidence and novelty columns.
 
     Without a monitor this is ``pipeline.score_table(frame)``. With one, the features and
-    latent features are computed once and shared by both.
+    latent features are computed once and shared by both. ``threads`` > 1 scores a big
+    frame's slices side by side (the same numbers: each slice is computed on its own).
     """
     if monitor is None:
         return pipeline.score_table(frame), None
@@ -783,12 +785,39 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
     # a row's scores do not depend on the rows scored with it (streaming blocks of 7 give the bytes of the
     # whole table, tested), so a big block is scored in slices: the latent features and the ensemble's
     # temporaries of 100,000 rows took 1.7 GB
-    parts, summary = [], None
-    for start in range(0, len(frame), SCORE_ROWS):
-        part, novelty = _score_slice(pipeline, frame.iloc[start:start + SCORE_ROWS], monitor, probabilities)
-        parts.append(part)
+    def part(start: int) -> tuple[pd.DataFrame, NoveltySummary]:
+        return _score_slice(pipeline, frame.iloc[start:start + SCORE_ROWS], monitor, probabilities)
+
+    starts = range(0, len(frame), SCORE_ROWS)
+    if threads > 1 and _embedder_threads(pipeline) == 1:
+        # the network's kernels and numpy's release the GIL: two slices at once take the two cores
+        # (torch set to one thread here, so that no worker changes the process-wide setting)
+        with torch_threads(1), ThreadPoolExecutor(max_workers=threads) as pool:
+            results = list(pool.map(part, starts))
+    else:
+        results = [part(start) for start in starts]
+    summary = None
+    for _, novelty in results:  # in row order, as one pass would count them
         summary = novelty if summary is None else summary + novelty
-    return pd.concat(parts), summary
+    return pd.concat([scores for scores, _ in results]), summary
+
+
+def _embedder_threads(pipeline: SegmentationPipeline) -> int:
+    """The torch threads the pipeline's network runs on (1 unless configured otherwise)."""
+    return int(getattr(pipeline.embedder_, "n_threads", 1) or 1)
+
+
+def scoring_threads() -> int:
+    """Threads that score slices of a big table side by side: the CPUs this process may use, at most 2.
+
+    Two is what the streaming reader and the writer's formatting leave room for; more slices
+    at once would hold more memory for little gain.
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(2, available))
 
 
 #: Rows scored at once by :func:`score_frame` (latent features of the default 40-member ensemble:
@@ -926,9 +955,9 @@ def predict_table(pipeline: SegmentationPipeline, schema: Schema | None, table: 
 
 def _scored_rows(pipeline: SegmentationPipeline, frame: pd.DataFrame, id_name: str, ids: pd.Series,
                  segment_names: dict[int, str] | None, monitor: CustomerMonitor | None = None,
-                 probabilities: bool = False) -> tuple[pd.DataFrame, NoveltySummary | None]:
+                 probabilities: bool = False, threads: int = 1) -> tuple[pd.DataFrame, NoveltySummary | None]:
     """The output rows of predict for ``frame`` (ID column first, then the scores) and the monitor's summary."""
-    scores, novelty = score_frame(pipeline, frame, monitor, probabilities)
+    scores, novelty = score_frame(pipeline, frame, monitor, probabilities, threads)
     scores = scores.reset_index(drop=True)
     if segment_names:
         clusters = scores["Cluster"].to_numpy()
@@ -953,7 +982,7 @@ def _check_strict(source: str, out: pd.DataFrame, novelty: NoveltySummary | None
 def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None,
                  chunk_rows: int = CHUNK_ROWS, probabilities: bool = False, strict: bool = False,
                  kinds: dict[str, str] | None = None, report: "StreamReport | None" = None,
-                 _id_choice: Any = None) -> Iterator[pd.DataFrame]:
+                 threads: int = 1, _id_choice: Any = None) -> Iterator[pd.DataFrame]:
     """Score the table in ``path`` block by block: one scored DataFrame per block, in input order.
 
     The rows are those :func:`predict_table` gives for the whole table (the table's own
@@ -984,6 +1013,8 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
     report : StreamReport, optional
         Filled with what was noticed (rows, ID column and notice, extra columns, unseen
         categories, progress).
+    threads : int, default=1
+        Slices of a block scored side by side (:func:`score_frame`); the output is the same.
 
     Raises
     ------
@@ -1047,7 +1078,7 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
             ids = pd.Series(np.arange(report.rows + 1, report.rows + len(frame) + 1))
         stream.check_numbers(numeric)  # float32 cannot hold them: named before the network meets them
         scored, novelty = _scored_rows(pipeline, frame, report.id_column, ids, model.cluster_names, model.monitor,
-                                       probabilities)
+                                       probabilities, threads)
         if strict:
             _check_strict(block.source, scored, novelty, block.line_of)
         if novelty is not None:
@@ -1192,7 +1223,8 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
                  na_values: list[str] | tuple[str, ...] = (), id_column: str | None = None, *,
                  probabilities: bool = False, strict: bool = False,
                  unusual_above: float | None = None, chunk_rows: int = CHUNK_ROWS,
-                 progress: Callable[["StreamReport"], None] | None = None) -> "StreamReport":
+                 progress: Callable[["StreamReport"], None] | None = None,
+                 threads: int | None = None) -> "StreamReport":
     """Score the table in ``input_path`` with the model in ``model_dir``, writing ``output_path`` as it goes.
 
     The table is read and scored in blocks of ``chunk_rows`` rows (memory bounded by
@@ -1205,7 +1237,10 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
     ``probabilities``, ``strict``: see :func:`predict_table`. ``unusual_above`` replaces
     the model's training percentile above which a customer is ``Unusual`` (the run's
     ``monitoring.unusual_percentile``, 99 by default); it is checked like that setting.
+    ``threads``: slices of each block scored side by side (default :func:`scoring_threads`);
+    the output is the same bytes for any number.
     """
+    threads = scoring_threads() if threads is None else int(threads)
     if unusual_above is not None:  # one rule for the percentile: the config's
         unusual_above = RunConfig().with_overrides(
             monitoring__unusual_percentile=unusual_above,
@@ -1222,7 +1257,7 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
         def blocks():
             for scored in score_chunks(model, input_path, na_values=na_values, id_column=id_column,
                                        chunk_rows=chunk_rows, probabilities=probabilities, strict=strict,
-                                       kinds=kinds, report=report, _id_choice=id_choice):
+                                       kinds=kinds, report=report, threads=threads, _id_choice=id_choice):
                 yield scored
                 if progress is not None:  # the block is written
                     progress(report)

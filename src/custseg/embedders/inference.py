@@ -22,8 +22,15 @@ INFERENCE_TILE = 4096
 
 @contextlib.contextmanager
 def torch_threads(n: int):
-    """Run the block with ``n`` torch threads, then restore the previous number."""
+    """Run the block with ``n`` torch threads, then restore the previous number.
+
+    Nothing is set when torch already runs on ``n`` threads, so threads that score side by
+    side under one ``torch_threads(1)`` never change the process-wide number under each other.
+    """
     before = torch.get_num_threads()
+    if before == int(n):
+        yield
+        return
     torch.set_num_threads(int(n))
     try:
         yield

@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..exceptions import ConfigError, NotFittedError, SchemaError
-from ..schema import category_text
+from ..schema import category_codes, category_text
 from .inference import run_in_tiles, torch_threads
 from .training import make_adam
 
@@ -174,17 +174,23 @@ class MixedInputEncoder(TransformerMixin, BaseEstimator):
             numbers -= scaler.mean_
             numbers /= scaler.scale_
             blocks.append(numbers)
-        text = self._text(X) if self.categorical_ else None
+        # each category column's distinct values looked up once (a streamed block's columns are
+        # categoricals already): code -1 is a missing cell
+        coded = {c: category_codes(X[c]) for c in self.categorical_}
         if self.indicator_columns_:
             blocks.append(np.column_stack(
-                [(text[c] if c in self.categorical_ else pd.to_numeric(X[c], errors="coerce")).isna().to_numpy()
+                [coded[c][0] < 0 if c in self.categorical_ else pd.to_numeric(X[c], errors="coerce").isna().to_numpy()
                  for c in self.indicator_columns_]).astype("float64").reshape(n, -1))
         if self.categorical_:
             modes = named["categories"].steps[0][1].statistics_
             for c, mode in zip(self.categorical_, modes):
                 lookup = {v: i for i, v in enumerate(self.categories_[c])}
-                codes = np.fromiter((lookup.get(mode if isinstance(v, float) else v, -1) for v in text[c].to_numpy()),
-                                    dtype=np.intp, count=n)
+                # position of each distinct text, then of the mode for a missing cell (code -1 takes the
+                # last); an unseen category is -1: a row of zeros, as OneHotEncoder's "ignore"
+                row_codes, texts = coded[c]
+                position = np.array([lookup.get(v, -1) for v in texts.tolist()] + [lookup.get(mode, -1)],
+                                    dtype=np.intp)
+                codes = position[row_codes]
                 onehot = np.zeros((n, len(lookup)))
                 known = np.flatnonzero(codes >= 0)
                 onehot[known, codes[known]] = 1.0
