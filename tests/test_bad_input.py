@@ -370,6 +370,10 @@ CASES: dict[str, Case] = {
                                         ["--output", "is a folder", "give a file name"]),
     "predict: header only": Case(lambda tmp, t: _predict(t, _csv(tmp, "ID,Gender,Age,Income,Profession\n")),
                                  ["bad.csv", "no data rows"]),
+    "predict: header only, no line end": Case(
+        lambda tmp, t: _predict(t, _csv(tmp, "ID,Gender,Age,Income,Profession")), ["bad.csv", "no data rows"]),
+    "predict: output name too long": Case(lambda tmp, t: _predict(t, t.test_csv, output=tmp / ("p" * 300 + ".csv")),
+                                          ["--output", "cannot be written", "too long", "choose another --output"]),
 }
 
 

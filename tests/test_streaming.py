@@ -113,7 +113,7 @@ def test_shipped_test_table_streams_like_whole(tmp_path, preset, monkeypatch):
 
 
 @pytest.mark.parametrize("variant", ["plain", "missing", "quoted", "bom", "semicolon", "crlf", "blank_lines",
-                                     "sep_line", "multiline", "parquet", "na_tokens", "spaces"])
+                                     "sep_line", "multiline", "parquet", "parquet_categories", "na_tokens", "spaces"])
 def test_awkward_tables_stream_like_whole(models, tmp_path, variant):
     table = new_customers()
     path = tmp_path / "new.csv"
@@ -121,6 +121,10 @@ def test_awkward_tables_stream_like_whole(models, tmp_path, variant):
     if variant == "parquet":
         path = tmp_path / "new.parquet"
         table.to_parquet(path)
+    elif variant == "parquet_categories":  # pandas categoricals with missing values: Arrow dictionaries with nulls
+        path = tmp_path / "new.parquet"
+        table.loc[1::5, "Profession"] = np.nan
+        table.astype({"Profession": "category", "Gender": "category"}).to_parquet(path)
     elif variant == "semicolon":
         table.to_csv(path, index=False, sep=";", decimal=",")
     elif variant == "bom":

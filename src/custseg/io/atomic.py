@@ -397,6 +397,14 @@ def check_output_file(output: str | os.PathLike, inputs: dict[str, str | os.Path
     ``inputs`` maps the flag of each input to its path, for the message.
     """
     out = Path(output)
+    try:
+        _check_output_file(out, inputs)
+    except OSError as exc:  # a name too long for the file system, a path through a file, ...
+        raise DataError(f"--output {str(out)!r} cannot be written ({exc.strerror or exc}); "
+                        "choose another --output") from None
+
+
+def _check_output_file(out: Path, inputs: dict[str, str | os.PathLike | None]) -> None:
     if out.is_dir():
         raise DataError(f"--output {str(out)!r} is a folder; give a file name such as predictions.csv")
     for flag, path in inputs.items():

@@ -236,7 +236,10 @@ class TableStream:
         self.columns, self.delimiter, self._header_lines = header, delimiter, reader.line_num
         offset = 0
         for _ in range(reader.line_num):
-            offset = head.index(b"\n", offset) + 1
+            end = head.find(b"\n", offset)
+            if end < 0:  # the header is the file's last line, without a line end: read_table says what is wrong
+                return "whole"
+            offset = end + 1
         self._data_offset = offset
         self._bytes_per_row = max(8, len(head) - offset) / max(1, text.count("\n") - reader.line_num)
         return "csv"
@@ -501,6 +504,8 @@ def _type_column(values: pa.Array, delimiter: str | None, na_set: pa.Array) -> _
     """Type one column of one block as read_table's typing reads each value."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):  # a Parquet categorical: its values, nulls included
+        values = values.dictionary_decode()
     kind = values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         return _type_numbers(values)
@@ -509,7 +514,7 @@ def _type_column(values: pa.Array, delimiter: str | None, na_set: pa.Array) -> _
         from .reading import _column_as_text
 
         series = _column_as_text(values.to_pandas())
-        values = pa.array(series.tolist(), type=pa.string())
+        values = pa.array(series.tolist(), type=pa.string(), from_pandas=True)
     # Every test of a value depends on its text only: run them once per distinct text (a
     # column of categories or ages has a few dozen among 100,000 rows), then spread back.
     encoded = values.cast(pa.string()).dictionary_encode()
