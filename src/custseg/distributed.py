@@ -118,7 +118,13 @@ class _ScoreFile:
     def __call__(self, path: str, first_row: int) -> pd.DataFrame:
         model = _worker_model(self.model_dir, self.digest)
         na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *self.na_values]))
-        return _scored(model, read_table(path, na_values=na), first_row, self.with_features, self.id_column)
+        table = read_table(path, na_values=na, text_columns=_text_columns(model, self.id_column))
+        return _scored(model, table, first_row, self.with_features, self.id_column)
+
+
+def _text_columns(model, id_column: str | None):
+    """The columns read as text for ``model`` (see :meth:`custseg.schema.Schema.text_columns`)."""
+    return model.schema.text_columns(id_column) if model.schema is not None else ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,8 @@ class _ScoreFrame:
         if len(part) == 0:
             return self.meta
         na = model.settings.get("data", {}).get("na_values", [])
-        table = table_from_frame(part, f"partition {number}", na, first_line=offsets[number] + 2)
+        table = table_from_frame(part, f"partition {number}", na, first_line=offsets[number] + 2,
+                                 text_columns=_text_columns(model, self.id_column))
         return _scored(model, table, offsets[number] + 1, self.with_features, self.id_column)
 
 
@@ -173,7 +180,8 @@ def score_dask(frame, model_dir: str | Path, *, with_features: bool = False, id_
     model = load_model(model_dir)
     # the output's columns (the ID column's name among them) from the first rows, scored here
     head = frame.head(5, npartitions=-1)
-    meta = _scored(model, table_from_frame(head, "partition 0", model.settings.get("data", {}).get("na_values", [])),
+    meta = _scored(model, table_from_frame(head, "partition 0", model.settings.get("data", {}).get("na_values", []),
+                                           text_columns=_text_columns(model, id_column)),
                    1, with_features, id_column).iloc[:0]
     offsets = [0] * frame.npartitions
     if meta.columns[0] == "Row":

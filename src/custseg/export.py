@@ -644,7 +644,9 @@ def predict_onnx_file(onnx_path: str | Path, input_path: str | Path, output_path
     """``custseg predict --runtime onnx``: score a table file with an exported graph, write the CSV atomically."""
     segmenter = OnnxSegmenter(onnx_path, threads=min(4, os.cpu_count() or 1))
     na = list(dict.fromkeys([*segmenter.na_values, *na_values]))
-    result = segmenter.predict_table(read_table(input_path, na_values=na), id_column=id_column)
+    text_columns = segmenter.schema.text_columns(id_column) if segmenter.schema is not None else ()
+    result = segmenter.predict_table(read_table(input_path, na_values=na, text_columns=text_columns),
+                                     id_column=id_column)
     output_path = Path(output_path)
     if output_path.is_dir():
         raise DataError(f"--output {str(output_path)!r} is a folder; give a file name such as predictions.csv")

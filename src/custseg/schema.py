@@ -97,6 +97,25 @@ class Schema:
         """Every feature column (numeric, categorical, ordinal), in table order."""
         return [c.name for c in self.columns if c.role in FEATURE_ROLES]
 
+    def text_columns(self, id_column: str | None = None) -> Callable[[str], bool]:
+        """Which columns of a table to be scored are read as the text the file holds (a test of a name).
+
+        A feature column whose values were text in training (codes such as ``'01'..'07'``)
+        stays text whatever the new table holds: were a file's column typed from its own
+        values, one row written ``4`` would turn every ``'04'`` of that file into the unseen
+        category ``'4'``, and the other customers' segments would depend on it. The ID
+        column (the training one, ``id_column``, or any column named like an identifier)
+        keeps its text too, so IDs come out as they went in (``'00123'``, ``'458989.0'``).
+        """
+        text = {c.name for c in self.columns if c.role in FEATURE_ROLES and c.dtype == "text"}
+        ids = {c for c in (id_column, self.id_column) if c}
+        features = set(self.feature_columns)
+
+        def keep(name: str) -> bool:
+            return name in text or name in ids or (name not in features and _named_like_id(str(name)))
+
+        return keep
+
     def column(self, name: str) -> ColumnInfo:
         for c in self.columns:
             if c.name == name:

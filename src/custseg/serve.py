@@ -149,6 +149,8 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     # are the CLI's. (A ThreadpoolController found once makes each limit ~0.1 ms.)
     threads = ThreadpoolController()
     na = list(model.settings.get("data", {}).get("na_values", []))
+    # the model's category columns and the ID column as sent: '007' stays '007' (see Schema.text_columns)
+    text_columns = model.schema.text_columns() if model.schema is not None else ()
     app = fastapi.FastAPI(title="custseg", version=__version__,
                           description="Assign customers to segments with a saved custseg model.")
 
@@ -183,7 +185,7 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
 
     def score_records(body: bytes) -> str:
         frame = _records_frame(body)
-        table = table_from_frame(frame, "request body", na, first_line=1)
+        table = table_from_frame(frame, "request body", na, first_line=1, text_columns=text_columns)
         with threads.limit(limits=1):
             scored = predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names,
                                    monitor=model.monitor).table
@@ -192,7 +194,8 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     def score_file(body: bytes, filename: str) -> pd.DataFrame:
         if not body.strip():
             raise DataError(f"file {filename!r} is empty; send the table as the request body")
-        table = read_table_bytes(body, filename, na, parquet=filename.lower().endswith((".parquet", ".pq")))
+        table = read_table_bytes(body, filename, na, parquet=filename.lower().endswith((".parquet", ".pq")),
+                                 text_columns=text_columns)
         with threads.limit(limits=1):
             return predict_table(model.pipeline, model.schema, table, segment_names=model.cluster_names,
                                  monitor=model.monitor).table

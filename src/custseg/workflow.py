@@ -55,7 +55,7 @@ from .report.html import REPORT_FIGURES, render_report
 from .report.maps import pca_coordinates, stratified_sample, tsne_coordinates
 from .report import plots
 from .report.plots import plot_comparison, plot_k_selection, render_png
-from .schema import Schema, infer_schema
+from .schema import Schema, _named_like_id, infer_schema
 
 __all__ = ["TrainResult", "train", "large_table_plan", "write_training_outputs", "render_run_report", "load_run", "write_report",
            "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
@@ -149,7 +149,9 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
     data = config.data
     # the default tables come from the package when custseg runs outside a clone of the repository
     data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
-    train_t = _read_training_table(data.train, data.na_values)
+    # columns named like an identifier keep their text: IDs come out as they went in ('00123')
+    train_t = _read_training_table(data.train, data.na_values,
+                                   lambda name: name == data.id_column or _named_like_id(str(name)))
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
     if len(train_t.frame) < needed:
@@ -173,6 +175,9 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
                         f"ones in the feature columns ({', '.join(schema.feature_columns)}), fewer than the {k} "
                         f"clusters asked for; give --clusters {distinct} or fewer, or more varied customers")
     if test_t is not None:
+        # read again as the model reads a table: its text columns typed as in training (a test table whose
+        # codes '01'..'07' hold one '4' must not read them all as numbers), its IDs as written
+        test_t = read_table(data.test, na_values=data.na_values, text_columns=schema.text_columns())
         schema.check(test_t.frame, test_t.source, test_t.line_of)
     return train_t, test_t, schema
 
@@ -181,12 +186,13 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
 BLOCK_READ_BYTES = 4 << 20
 
 
-def _read_training_table(path, na_values) -> LoadedTable:
+def _read_training_table(path, na_values, text_columns) -> LoadedTable:
     try:
         big = Path(path).stat().st_size >= BLOCK_READ_BYTES
     except (OSError, TypeError):
         big = False  # read_table names what is wrong with the path
-    return read_table_in_blocks(path, na_values=na_values) if big else read_table(path, na_values=na_values)
+    read = read_table_in_blocks if big else read_table
+    return read(path, na_values=na_values, text_columns=text_columns)
 
 
 def _check_ids(table: LoadedTable, id_column: str) -> None:
@@ -1033,7 +1039,9 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
     report = report if report is not None else StreamReport()
     pipeline, schema = model.pipeline, model.schema
     na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
-    stream = TableStream(path, na_values=na, chunk_rows=chunk_rows, kinds=kinds)
+    # the model's category columns and the ID column as the file writes them (see Schema.text_columns)
+    stream = TableStream(path, na_values=na, chunk_rows=chunk_rows, kinds=kinds,
+                         text_columns=schema.text_columns(id_column) if schema is not None else ())
     numeric = set(schema.names("numeric")) if schema is not None else set()
     # the category columns the model encodes (a mixed-type embedder encodes the table itself)
     texts = set(getattr(pipeline.preprocessor_, "categories_", None)
@@ -1186,7 +1194,7 @@ def _duplicate(path, parts: list[np.ndarray], stream: TableStream, id_column: st
     del ordered
     # repeats: the precise path hashes the IDs again, in file order, to find their lines
     blocks = TableStream(path, na_values=sorted(stream.na_tokens), chunk_rows=stream.chunk_rows,
-                         kinds=stream.final_kinds())
+                         kinds=stream.final_kinds(), text_columns=stream.text_columns)
     hashes = np.concatenate([_id_hashes(_id_texts(b.frame[id_column])) for b in blocks])
     order = np.argsort(hashes, kind="stable")
     ordered = hashes[order]
@@ -1200,7 +1208,7 @@ def _duplicate(path, parts: list[np.ndarray], stream: TableStream, id_column: st
     found: dict[int, tuple[str, int]] = {}
     start = 0
     for block in TableStream(path, na_values=sorted(stream.na_tokens), chunk_rows=stream.chunk_rows,
-                             kinds=stream.final_kinds()):
+                             kinds=stream.final_kinds(), text_columns=stream.text_columns):
         inside = [p for p in wanted if start <= p < start + len(block.frame)]
         if inside:
             ids = _id_texts(block.frame[id_column])

@@ -39,8 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..exceptions import DataError
-from .reading import (_FORMATTED_NUMBER, DEFAULT_NA_VALUES, MAX_ABS_VALUE, LoadedTable, _check_header, _decode,
-                      _detect_delimiter, _large_fields, _preamble, data_rows, formatted_parts, read_table)
+from .reading import (_FORMATTED_NUMBER, DEFAULT_NA_VALUES, MAX_ABS_VALUE, LoadedTable, TextColumns, _check_header,
+                      _decode, _detect_delimiter, _large_fields, _preamble, data_rows, formatted_parts, read_table,
+                      text_rule)
 
 __all__ = ["TableStream", "CHUNK_ROWS", "read_ahead", "read_table_in_blocks"]
 
@@ -141,6 +142,8 @@ class _State:
     facts: ColumnFacts = field(default_factory=ColumnFacts)
     emitted_numeric_ambiguous: bool = False
     emitted_text_ambiguous: bool = False
+    #: a ``text_columns`` column whose text was emitted as it is (numbers or not)
+    kept_text: bool = False
 
 
 class TableStream:
@@ -159,6 +162,8 @@ class TableStream:
     kinds : dict, optional
         Column -> 'numeric' or 'text', fixing the typing of those columns (from
         :meth:`final_kinds` of an earlier pass).
+    text_columns : collection of str, or a function of the column name
+        Columns kept as the text the file holds, as for :func:`read_table`.
 
     Examples
     --------
@@ -170,13 +175,15 @@ class TableStream:
     """
 
     def __init__(self, path: str | os.PathLike, na_values=(), chunk_rows: int = CHUNK_ROWS,
-                 kinds: dict[str, str] | None = None):
+                 kinds: dict[str, str] | None = None, text_columns: TextColumns = ()):
         self.path = Path(path)
         self.source = str(path)
         self.na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
         self._na_set = pa.array(sorted(self.na_tokens), type=pa.string())
         self.chunk_rows = max(1, int(chunk_rows))
         self.forced = dict(kinds or {})
+        self.text_columns = text_columns
+        self._keep_text = text_rule(text_columns)
         self.columns: list[str] = []
         self.delimiter: str | None = None
         self.states: dict[str, _State] = {}
@@ -259,7 +266,8 @@ class TableStream:
             raise DataError(f"file {self.source!r} has a header but no data rows; give a table with customers in it")
 
     def _whole(self) -> Iterator[LoadedTable]:
-        table = read_table(self.path, na_values=sorted(self.na_tokens - DEFAULT_NA_VALUES))
+        table = read_table(self.path, na_values=sorted(self.na_tokens - DEFAULT_NA_VALUES),
+                           text_columns=self.text_columns)
         self.columns, self.delimiter = list(table.frame.columns), table.delimiter
         self.rows, self.fraction = len(table.frame), 1.0
         yield table
@@ -350,6 +358,9 @@ class TableStream:
                 col.facts.first_bad = (int(lines[pos]), value)
             state.facts = state.facts.merge(col.facts)
             kind = self.forced.get(name) or state.facts.kind(self.delimiter)
+            if col.text is not None and self._keep_text(name):  # the file's text (a Parquet float has none)
+                kind = "text"
+                state.kept_text = True
             if kind == "numeric" and col.numbers is not None:
                 state.emitted_numeric_ambiguous |= col.ambiguous
                 out[name] = col.numbers
@@ -365,14 +376,16 @@ class TableStream:
     # -- after the last block --------------------------------------------------------------------
     def final_kinds(self) -> dict[str, str]:
         """Column -> 'numeric' or 'text', as read_table decides on the whole table."""
-        return {n: self.forced.get(n) or s.facts.kind(self.delimiter) or "text" for n, s in self.states.items()}
+        return {n: "text" if s.kept_text else self.forced.get(n) or s.facts.kind(self.delimiter) or "text"
+                for n, s in self.states.items()}
 
     def changed_columns(self, relevant) -> list[str]:
         """Columns of ``relevant`` some of whose values were emitted otherwise than the whole table reads them."""
         if self._mode == "whole":
             return []
         kinds = self.final_kinds()
-        return [n for n in self.columns if n in relevant and n in self.states and n not in self.forced and (
+        return [n for n in self.columns if n in relevant and n in self.states and n not in self.forced
+                and not self.states[n].kept_text and (
             (kinds[n] == "text" and self.states[n].emitted_numeric_ambiguous)
             or (kinds[n] == "numeric" and self.states[n].emitted_text_ambiguous))]
 
@@ -393,7 +406,8 @@ class TableStream:
                                 "replace it with a real value or leave the cell empty")
 
 
-def read_table_in_blocks(path: str | os.PathLike, na_values=(), chunk_rows: int = CHUNK_ROWS) -> LoadedTable:
+def read_table_in_blocks(path: str | os.PathLike, na_values=(), chunk_rows: int = CHUNK_ROWS,
+                         text_columns: TextColumns = ()) -> LoadedTable:
     """The table in ``path`` exactly as :func:`read_table` reads it, parsed in blocks by pyarrow.
 
     For big training tables: :func:`read_table` builds every row in Python (a third of the
@@ -402,9 +416,9 @@ def read_table_in_blocks(path: str | os.PathLike, na_values=(), chunk_rows: int 
     cases, decimal commas, formatted amounts, blank cells in a numeric column, any error)
     is read by :func:`read_table`, so the result, or the error message, is always its own.
     """
-    stream = TableStream(path, na_values=na_values, chunk_rows=chunk_rows)
+    stream = TableStream(path, na_values=na_values, chunk_rows=chunk_rows, text_columns=text_columns)
     if stream._mode != "csv":
-        return read_table(path, na_values=na_values)
+        return read_table(path, na_values=na_values, text_columns=text_columns)
     try:
         blocks = list(stream)
         stream.check_numbers()
@@ -412,12 +426,13 @@ def read_table_in_blocks(path: str | os.PathLike, na_values=(), chunk_rows: int 
         if any(isinstance(b.frame[c].dtype, pd.CategoricalDtype) != (kinds[c] == "text")
                for b in blocks for c in b.frame):
             # a column typed by its first blocks otherwise than by the whole table: read again, typing fixed
-            blocks = list(TableStream(path, na_values=na_values, chunk_rows=chunk_rows, kinds=kinds))
+            blocks = list(TableStream(path, na_values=na_values, chunk_rows=chunk_rows, kinds=kinds,
+                                      text_columns=text_columns))
     except DataError:
-        return read_table(path, na_values=na_values)  # its message, from the precise reader
+        return read_table(path, na_values=na_values, text_columns=text_columns)  # its message, from the precise reader
     facts = {c: state.facts for c, state in stream.states.items()}
     if any(kinds[c] == "numeric" and (f.comma_read(stream.delimiter) or f.blank) for c, f in facts.items()):
-        return read_table(path, na_values=na_values)  # read_table's notes on these columns
+        return read_table(path, na_values=na_values, text_columns=text_columns)  # read_table's notes on these columns
     frame = pd.concat([b.frame for b in blocks], ignore_index=True)
     for c in frame.columns:
         if kinds[c] == "text":  # as read_table's text columns: str objects, NaN where missing

@@ -24,13 +24,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Collection, Union
 
 import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError
 
-__all__ = ["LoadedTable", "read_table", "read_table_bytes", "table_from_frame", "DEFAULT_NA_VALUES", "missing_report"]
+__all__ = ["LoadedTable", "read_table", "read_table_bytes", "table_from_frame", "text_rule", "DEFAULT_NA_VALUES",
+           "missing_report"]
 
 #: Tokens read as missing in every file (compared after stripping spaces).
 DEFAULT_NA_VALUES = frozenset(
@@ -104,7 +106,8 @@ class LoadedTable:
         return int(self.line_numbers[row])
 
 
-def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] = ()) -> LoadedTable:
+def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] = (),
+               text_columns: "TextColumns" = ()) -> LoadedTable:
     """Read a customer table from a CSV or Parquet file.
 
     Parameters
@@ -117,6 +120,10 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
         Extra tokens to read as missing, besides :data:`DEFAULT_NA_VALUES`. The strings
         ``NaN`` and ``nan`` are among those: they mean missing, never a number;
         ``inf`` is refused.
+    text_columns : collection of str, or a function of the column name
+        Columns kept as the text the file holds even if every value reads as a number:
+        a model's category columns and its ID column (``'04'`` stays ``'04'``, ``'007'``
+        stays ``'007'``). Applies to text in the file; a Parquet column of numbers stays numbers.
 
     Returns
     -------
@@ -158,20 +165,22 @@ def read_table(path: str | os.PathLike, na_values: list[str] | tuple[str, ...] =
         raise DataError(f"file {source!r} cannot be read (permission denied); fix its permissions") from None
     except OSError as exc:
         raise DataError(f"file {source!r} cannot be read ({exc.strerror}); check the path") from None
-    return read_table_bytes(raw, source, na_values, parquet=p.suffix.lower() in {".parquet", ".pq"})
+    return read_table_bytes(raw, source, na_values, parquet=p.suffix.lower() in {".parquet", ".pq"},
+                            text_columns=text_columns)
 
 
 def read_table_bytes(raw: bytes, source: str, na_values: list[str] | tuple[str, ...] = (), *,
-                     parquet: bool = False) -> LoadedTable:
+                     parquet: bool = False, text_columns: "TextColumns" = ()) -> LoadedTable:
     """Read a table from the bytes of a file, exactly as :func:`read_table` reads the file.
 
     For tables that arrive without a file on disk (an HTTP upload); errors name ``source``.
     ``parquet`` says the name ends in ``.parquet`` (content that does not start with
-    Parquet's magic bytes is then reported as a damaged Parquet file).
+    Parquet's magic bytes is then reported as a damaged Parquet file). ``text_columns``: as
+    for :func:`read_table`.
     """
     na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
     if raw.startswith(_PARQUET_MAGIC) or (parquet and raw.strip()):
-        return _read_parquet(raw, source, na_tokens)
+        return _read_parquet(raw, source, na_tokens, text_columns)
     if raw.startswith(_GZIP_MAGIC):
         try:
             raw = gzip.decompress(raw)
@@ -179,7 +188,7 @@ def read_table_bytes(raw: bytes, source: str, na_values: list[str] | tuple[str, 
             raise DataError(f"file {source!r} is gzip-compressed but damaged (truncated?); "
                             "compress it again, or give the plain CSV") from None
     with _large_fields():
-        return _read_csv_bytes(raw, source, na_tokens)
+        return _read_csv_bytes(raw, source, na_tokens, text_columns)
 
 
 @contextlib.contextmanager
@@ -192,17 +201,17 @@ def _large_fields():
         csv.field_size_limit(previous)
 
 
-def _read_parquet(raw: bytes, source: str, na_tokens: frozenset[str]) -> LoadedTable:
+def _read_parquet(raw: bytes, source: str, na_tokens: frozenset[str], text_columns: "TextColumns" = ()) -> LoadedTable:
     try:
         frame = pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises many types for damaged files
         raise DataError(f"file {source!r} is not a readable Parquet file ({type(exc).__name__}); "
                         "re-export it, or give a CSV file") from None
-    return table_from_frame(frame, source, na_tokens)
+    return table_from_frame(frame, source, na_tokens, text_columns=text_columns)
 
 
 def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str] | list[str] | tuple[str, ...]" = (),
-                     first_line: int = 2) -> LoadedTable:
+                     first_line: int = 2, text_columns: "TextColumns" = ()) -> LoadedTable:
     """Check and type a table that is already in memory, exactly as :func:`read_table` reads a Parquet file.
 
     For the tables that do not come from a file custseg opens: a Dask partition, the
@@ -219,6 +228,8 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
         Extra tokens read as missing, besides :data:`DEFAULT_NA_VALUES`.
     first_line : int, default=2
         The "line" of the first row (2: as if a header line came first).
+    text_columns : collection of str, or a function of the column name
+        As for :func:`read_table`: columns whose text values stay text.
     """
     na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
     _check_header([str(c) for c in frame.columns], source)
@@ -236,7 +247,8 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
         {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns if str(c) not in numbers},
         index=pd.RangeIndex(len(frame)), dtype=object  # as the CSV reader's; no string dtype to build and undo
     )
-    typed = _typed_table(text, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True)
+    typed = _typed_table(text, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True,
+                         keep_text=text_rule(text_columns))
     if not numbers:
         return typed
     columns = {}
@@ -263,6 +275,18 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
     typed.frame = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
     typed.integer_columns = [c for c in typed.frame.columns if c in set(typed.integer_columns)]
     return typed
+
+
+#: columns to keep as text (see :func:`read_table`): their names, or a test of a name
+TextColumns = Union[Collection[str], Callable[[str], bool]]
+
+
+def text_rule(text_columns: TextColumns) -> Callable[[str], bool]:
+    """``text_columns`` as a test of a column name."""
+    if callable(text_columns):
+        return text_columns
+    names = frozenset(str(c) for c in text_columns)
+    return names.__contains__
 
 
 def _numeric_tokens(na_tokens: frozenset[str]) -> bool:
@@ -328,7 +352,7 @@ def _decode(raw: bytes, source: str) -> str:
         ) from None
 
 
-def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> LoadedTable:
+def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str], text_columns: "TextColumns" = ()) -> LoadedTable:
     if not raw.strip():
         raise DataError(f"file {source!r} is empty; give a table with a header row and customers in it")
     text = _decode(raw, source)
@@ -358,7 +382,8 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str]) -> Loade
         if len(fields) != len(header):
             raise DataError(_field_count_message(source, line, line, fields, header, delimiter))
     frame = pd.DataFrame(rows, columns=header, dtype=object)
-    return _typed_table(frame, source, delimiter, na_tokens, np.asarray(lines), from_text=set(header))
+    return _typed_table(frame, source, delimiter, na_tokens, np.asarray(lines), from_text=set(header),
+                        keep_text=text_rule(text_columns))
 
 
 def data_rows(reader, header: list[str], source: str, delimiter: str,
@@ -514,7 +539,8 @@ def _check_header(header: list[str], source: str) -> None:
 
 
 def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_tokens: frozenset[str],
-                 lines: np.ndarray, from_text: set[str], typed_file: bool = False) -> LoadedTable:
+                 lines: np.ndarray, from_text: set[str], typed_file: bool = False,
+                 keep_text: Callable[[str], bool] = lambda name: False) -> LoadedTable:
     """Turn a frame of strings into numbers where every non-missing value is a number.
 
     The work on each value (stripping, missing-value tokens, the code test, parsing as a
@@ -539,7 +565,7 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
         texts = stripped_values[j * n:(j + 1) * n].copy()
         texts[miss] = np.nan
         b0, b1 = bounds[j], bounds[j + 1]
-        if b1 == b0 or codes[j]:
+        if b1 == b0 or codes[j] or (name in from_text and keep_text(name)):
             out[name] = pd.Series(texts, index=text.index, dtype=object)
             continue
         present, numbers = present_values[b0:b1], parsed[b0:b1]
