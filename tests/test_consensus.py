@@ -139,3 +139,17 @@ def test_consensus_kmeans_bad_parameters_are_named(param, value):
 def test_consensus_kmeans_blocks_must_split_evenly():
     with pytest.raises(ConfigError, match="5 features, which do not split into n_members=2 equal blocks"):
         ConsensusKMeans(n_clusters=2, n_members=2).fit(np.random.default_rng(0).normal(size=(20, 5)))
+
+
+@pytest.mark.parametrize("consensus", ["latent", "membership"])
+def test_the_assigned_cluster_is_the_nearest_centre_of_the_assignment_space(consensus):
+    # the confidence model works in this space: the assigned cluster must be its nearest centre there
+    X, _ = blobs(n_per=80, spread=2.5, seed=3)
+    X = np.hstack([X, X + np.random.default_rng(1).normal(0, 2.0, X.shape)])  # two noisy members
+    ck = ConsensusKMeans(n_clusters=4, n_members=2, consensus=consensus, n_init=5, random_state=0).fit(X)
+    new = X + np.random.default_rng(2).normal(0, 1.0, X.shape)
+    for rows in (X, new):
+        space = ck.assignment_space(rows)
+        nearest = ((space[:, None, :] - ck.consensus_centers_[None]) ** 2).sum(-1).argmin(axis=1)
+        assert (nearest == ck.predict(rows)).all()
+        assert space.shape == (len(rows), X.shape[1] if consensus == "latent" else 2 * 4)

@@ -349,6 +349,23 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
         X = validate_data(self, X, dtype="float64", reset=False)
         return self._standardized(X).transpose(1, 0, 2).reshape(len(X), -1)
 
+    def assignment_space(self, X) -> np.ndarray:
+        """Rows in the space where each one's consensus cluster is the nearest of ``consensus_centers_``.
+
+        ``consensus="latent"``: :meth:`consensus_space`. ``"membership"``: every member's
+        cluster as a one-hot block, side by side (``n_members * n_clusters`` columns). A
+        soft assignment computed there ranks the assigned cluster first.
+        """
+        if self.consensus == "latent":
+            return self.consensus_space(X)
+        check_is_fitted(self, "block_mean_")
+        X = validate_data(self, X, dtype="float64", reset=False)
+        member = _nearest_member_centers(self._standardized(X), self.member_centers_)
+        k = self.n_clusters
+        onehot = np.zeros((len(X), self.n_members * k))
+        onehot[np.arange(len(X))[None, :], np.arange(self.n_members)[:, None] * k + member] = 1.0
+        return onehot
+
     def fit(self, X, y=None) -> "ConsensusKMeans":
         for name in ("n_clusters", "n_members", "member_n_init", "n_init", "max_iter"):
             value = getattr(self, name)

@@ -709,6 +709,12 @@ class CustomerMonitor(BaseEstimator):
     temperature : float, optional
         Fixed temperature of the soft assignment; fitted if None.
     random_state : int, default=0
+    space : {"latent", "assignment"}, default="latent"
+        What the coordinates given to :meth:`fit` and :meth:`score` are: the latent
+        features, or the pipeline's
+        :meth:`~custseg.pipeline.SegmentationPipeline.assignment_space` (a consensus
+        ensemble's clusters are nearest centres there, not in the latent space; models
+        written before custseg 0.3 say nothing and were fitted on the latent features).
 
     Attributes
     ----------
@@ -717,7 +723,8 @@ class CustomerMonitor(BaseEstimator):
     """
 
     def __init__(self, numeric=None, categorical=None, threshold=99.0, range_factor=0.5, temperature=None,
-                 random_state=0):
+                 random_state=0, space="latent"):
+        self.space = space
         self.numeric = numeric
         self.categorical = categorical
         self.threshold = threshold
@@ -768,6 +775,8 @@ class CustomerMonitor(BaseEstimator):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CustomerMonitor":
         mon = cls(**data["params"])
+        if mon.space not in ("latent", "assignment"):
+            raise ValueError(f"monitoring space must be 'latent' or 'assignment', not {mon.space!r}")
         mon.soft_ = SoftAssigner.from_dict(data["soft_assignment"])
         mon.novelty_ = NoveltyDetector.from_dict(data["novelty"])
         return mon

@@ -387,7 +387,9 @@ def _assemble(blobs: dict[str, bytes], manifest: dict[str, Any]) -> LoadedModel:
     schema = Schema.from_dict(schema_data) if schema_data else None
     names = json.loads(blobs["cluster_names.json"]) if "cluster_names.json" in blobs else {}
     monitor = CustomerMonitor.from_dict(json.loads(blobs["monitoring.json"])) if "monitoring.json" in blobs else None
-    if monitor is not None and monitor.soft_.cluster_centers_.shape != pipeline.cluster_centers_.shape:
+    centers = pipeline.cluster_centers_ if monitor is None or monitor.space == "latent" else \
+        pipeline.assignment_centers_
+    if monitor is not None and monitor.soft_.cluster_centers_.shape != centers.shape:
         raise ModelFormatError("monitoring.json does not match the model's clusters; retrain")
     return LoadedModel(pipeline=pipeline, schema=schema, settings=json.loads(blobs["settings.json"]),
                        manifest=manifest, cluster_names={int(c): str(n) for c, n in names.items()}, monitor=monitor)

@@ -313,6 +313,24 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         dist = np.sqrt(deviation.sum(axis=1))
         return clusters, dist, agreement
 
+    def assignment_space(self, latent: np.ndarray) -> np.ndarray:
+        """Latent features (as ``transform`` gives them) in the space where each row's cluster is its
+        nearest of :attr:`assignment_centers_`: the latent space itself, or a consensus clusterer's
+        (:meth:`~custseg.clustering.ConsensusKMeans.assignment_space`). The confidence model works there,
+        so that the most probable cluster is the assigned one."""
+        self._check_fitted()
+        if hasattr(self.clusterer_, "assignment_space"):
+            return self.clusterer_.assignment_space(latent)
+        return np.asarray(latent, dtype="float64")
+
+    @property
+    def assignment_centers_(self) -> np.ndarray:
+        """The cluster centres in :meth:`assignment_space`."""
+        self._check_fitted()
+        if hasattr(self.clusterer_, "assignment_space"):
+            return self.clusterer_.consensus_centers_
+        return self.cluster_centers_
+
     def unseen_categories(self, X: pd.DataFrame) -> dict[str, dict[str, int]]:
         """Categories of ``X`` never seen in training, per column, with their counts (from whichever part
         encodes the categories)."""

@@ -769,11 +769,13 @@ def fit_monitor(pipeline: SegmentationPipeline, schema: Schema, frame: pd.DataFr
     latent, error = pipeline.latent_and_error(features)
     clusters = pipeline.assign_latent(latent)[0]
     segments = None if y is None else np.asarray(y, dtype=object)
+    # in the space where each customer's cluster is the nearest centre (a consensus ensemble's, not its
+    # latent space): the most probable cluster is then the assigned one
     monitor = CustomerMonitor(numeric=schema.names("numeric"),
                               categorical=schema.names("categorical") + schema.names("ordinal"),
-                              threshold=threshold, random_state=random_state)
-    return monitor.fit(frame[schema.feature_columns], latent, error, clusters, pipeline.cluster_centers_, segments,
-                       pipeline.mapping_, seen=seen)
+                              threshold=threshold, random_state=random_state, space="assignment")
+    return monitor.fit(frame[schema.feature_columns], pipeline.assignment_space(latent), error, clusters,
+                       pipeline.assignment_centers_, segments, pipeline.mapping_, seen=seen)
 
 
 def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor | None = None,
@@ -854,7 +856,8 @@ def _score_slice(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: C
     out["Distance_To_Centroid"] = dist
     out["Reconstruction_Error"] = error
     columns = monitor.novelty_.feature_names_in_
-    monitored, summary = monitor.score(frame[[c for c in columns if c in frame.columns]], latent,
+    where = pipeline.assignment_space(latent) if monitor.space == "assignment" else latent
+    monitored, summary = monitor.score(frame[[c for c in columns if c in frame.columns]], where,
                                        out["Reconstruction_Error"].to_numpy(), clusters, probabilities=probabilities)
     return pd.concat([out, monitored], axis=1), summary
 
