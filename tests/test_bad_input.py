@@ -372,6 +372,12 @@ CASES: dict[str, Case] = {
                                  ["bad.csv", "no data rows"]),
     "predict: header only, no line end": Case(
         lambda tmp, t: _predict(t, _csv(tmp, "ID,Gender,Age,Income,Profession")), ["bad.csv", "no data rows"]),
+    "predict: --strict with the ONNX runtime": Case(
+        lambda tmp, t: [*_predict(t, t.test_csv, model=tmp / "segmenter.onnx"), "--runtime", "onnx", "--strict"],
+        ["--strict needs the confidence and novelty columns", "--runtime onnx does not compute", "leave out --strict"]),
+    "predict: --probabilities with Dask": Case(
+        lambda tmp, t: [*_predict(t, t.test_csv), "--engine", "dask", "--probabilities", "--unusual-above", "95"],
+        ["--probabilities and --unusual-above need", "--engine dask does not compute"]),
     "predict: output name too long": Case(lambda tmp, t: _predict(t, t.test_csv, output=tmp / ("p" * 300 + ".csv")),
                                           ["--output", "cannot be written", "too long", "choose another --output"]),
 }

@@ -88,7 +88,11 @@ def test_predict_runtime_onnx_writes_what_predict_writes(exported, tmp_path, cap
     new = make_customers(60, seed=8, start_id=990000).drop(columns="Segment")
     shipped = pd.read_csv(SHIPPED_TEST).head(300)
     table = shipped.assign(Profession=shipped["Profession"].where(shipped.index != 3, "Astronaut"))  # unseen
+    capsys.readouterr()
     torch_out, onnx_out = _predicted_both_ways(exported, table, tmp_path)
+    # both runtimes say what they noticed (the ONNX one used to write the rows without a word)
+    said = capsys.readouterr().out
+    assert said.count("Unseen categories in Profession (assigned the training mode): 'Astronaut' x1") == 2, said
     pd.testing.assert_frame_equal(onnx_out[["ID", "Cluster", "Predicted_Segment"]],
                                   torch_out[["ID", "Cluster", "Predicted_Segment"]])
     np.testing.assert_allclose(onnx_out["Distance_To_Centroid"], torch_out["Distance_To_Centroid"], rtol=1e-5)

@@ -149,6 +149,14 @@ def predict(
         raise ConfigError(f"--runtime must be 'torch' or 'onnx'. Got {runtime!r} instead.")
     if scheduler is not None and engine != "dask":
         raise ConfigError("--scheduler needs --engine dask")
+    # what only the model folder's monitor computes: refused rather than silently left out
+    monitor_options = [name for name, given in (("--strict", strict), ("--probabilities", probabilities),
+                                                ("--unusual-above", unusual_above is not None)) if given]
+    if monitor_options and (engine == "dask" or runtime == "onnx"):
+        how = "--engine dask" if engine == "dask" else "--runtime onnx"
+        raise ConfigError(f"{' and '.join(monitor_options)} need{'s' if len(monitor_options) == 1 else ''} the "
+                          f"confidence and novelty columns, which {how} does not compute; leave out "
+                          f"{' and '.join(monitor_options)}, or score with the model folder (plain 'custseg predict')")
     if engine == "dask":
         if runtime != "torch":
             raise ConfigError("--engine dask scores with the model folder: leave out --runtime onnx")
@@ -163,24 +171,38 @@ def predict(
     if runtime == "onnx":
         from .export import predict_onnx_file
 
-        result = predict_onnx_file(model, input, output, na_values=na_values, id_column=id_column)
-        out.print(f"Wrote {len(result.table):,} rows to {output} (onnxruntime)", markup=False, soft_wrap=True)
+        scored = predict_onnx_file(model, input, output, na_values=na_values, id_column=id_column)
+        _predict_notes(scored.id_notice, f"Wrote {len(scored.table):,} rows to {output} (onnxruntime)", None,
+                       scored.extra_columns, scored.unseen_categories)
         return
     with _progress_bar() as progress:
         result = predict_file(model, input, output, na_values=na_values, id_column=id_column,
                               probabilities=probabilities, strict=strict, unusual_above=unusual_above,
                               progress=progress)
-    if result.id_notice:
-        _notes([result.id_notice])
-    out.print(f"Wrote {result.rows:,} rows to {output}")
-    if result.novelty is not None:  # unseen categories are listed per column below
-        for line in result.novelty.lines(unseen=False):
+    _predict_notes(result.id_notice, f"Wrote {result.rows:,} rows to {output}", result.novelty,
+                   result.extra_columns, result.unseen_categories)
+
+
+def _predict_notes(id_notice, wrote: str, novelty, extra_columns, unseen_categories) -> None:
+    """What predict says after writing, whichever runtime scored: IDs, rows, guards, ignored columns, unseen categories."""
+    if id_notice:
+        _notes([id_notice])
+    out.print(wrote, markup=False, soft_wrap=True)
+    if novelty is not None:  # unseen categories are listed per column below
+        for line in novelty.lines(unseen=False):
             out.print(line, markup=False, soft_wrap=True)
-    if result.extra_columns:
-        out.print(f"Ignored columns not used by the model: {', '.join(result.extra_columns)}")
-    for column, values in result.unseen_categories.items():
-        shown = ", ".join(f"{v!r} x{n}" for v, n in list(values.items())[:5])
-        out.print(f"Unseen categories in {column} (assigned the training mode): {shown}")
+    if extra_columns:
+        out.print(f"Ignored columns not used by the model: {', '.join(extra_columns)}")
+    for column, values in unseen_categories.items():
+        shown = ", ".join(f"{_shortened(v)!r} x{n}" for v, n in list(values.items())[:5])
+        out.print(f"Unseen categories in {column} (assigned the training mode): {shown}", markup=False,
+                  soft_wrap=True)
+
+
+def _shortened(value: str, limit: int = 60) -> str:
+    """A value as a notice shows it: a 100,000-character category is cut, with its length said."""
+    value = str(value)
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
 
 
 @contextlib.contextmanager
