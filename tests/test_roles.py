@@ -272,3 +272,26 @@ def test_a_config_that_names_its_own_training_table_has_no_default_test_table(tm
     path.write_text('[data]\ntrain = "mine.csv"\ntest = "new.csv"\n', encoding="utf-8")
     assert load_config(path).data.test == "new.csv"
 
+
+
+def test_customer_numbers_under_any_name_are_the_ids_not_a_feature():
+    # all different whole numbers as dense as row numbers are handed out one by one: an identifier
+    # whatever its name ('Kundennummer' was a numeric feature); a measurement stays a feature
+    from conftest import SHIPPED_TRAIN
+
+    table = pd.read_csv(SHIPPED_TRAIN).rename(columns={"ID": "Kundennummer"})
+    rng = np.random.default_rng(0)
+    table["Spend_Cents"] = rng.choice(10 ** 7, len(table), replace=False)  # all different, but spread out
+    schema = infer_schema(table)
+    assert schema.id_column == "Kundennummer"
+    assert "as dense as row numbers" in schema.column("Kundennummer").reason
+    assert schema.column("Spend_Cents").role == "numeric"
+    table["Ticket"] = rng.permutation(len(table)) + 5000  # a second such column: not a feature either
+    schema = infer_schema(table)
+    assert schema.id_column is None
+    assert schema.column("Ticket").role == schema.column("Kundennummer").role == "excluded"
+    assert "--id-column" in schema.column("Ticket").reason
+    with_gaps = table.drop(columns="Ticket").astype({"Kundennummer": "float64"})
+    with_gaps.loc[3, "Kundennummer"] = np.nan  # not every customer numbered: not the IDs, nor a feature
+    schema = infer_schema(with_gaps)
+    assert schema.id_column is None and schema.column("Kundennummer").role == "excluded"

@@ -320,9 +320,9 @@ def infer_schema(
     integer_columns = set(integer_columns)
     n = len(frame)
 
-    id_given = id_column is not None
+    id_reason = "set explicitly"
     if id_column is None:
-        id_column = _infer_id(frame, explicit, label_column)
+        id_column, id_reason = _infer_id(frame, explicit, label_column)
     label_reason = "known segment (set explicitly)"
     if label_column is None and infer_label:
         label_column, label_reason = _infer_label(frame, explicit, id_column, other_columns)
@@ -341,7 +341,7 @@ def infer_schema(
                           n_missing=int(col.isna().sum()), n_distinct=int(present.nunique()))
         if name == id_column:
             info.role = "id"
-            info.reason = "set explicitly" if id_given else "named like an identifier, values all different"
+            info.reason = id_reason
         elif name == label_column:
             info.role, info.reason = "label", label_reason
         elif name in explicit:
@@ -396,11 +396,13 @@ def _named_like_id(name: str) -> bool:
     return bool(_ID_NAME.search(name.strip()) or _ID_NAME_CAMEL.search(name.strip()))
 
 
-def _infer_id(frame: pd.DataFrame, explicit: dict, label_column: str | None) -> str | None:
-    """The column named like an identifier whose present values are (nearly) all different.
+def _infer_id(frame: pd.DataFrame, explicit: dict, label_column: str | None) -> tuple[str | None, str]:
+    """The column named like an identifier whose present values are (nearly) all different, and why.
 
     Nearly: one with a few duplicates or empty cells is still the id, so that the
-    duplicates are reported instead of the IDs being used as a feature.
+    duplicates are reported instead of the IDs being used as a feature. Without one, the
+    one column of whole numbers that are all different and as dense as row numbers
+    (:func:`_dense_distinct_integers`: customer numbers under any name, 'Kundennummer').
     """
     candidates = []
     for name in frame.columns:
@@ -411,7 +413,36 @@ def _infer_id(frame: pd.DataFrame, explicit: dict, label_column: str | None) -> 
             candidates.append(name)
     if len(candidates) > 1:
         candidates = [c for c in candidates if _PREFERRED_ID.match(str(c).strip())]
-    return candidates[0] if len(candidates) == 1 else None
+    if len(candidates) == 1:
+        return candidates[0], "named like an identifier, values all different"
+    if candidates:
+        return None, ""
+    dense = [name for name in frame.columns if name not in explicit and name != label_column
+             and _dense_distinct_integers(frame[name])]
+    if len(dense) == 1:
+        return dense[0], DENSE_ID_REASON
+    return None, ""
+
+
+#: why a column not named like an identifier is taken for one
+DENSE_ID_REASON = "whole numbers all different and as dense as row numbers: customer numbers"
+
+
+def _dense_distinct_integers(col: pd.Series, complete: bool = True) -> bool:
+    """Whole numbers, all different, spanning at most twice as many numbers as there are of them: numbers
+    given out one by one (customer numbers), not a measurement. Every value present (``complete``), or
+    nine in ten."""
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or len(col) < MIN_ROWS_UNIQUE_TEXT:
+        return False
+    values = col.to_numpy(dtype="float64", na_value=np.nan)
+    present = ~np.isnan(values)
+    if not present.all() and (complete or present.sum() < 0.9 * len(values)):
+        return False
+    values = values[present]
+    if not np.all(np.mod(values, 1) == 0):
+        return False
+    span = values.max() - values.min() + 1
+    return span <= 2 * len(values) and len(np.unique(values)) == len(values)
 
 
 def _infer_label(frame: pd.DataFrame, explicit: dict, id_column: str | None,
@@ -503,6 +534,9 @@ def _infer_role(col: pd.Series, is_num: bool, is_integer: bool, n: int, name: st
             steps = np.diff(present.to_numpy())
             if len(steps) and np.all(steps == 1):
                 return "excluded", "row numbers (1, 2, 3, ...)"
+        if _dense_distinct_integers(col, complete=False):
+            return "excluded", (f"{DENSE_ID_REASON} (--id-column to use it as the IDs, or set its role in "
+                                "the config)")
         return "numeric", "numbers"
     text = present.astype(str)
     if _looks_like_dates(text):
