@@ -370,3 +370,19 @@ def test_a_big_block_is_scored_in_slices_with_the_same_result(models, monkeypatc
     pd.testing.assert_frame_equal(sliced, whole)
     assert sliced_summary.to_dict() == whole_summary.to_dict()
     assert sliced_summary.rows == 60 and sliced_summary.unseen_categories == {"Profession": {"Astronaut": 1}}
+
+
+def test_small_float_parquet_columns_read_without_warnings(models, tmp_path):
+    # float16 / float32 Parquet columns: read exactly, and no numpy overflow warning (predict printed
+    # "a numeric computation met an undefined value" for a clean float16 column)
+    import warnings
+
+    table = new_customers()
+    plain, small = tmp_path / "plain.parquet", tmp_path / "small.parquet"
+    table.to_parquet(plain)
+    table.astype({"Age": "float16", "Family_Size": "float32"}).to_parquet(small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict_file(models, small, tmp_path / "small.csv", chunk_rows=7)
+    predict_file(models, plain, tmp_path / "plain.csv")
+    assert (tmp_path / "small.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()

@@ -646,8 +646,10 @@ def _type_numbers(values: pa.Array) -> _Column:
     """A typed numeric column of a Parquet file: read_table reads it through its text (str / repr)."""
     present = values.drop_null()
     arr = present.to_numpy(zero_copy_only=False)
-    facts = ColumnFacts(n_present=len(arr))
     integer = pa.types.is_integer(values.type)
+    if not integer:  # float16 and float32 compared with 2**53 below would overflow
+        arr = arr.astype("float64")
+    facts = ColumnFacts(n_present=len(arr))
     if pa.types.is_floating(values.type):
         present_mask = ~np.isnan(arr)  # NaN is missing; read_table writes it as no value
         arr = arr[present_mask]
