@@ -201,6 +201,9 @@ def test_malformed_upload_gets_422_with_the_cli_message(server, trained, tmp_pat
     (b"[]", "non-empty JSON list"),
     (b"[1, 2]", "record 1 is a JSON int"),
     (b"[{\"Age\": [1, 2]}]", "record 1, column 'Age': value [1, 2] is a JSON list"),
+    # the first record with a nested value, and its first such key (text before it in the same column)
+    (b"[{\"Age\": 3, \"Gender\": \"Male\"}, {\"Y\": [1], \"Gender\": {\"b\": 1}}, {\"Age\": [2]}]",
+     "record 2, column 'Y': value [1] is a JSON list"),
     (b"[{\"Age\": 30, \"Gender\": \"Male\"}]", "columns are missing: 'Income'"),
     (b"[{\"Age\": 30, \"Income\": 40, \"Family_Size\": 2, \"Gender\": \"Male\", \"Profession\": \"Artist\", "
      b"\"Spending\": \"Low\"}, {\"Age\": \"old\"}]", "line 2, column 'Age': value 'old' is not a number"),

@@ -35,6 +35,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
@@ -108,11 +109,23 @@ def _records_frame(body: bytes) -> pd.DataFrame:
         if not isinstance(record, dict):
             raise DataError(f"record {i} is a JSON {type(record).__name__}, not an object of column -> value; "
                             "send each customer as {\"column\": value, ...}")
-        for key, value in record.items():
-            if isinstance(value, (dict, list)):
-                raise DataError(f"record {i}, column {key!r}: value {json.dumps(value)[:40]} is a JSON "
-                                f"{type(value).__name__}; give a number, a string or null")
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    # a nested value can only sit in a column of Python objects that is not all text (one C-level scan
+    # a column instead of a check a value: a 1,000-record request spent ~4 ms here)
+    nested = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):
+            found = np.flatnonzero(column.map(lambda v: isinstance(v, (dict, list))).to_numpy(dtype=bool))
+            if len(found):
+                nested[name] = int(found[0])
+    if nested:  # the first record holding one, and its first such key
+        row = min(nested.values())
+        key = next(k for k in records[row] if nested.get(k) == row)
+        value = records[row][key]
+        raise DataError(f"record {row + 1}, column {key!r}: value {json.dumps(value)[:40]} is a JSON "
+                        f"{type(value).__name__}; give a number, a string or null")
+    return frame
 
 
 def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
