@@ -713,8 +713,8 @@ class CustomerMonitor(BaseEstimator):
         What the coordinates given to :meth:`fit` and :meth:`score` are: the latent
         features, or the pipeline's
         :meth:`~custseg.pipeline.SegmentationPipeline.assignment_space` (a consensus
-        ensemble's clusters are nearest centres there, not in the latent space; models
-        written before custseg 0.3 say nothing and were fitted on the latent features).
+        ensemble's clusters are nearest centres there, not in the latent space; a model
+        folder whose monitoring.json names no space was fitted on the latent features).
 
     Attributes
     ----------
