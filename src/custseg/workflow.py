@@ -1581,10 +1581,12 @@ def drift_tables(reference_path: str | Path, new_path: str | Path, *, model_dir:
     if model_dir is not None:
         model = load_model(model_dir)
         na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
-        ref_t, new_t = read_table(reference_path, na_values=na), read_table(new_path, na_values=na)
         schema = model.schema
         if schema is None:
             raise DataError(f"model folder {str(model_dir)!r} holds no schema; retrain it with 'custseg train'")
+        # both tables read as the model reads a table (its text columns stay text in both)
+        ref_t, new_t = (read_table(path, na_values=na, text_columns=schema.text_columns())
+                        for path in (reference_path, new_path))
         for t in (ref_t, new_t):
             schema.check(t.frame, t.source, t.line_of)
         column = "Predicted_Segment" if model.pipeline.mapping_ is not None else "Cluster"
