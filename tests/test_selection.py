@@ -185,3 +185,23 @@ def test_k_selection_figure_title_stays_inside_the_figure():
     title = fig._suptitle.get_window_extent(renderer)
     assert title.x0 >= 0 and title.x1 <= fig.bbox.width, (title, fig.bbox.width)
     plots.render_png(axes, 50)  # closes the figure
+
+
+def test_select_k_never_replaces_a_training_runs_scan(tmp_path, customer_files, fast_config, capsys, monkeypatch):
+    # train and select-k both default to results/: select-k's scan (another network) went over the run's
+    # k_selection.csv, and the report showed it as the run's
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--train", str(customer_files[0]), "--config", str(fast_config), "--no-figures",
+                 "-q"]) == 0
+    scan = (tmp_path / "results" / "k_selection.csv").read_bytes()
+    assert main(["select-k", "--train", str(customer_files[0]), "--config", str(fast_config), "--min", "2",
+                 "--max", "4", "--seeds", "1", "--seed", "99", "--quiet"]) == 0
+    assert (tmp_path / "results" / "k_selection.csv").read_bytes() == scan
+    assert pd.read_csv(tmp_path / "results" / "select-k" / "k_selection.csv")["k"].tolist() == [2, 3, 4]
+    printed = capsys.readouterr().out
+    assert "nan" not in printed and "stability not measured (one resample)" in printed
+    capsys.readouterr()
+    assert main(["select-k", "--train", str(customer_files[0]), "--config", str(fast_config), "--min", "2",
+                 "--max", "4", "--seeds", "1", "--results-dir", "results", "--quiet"]) == 1
+    assert "holds the results of a training run" in capsys.readouterr().err
+    assert (tmp_path / "results" / "k_selection.csv").read_bytes() == scan

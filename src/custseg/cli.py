@@ -304,19 +304,22 @@ def select_k(
                               "train uses the config's k_selection.n_resamples)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the autoencoder and K-Means [default: 42]."),
     clusters: Optional[int] = typer.Option(None, "--clusters", "-k", help="The k asked for, compared with the recommendation [default: 7]."),
-    results_dir: Optional[str] = typer.Option(None, "--results-dir", help="Where k_selection.csv and plots/k_selection.png go [default: results]."),
+    results_dir: Optional[str] = typer.Option(None, "--results-dir", help="Where k_selection.csv and plots/k_selection.png go [default: results/select-k, beside a training run's results, never into them]."),
     silhouette_sample: int = typer.Option(0, "--silhouette-sample", help="Silhouettes on this many rows (0 = all rows)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any setting."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
 ) -> None:
     """Scan k on the latent space of a freshly trained autoencoder and recommend one (the scan 'train' writes)."""
-    from .workflow import run_k_selection, write_k_selection
+    from .workflow import check_scan_folder, run_k_selection, write_k_selection
 
     cfg = _config(config, train=train, results_dir=results_dir, n_clusters=clusters, seed=seed, k_min=k_min,
                   k_max=k_max, k_selection__n_resamples=seeds, k_selection__silhouette_sample=silhouette_sample)
+    # a training run's results folder holds its own k scan: the scan of another network never replaces it
+    folder = Path(cfg.results_dir) if results_dir is not None else Path(cfg.results_dir) / "select-k"
+    check_scan_folder(folder)
     echo = _quiet_echo if quiet else _echo
     run = run_k_selection(cfg, progress=echo)
-    written = write_k_selection(run, cfg.results_dir)
+    written = write_k_selection(run, folder)
     grid = Table(title=f"k on the autoencoder's latent space ({run.n_customers:,} customers, seed {run.seed})",
                  title_justify="left")
     for name in ("k", "inertia", "silhouette", "Davies-\nBouldin", "Calinski-\nHarabasz", "stability", ""):
@@ -325,7 +328,8 @@ def select_k(
         marks = [m for m, on in (("recommended", row.recommended), ("knee", row.knee),
                                  ("asked for", row.k == run.business_k)) if on]
         grid.add_row(str(row.k), f"{row.inertia:,.0f}", f"{row.silhouette:.3f}", f"{row.davies_bouldin:.3f}",
-                     f"{row.calinski_harabasz:,.0f}", f"{row.stability:.2f}", ", ".join(marks))
+                     f"{row.calinski_harabasz:,.0f}", "n/a" if row.stability != row.stability else f"{row.stability:.2f}",
+                     ", ".join(marks))
     out.print(grid)
     for line in run.summary_lines():
         out.print(line, markup=False, soft_wrap=True)

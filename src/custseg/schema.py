@@ -409,7 +409,10 @@ def _infer_id(frame: pd.DataFrame, explicit: dict, label_column: str | None) -> 
         if name in explicit or name == label_column or not _named_like_id(str(name)):
             continue
         present = frame[name].dropna()
-        if len(present) >= 0.9 * len(frame) and present.nunique() >= 0.9 * len(present) and len(present) > 1:
+        # a column named plainly 'ID' (or 'customer_id'...) is the IDs even when many repeat: its duplicates
+        # are then refused by name, instead of the column being dropped and the rows numbered silently
+        mostly_unique = present.nunique() >= 0.9 * len(present) or bool(_PREFERRED_ID.match(str(name).strip()))
+        if len(present) >= 0.9 * len(frame) and mostly_unique and len(present) > 1:
             candidates.append(name)
     if len(candidates) > 1:
         candidates = [c for c in candidates if _PREFERRED_ID.match(str(c).strip())]

@@ -59,8 +59,8 @@ from .schema import Schema, _named_like_id, infer_schema
 
 __all__ = ["TrainResult", "train", "large_table_plan", "write_training_outputs", "render_run_report", "load_run", "write_report",
            "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
-           "cluster_characteristics", "KSelectionRun", "run_k_selection", "write_k_selection", "run_comparison",
-           "write_comparison", "RESULT_TABLES", "fit_monitor", "clustering_space", "score_frame", "drift_tables",
+           "cluster_characteristics", "KSelectionRun", "run_k_selection", "check_scan_folder", "write_k_selection",
+           "run_comparison", "write_comparison", "RESULT_TABLES", "fit_monitor", "clustering_space", "score_frame", "drift_tables",
            "write_drift", "score_chunks", "StreamReport", "TypingChanged"]
 
 #: fewer training rows than this leave the k scan and the metrics undefined
@@ -1509,8 +1509,19 @@ def run_k_selection(config: RunConfig, *, min_stability: float = MIN_STABILITY,
                          n_customers=len(frame), epochs=epochs, seed=config.seed, dpi=config.plots.dpi)
 
 
+def check_scan_folder(results_dir: str | Path) -> None:
+    """Refuse a folder holding a training run's results: its ``k_selection.csv`` is that run's scan, and
+    ``custseg report`` would show another network's scan as the run's."""
+    if (Path(results_dir) / "run_summary.json").is_file():
+        raise DataError(f"folder {str(results_dir)!r} holds the results of a training run, whose k_selection.csv "
+                        "is that run's own scan; give select-k another --results-dir (by default it writes "
+                        "into results/select-k)")
+
+
 def write_k_selection(run: KSelectionRun, results_dir: str | Path) -> list[Path]:
-    """Write ``k_selection.csv`` (the table ``train`` writes) and ``plots/k_selection.png`` into ``results_dir``."""
+    """Write ``k_selection.csv`` (the table ``train`` writes) and ``plots/k_selection.png`` into ``results_dir``
+    (not a training run's results folder: :func:`check_scan_folder`)."""
+    check_scan_folder(results_dir)
     png = render_png(plot_k_selection(run.selection, chosen_k=run.business_k), run.dpi)
     return write_into(results_dir, {"k_selection.csv": csv_bytes(run.selection.to_frame()),
                                     "plots/k_selection.png": png})

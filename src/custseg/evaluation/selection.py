@@ -200,9 +200,9 @@ class KSelection:
         best_sil = t.loc[t["silhouette"].idxmax()]
         best_db = t.loc[t["davies_bouldin"].idxmin()]
         parts = [f"silhouette {r['silhouette']:.3f} (best {best_sil['silhouette']:.3f} at k={int(best_sil['k'])})",
-                 f"stability {r['stability']:.2f}"
-                 + ("" if r["stability"] >= self.min_stability or np.isnan(r["stability"]) else
-                    f" (below {self.min_stability:.2f})"),
+                 ("stability not measured (one resample)" if np.isnan(r["stability"]) else
+                  f"stability {r['stability']:.2f}"
+                  + ("" if r["stability"] >= self.min_stability else f" (below {self.min_stability:.2f})")),
                  f"Davies-Bouldin {r['davies_bouldin']:.3f} (best {best_db['davies_bouldin']:.3f} at "
                  f"k={int(best_db['k'])})"]
         if k == self.recommended_k:
