@@ -468,3 +468,47 @@ def test_nan_strings_are_missing_values(tmp_path):
     assert frame["Age"].isna().tolist() == [False, True, False]
     assert frame["Income"].isna().tolist() == [True, False, True]
     assert frame["Income"].dtype == "float64"
+
+
+@pytest.mark.parametrize("moment", ["between moves", "after the last move"])
+def test_ctrl_c_during_the_commit_is_told_truthfully(moment, trained, monkeypatch, capsys):
+    # a real SIGINT while the outputs are committed: held back to a point where the outcome is known.
+    # Between the moves the commit rolls back ("left as they were" is then true); after the last move the
+    # new run stays and the user is told so (it used to say "left as they were" of a committed run)
+    import signal
+
+    from custseg.io import atomic
+
+    real_pause, real_discard = atomic._pause, atomic._discard
+    calls = []
+
+    def signal_mid_commit():
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        real_pause()
+
+    def signal_after_commit(journal):
+        os.kill(os.getpid(), signal.SIGINT)
+        real_discard(journal)
+
+    if moment == "between moves":
+        monkeypatch.setattr(atomic, "_pause", signal_mid_commit)
+    else:
+        monkeypatch.setattr(atomic, "_discard", signal_after_commit)
+    before = snapshot(trained)
+    capsys.readouterr()
+    code = main(_train(trained, trained.train_csv, "--seed", "12", "-q"))  # figures kept for the other tests
+    line, = capsys.readouterr().err.splitlines()
+    assert code == 130
+    after = snapshot(trained)
+    assert not [name for name in after["beside"] if ".previous-" in name or ".staging-" in name]
+    if moment == "between moves":
+        assert line == "Error: interrupted; earlier models and results were left as they were"
+        assert after == before
+    else:
+        assert line == ("Error: interrupted after the new model and results had been written; they are complete "
+                        "and in place")
+        assert json.loads((trained.models / "settings.json").read_text())["seed"] == 12
+        assert json.loads((trained.results / "run_summary.json").read_text())["settings"]["seed"] == 12
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

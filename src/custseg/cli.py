@@ -23,6 +23,8 @@ from rich.table import Table
 
 from ._version import __version__
 from .exceptions import ConfigError, CustsegError
+from .io import atomic
+from .io.atomic import InterruptedAfterCommit
 
 # rich_markup_mode=None: plain click help, so "[default: ...]" stays text (rich reads brackets as
 # markup) and flags show no "<bool>" metavar.
@@ -443,6 +445,7 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a subprocess 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _is_main_thread() else None
+    committed = len(atomic.COMMITTED)  # outputs this command commits come after these
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -451,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             raise KeyboardInterrupt
         _notes(_warning_sentences(caught))
         return code if isinstance(code, int) else 0
+    except InterruptedAfterCommit as exc:  # the run was done when Ctrl-C came: say so, not "left as they were"
+        err.print(f"Error: {exc}", markup=False, soft_wrap=True)
+        return 130
     except CustsegError as exc:
         if _state["debug"]:
             raise
@@ -459,7 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        err.print("Error: interrupted; earlier models and results were left as they were", soft_wrap=True)
+        if len(atomic.COMMITTED) > committed:  # Ctrl-C after this command's outputs were in place
+            err.print(f"Error: {atomic.interrupted_after(atomic.COMMITTED[-1])}", markup=False, soft_wrap=True)
+        else:
+            err.print("Error: interrupted; earlier models and results were left as they were", soft_wrap=True)
         return 130
     except Exception as exc:
         # click's usage errors (typer vendors click, so match them by shape, not by class)
@@ -472,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         _state["debug"] = False
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if argv is None and _is_main_thread():
+            # the command is over and the process is exiting: a late Ctrl-C would only print a traceback
+            # from the interpreter's shutdown (torch's atexit hooks)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _command_path(exc: Exception) -> str:

@@ -38,13 +38,14 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..exceptions import DataError
+from ..exceptions import CustsegError, DataError
 
 __all__ = ["staging_dir", "swap_directory", "merge_into", "atomic_write_text", "commit_outputs", "recover",
            "output_lock", "check_output_folders", "check_output_file"]
@@ -150,9 +151,67 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _pause() -> None:
+    checkpoint()
     delay = os.environ.get("CUSTSEG_SWAP_DELAY")
     if delay:
         time.sleep(float(delay))
+    checkpoint()
+
+
+class InterruptedAfterCommit(CustsegError):
+    """Ctrl-C (or SIGTERM) arrived once the new outputs were all in place: they stay, complete."""
+
+
+#: one entry per :func:`held_interrupts` block running: whether a signal came while it ran
+_SIGNALS_HELD: list[dict] = []
+
+
+@contextlib.contextmanager
+def held_interrupts(what: str = "the new model and results") -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while outputs are committed, so the user is never told the wrong thing.
+
+    A signal that arrives is acted on at the block's checkpoints (:func:`checkpoint`:
+    while the files are staged, and between the moves of a commit, which then rolls back
+    and raises ``KeyboardInterrupt``: the earlier outputs are as they were), never in the
+    middle of a move or of a roll-back. One that arrives after the last move raises
+    :class:`InterruptedAfterCommit` at the end of the block: ``what`` was written. Only in
+    the main thread (signal handlers live there); elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    state = {"pending": False}
+
+    def hold(signum, frame):
+        state["pending"] = True
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _SIGNALS_HELD.append(state)
+    try:
+        yield
+    finally:
+        _SIGNALS_HELD.remove(state)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    COMMITTED.append(what)
+    if state["pending"]:
+        raise InterruptedAfterCommit(interrupted_after(what))
+
+
+#: what each :func:`held_interrupts` block of this process committed, in order (the CLI tells a later
+#: Ctrl-C apart from one that stopped a run before its outputs were written)
+COMMITTED: list[str] = []
+
+
+def interrupted_after(what: str) -> str:
+    return f"interrupted after {what} had been written; they are complete and in place"
+
+
+def checkpoint() -> None:
+    """Raise ``KeyboardInterrupt`` here if a signal held by :func:`held_interrupts` is waiting."""
+    if _SIGNALS_HELD and _SIGNALS_HELD[-1]["pending"]:
+        _SIGNALS_HELD[-1]["pending"] = False
+        raise KeyboardInterrupt
 
 
 def commit_outputs(staged_models: Path, models_dir: str | os.PathLike, staged_results: Path | None = None,
@@ -166,6 +225,7 @@ def commit_outputs(staged_models: Path, models_dir: str | os.PathLike, staged_re
     new model with the old run's outputs. The previous versions are kept aside until every
     move is done. Returns the result files moved in.
     """
+    checkpoint()  # the last moment to stop before anything is moved
     models_dir = Path(models_dir).absolute()
     token = Path(staged_models).name.rsplit("-", 1)[-1]
     journal: dict = {

@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..exceptions import DataError
-from .atomic import (check_output_folders, commit_outputs, merge_into, output_lock, recover, staging_dir,
-                     swap_directory)
+from .atomic import (check_output_folders, checkpoint, commit_outputs, held_interrupts, merge_into, output_lock,
+                     recover, staging_dir, swap_directory)
 
 __all__ = ["FLOAT_FORMAT", "csv_bytes", "csv_rows", "format_general", "json_bytes", "write_csv_blocks", "write_files",
            "write_model_folder", "write_into", "write_run"]
@@ -76,6 +76,7 @@ def write_files(folder: str | os.PathLike, files: Mapping[str, bytes]) -> None:
     """
     folder = Path(folder)
     for name, data in files.items():
+        checkpoint()  # a Ctrl-C held back while outputs are written stops here, before anything is moved
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
@@ -121,7 +122,9 @@ def write_run(models_dir: str | os.PathLike, model: Mapping[str, bytes], results
     """
     models_dir, results_dir = Path(models_dir), Path(results_dir)
     check_output_folders(models_dir, results_dir, marker=MODEL_MARKER)
-    with contextlib.ExitStack() as stack:
+    # Ctrl-C from here on is acted on where the outcome is known: before the commit (nothing changed),
+    # between its moves (rolled back) or after it (the new run is in place, and the user is told so)
+    with held_interrupts(), contextlib.ExitStack() as stack:
         stack.enter_context(output_lock(models_dir, results_dir))
         recover(models_dir, results_dir)  # a run killed mid-commit is completed before this one starts
         staged_models = stack.enter_context(staging_dir(models_dir))

@@ -216,7 +216,7 @@ def _sizes_section(descriptions: Sequence[SegmentDescription], colours: dict, im
     return {"image": image, "rows": rows}
 
 
-def _known_section(crosstab: pd.DataFrame | None, metrics: dict, names: dict) -> dict | None:
+def _known_section(crosstab: pd.DataFrame | None, metrics: dict, names: dict, summary: dict | None = None) -> dict | None:
     if crosstab is None or not len(crosstab):
         return None
     table = crosstab.copy()
@@ -224,7 +224,20 @@ def _known_section(crosstab: pd.DataFrame | None, metrics: dict, names: dict) ->
     table.insert(1, "Name", [names.get(int(c), "") for c in table["Cluster"]])
     table = table.rename(columns={"Cluster": "Segment", "Mapped_Segment": "Mapped to"})
     return {"table": _table(table, pct=["Purity"]), "accuracy": metrics.get("mapped_accuracy"),
-            "labels": [str(c) for c in labels], "warning": weak_agreement_warning(crosstab[labels], metrics)}
+            "labels": [str(c) for c in labels], "warning": weak_agreement_warning(crosstab[labels], metrics),
+            "in_sample": guided_in_sample_note(summary or {})}
+
+
+def guided_in_sample_note(summary: dict) -> str | None:
+    """For a run whose network learnt from the known segments (``--guided``): its agreement with them on
+    the training customers is in-sample, so optimistic; None for an unguided run."""
+    ae = summary.get("autoencoder") or {}
+    if not ae.get("guidance_weight"):
+        return None
+    return ("In-sample: the network was guided by these same known segments (--guided), so the agreement on "
+            "training customers is optimistic. 'custseg compare' scores guided methods on held-out folds (fit "
+            "on four fifths, score the fifth); judge the guided preset by those figures or by a test table "
+            "with known segments.")
 
 
 #: ARI and NMI below this are called weak agreement with the known segments in the report
@@ -395,7 +408,7 @@ def render_report(*, summary: Mapping[str, Any], tables: Mapping[str, pd.DataFra
         "heatmap": _data_uri(figures.get("segment_profiles")),
         "profiles_csv": "segment_profiles" in tables,
         "descriptions": _cards(descriptions, colours),
-        "known": _known_section(tables.get("cluster_segment_crosstab"), metrics, names),
+        "known": _known_section(tables.get("cluster_segment_crosstab"), metrics, names, dict(summary)),
         "metrics": _metrics_section(tables.get("clustering_metrics")),
         "predictions": _predictions_section(tables.get("test_predictions_detailed"), descriptions, names),
         "confidence": _confidence_section(monitoring, tables, figures),
