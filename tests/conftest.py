@@ -22,6 +22,7 @@ SHIPPED_TEST = REPO / "data" / "raw" / "Test.csv"
 #: the two workers finish close together. A module not named here runs after these, in file order.
 LONGEST_FIRST = [
     "test_integrity.py", "test_serve.py", "test_shipped_data.py", "test_streaming.py", "test_kill.py",
+    "test_text_columns.py",
     "test_table_properties.py", "test_comparison.py", "test_other_tables.py", "test_distributed.py",
     "test_notebook.py", "test_export.py", "test_cli.py", "test_roles.py", "test_estimator_checks.py",
     "test_monitoring.py", "test_properties.py", "test_bad_input.py", "test_mixed_embedder.py", "test_autoencoder.py",

@@ -55,7 +55,7 @@ def assert_streams_like_whole(models: Path, path: Path, tmp_path: Path, id_colum
     expected = whole_table_bytes(models, path, id_column)
     for chunk_rows in (small_block, 100_000):
         out = tmp_path / f"out_{chunk_rows}.csv"
-        report = predict_file(models, path, out, id_column=id_column, chunk_rows=chunk_rows)
+        report = predict_file(models, path, out, id_column=id_column, chunk_rows=chunk_rows, threads=2)
         assert report.rows == expected.count(b"\n") - 1
         assert out.read_bytes() == expected, f"blocks of {chunk_rows} rows differ from the whole table"
 
@@ -94,17 +94,15 @@ def test_shipped_test_table_streams_like_whole(tmp_path, preset, monkeypatch):
     assert main(["train", "--train", str(train), "--config", str(work / "tiny.toml"), "--models-dir",
                  str(work / "models"), "--results-dir", str(work / "results"), "-q"]) == 0
     assert load_model(work / "models").settings["preset"] == preset
-    assert_streams_like_whole(work / "models", SHIPPED_TEST, tmp_path, small_block=97)
-    # a block's slices scored side by side on two threads: the same bytes, and torch's process-wide
-    # thread count as it was
+    # blocks of 97 rows cut into slices of 50, scored side by side on two threads (assert_streams_like_whole
+    # asks for two): the same bytes, and torch's process-wide thread count as it was
     import torch
 
     import custseg.workflow as workflow
 
     monkeypatch.setattr(workflow, "SCORE_ROWS", 50)
     threads_before = torch.get_num_threads()
-    predict_file(work / "models", SHIPPED_TEST, tmp_path / "threads.csv", chunk_rows=1000, threads=2)
-    assert (tmp_path / "threads.csv").read_bytes() == whole_table_bytes(work / "models", SHIPPED_TEST)
+    assert_streams_like_whole(work / "models", SHIPPED_TEST, tmp_path, small_block=97)
     assert torch.get_num_threads() == threads_before
     monkeypatch.undo()
     head = tmp_path / "head.csv"
