@@ -781,3 +781,25 @@ def test_a_results_folder_another_run_writes_to_is_refused_by_every_writer(tmp_p
         holder.kill()
         holder.wait()
     assert write_into(results, {"comparison.csv": b"a\n1\n"}) == [results / "comparison.csv"]
+
+
+def test_held_interrupts_leave_an_ignored_signal_ignored():
+    # under nohup (SIGINT ignored) a commit must not start reacting to Ctrl-C; a held one is raised after
+    import os
+    import signal
+
+    from custseg.io.atomic import InterruptedAfterCommit, checkpoint, held_interrupts
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with held_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            checkpoint()  # ignored: nothing held, nothing raised
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    with pytest.raises(InterruptedAfterCommit, match="had been written"):
+        with held_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler runs between bytecodes: it only records the signal
+    assert signal.getsignal(signal.SIGINT) is before

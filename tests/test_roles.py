@@ -295,3 +295,20 @@ def test_customer_numbers_under_any_name_are_the_ids_not_a_feature():
     with_gaps.loc[3, "Kundennummer"] = np.nan  # not every customer numbered: not the IDs, nor a feature
     schema = infer_schema(with_gaps)
     assert schema.id_column is None and schema.column("Kundennummer").role == "excluded"
+
+
+def test_id_like_names_of_features_and_small_tables_keep_their_numbers(tmp_path):
+    # only the ID column keeps its text: 'Family_Number' and 'Years_No' (named like identifiers, but counts)
+    # stay numeric features; and a small table's all-different whole numbers (a tenure, a rank) are no IDs
+    from conftest import SHIPPED_TRAIN
+
+    table = pd.read_csv(SHIPPED_TRAIN).rename(columns={"Family_Size": "Family_Number", "Work_Experience": "Years_No"})
+    table.to_csv(tmp_path / "train.csv", index=False)
+    config = RunConfig()
+    config.data.train, config.data.test = str(tmp_path / "train.csv"), None
+    train_t, _, schema = load_tables(config)
+    assert schema.column("Family_Number").role == schema.column("Years_No").role == "numeric"
+    assert schema.id_column == "ID" and schema.column("ID").dtype == "text"
+    small = customer_table(40, seed=3).drop(columns="ID")
+    small["Tenure_Months"] = np.random.default_rng(0).permutation(80)[:40] + 1
+    assert infer_schema(small).column("Tenure_Months").role == "numeric"

@@ -442,6 +442,15 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a subprocess 
     raise KeyboardInterrupt
 
 
+def run() -> int:
+    """The ``custseg`` command: :func:`main`, then a Ctrl-C while the process exits is ignored (it would only
+    print a traceback from the interpreter's shutdown, torch's atexit hooks)."""
+    code = main()
+    if _is_main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _is_main_thread() else None
@@ -481,10 +490,6 @@ def main(argv: list[str] | None = None) -> int:
         _state["debug"] = False
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if argv is None and _is_main_thread():
-            # the command is over and the process is exiting: a late Ctrl-C would only print a traceback
-            # from the interpreter's shutdown (torch's atexit hooks)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _command_path(exc: Exception) -> str:

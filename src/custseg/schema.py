@@ -427,6 +427,11 @@ def _infer_id(frame: pd.DataFrame, explicit: dict, label_column: str | None) -> 
     return None, ""
 
 
+#: rows from which all-different, densely packed whole numbers are taken for customer numbers: a measurement
+#: of 100 customers all different within twice their number is a coincidence of odds below 1e-10 (a small
+#: table's rank or tenure may well be)
+MIN_ROWS_DENSE_ID = 100
+
 #: why a column not named like an identifier is taken for one
 DENSE_ID_REASON = "whole numbers all different and as dense as row numbers: customer numbers"
 
@@ -435,7 +440,7 @@ def _dense_distinct_integers(col: pd.Series, complete: bool = True) -> bool:
     """Whole numbers, all different, spanning at most twice as many numbers as there are of them: numbers
     given out one by one (customer numbers), not a measurement. Every value present (``complete``), or
     nine in ten."""
-    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or len(col) < MIN_ROWS_UNIQUE_TEXT:
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or len(col) < MIN_ROWS_DENSE_ID:
         return False
     values = col.to_numpy(dtype="float64", na_value=np.nan)
     present = ~np.isnan(values)

@@ -55,7 +55,7 @@ from .report.html import REPORT_FIGURES, render_report
 from .report.maps import pca_coordinates, stratified_sample, tsne_coordinates
 from .report import plots
 from .report.plots import plot_comparison, plot_k_selection, render_png
-from .schema import Schema, _named_like_id, infer_schema
+from .schema import _PREFERRED_ID, Schema, infer_schema
 
 __all__ = ["TrainResult", "train", "large_table_plan", "write_training_outputs", "render_run_report", "load_run", "write_report",
            "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
@@ -149,9 +149,10 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
     data = config.data
     # the default tables come from the package when custseg runs outside a clone of the repository
     data.train, data.test = resolve_default_path(data.train), resolve_default_path(data.test)
-    # columns named like an identifier keep their text: IDs come out as they went in ('00123')
+    # the ID column keeps its text, so IDs come out as they went in ('00123'): the one given, or one named
+    # plainly as an ID ('ID', 'customer_id'); looser ID-like names ('Family_Number') may be numeric features
     train_t = _read_training_table(data.train, data.na_values,
-                                   lambda name: name == data.id_column or _named_like_id(str(name)))
+                                   lambda name: name == data.id_column or bool(_PREFERRED_ID.match(str(name).strip())))
     k = config.clustering.n_clusters
     needed = max(k + 1, MIN_TRAIN_ROWS)
     if len(train_t.frame) < needed:
@@ -166,6 +167,10 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
         integer_columns=train_t.integer_columns,
         other_columns=None if test_t is None else list(test_t.frame.columns), source=train_t.source,
         line_of=train_t.line_of, strict=strict)
+    if test_t is not None:
+        # read again as the model reads a table: its text columns typed as in training (a test table whose
+        # codes '01'..'07' hold one '4' must not read them all as numbers), its IDs as written
+        test_t = read_table(data.test, na_values=data.na_values, text_columns=schema.text_columns())
     for table in (train_t, test_t):
         if table is not None and schema.id_column is not None:
             _check_ids(table, schema.id_column)
@@ -175,9 +180,6 @@ def load_tables(config: RunConfig, *, strict: bool = False) -> tuple[LoadedTable
                         f"ones in the feature columns ({', '.join(schema.feature_columns)}), fewer than the {k} "
                         f"clusters asked for; give --clusters {distinct} or fewer, or more varied customers")
     if test_t is not None:
-        # read again as the model reads a table: its text columns typed as in training (a test table whose
-        # codes '01'..'07' hold one '4' must not read them all as numbers), its IDs as written
-        test_t = read_table(data.test, na_values=data.na_values, text_columns=schema.text_columns())
         schema.check(test_t.frame, test_t.source, test_t.line_of)
     return train_t, test_t, schema
 

@@ -185,7 +185,9 @@ def held_interrupts(what: str = "the new model and results") -> Iterator[None]:
     def hold(signum, frame):
         state["pending"] = True
 
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the process ignores (nohup, a background job) or that C code handles is left as it is
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) not in (signal.SIG_IGN, None)}
     _SIGNALS_HELD.append(state)
     try:
         yield
@@ -209,7 +211,7 @@ def interrupted_after(what: str) -> str:
 
 def checkpoint() -> None:
     """Raise ``KeyboardInterrupt`` here if a signal held by :func:`held_interrupts` is waiting."""
-    if _SIGNALS_HELD and _SIGNALS_HELD[-1]["pending"]:
+    if threading.current_thread() is threading.main_thread() and _SIGNALS_HELD and _SIGNALS_HELD[-1]["pending"]:
         _SIGNALS_HELD[-1]["pending"] = False
         raise KeyboardInterrupt
 
