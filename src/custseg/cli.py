@@ -23,8 +23,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .exceptions import ConfigError, CustsegError
-from .io import atomic
-from .io.atomic import InterruptedAfterCommit
+from .io.atomic import commit_count
 
 # rich_markup_mode=None: plain click help, so "[default: ...]" stays text (rich reads brackets as
 # markup) and flags show no "<bool>" metavar.
@@ -454,7 +453,7 @@ def run() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _is_main_thread() else None
-    committed = len(atomic.COMMITTED)  # outputs this command commits come after these
+    commits = commit_count()  # a commit of this command's outputs comes after these
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -463,9 +462,6 @@ def main(argv: list[str] | None = None) -> int:
             raise KeyboardInterrupt
         _notes(_warning_sentences(caught))
         return code if isinstance(code, int) else 0
-    except InterruptedAfterCommit as exc:  # the run was done when Ctrl-C came: say so, not "left as they were"
-        err.print(f"Error: {exc}", markup=False, soft_wrap=True)
-        return 130
     except CustsegError as exc:
         if _state["debug"]:
             raise
@@ -474,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        if len(atomic.COMMITTED) > committed:  # Ctrl-C after this command's outputs were in place
-            err.print(f"Error: {atomic.interrupted_after(atomic.COMMITTED[-1])}", markup=False, soft_wrap=True)
+        if commit_count() > commits:  # Ctrl-C after this command's outputs were in place: say so
+            err.print("Error: interrupted after the new model and results had been written; they are complete "
+                      "and in place", soft_wrap=True)
         else:
             err.print("Error: interrupted; earlier models and results were left as they were", soft_wrap=True)
         return 130

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..exceptions import CustsegError, DataError
+from ..exceptions import DataError
 
 __all__ = ["staging_dir", "swap_directory", "merge_into", "atomic_write_text", "commit_outputs", "recover",
            "output_lock", "check_output_folders", "check_output_file"]
@@ -151,15 +151,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _pause() -> None:
-    checkpoint()
     delay = os.environ.get("CUSTSEG_SWAP_DELAY")
     if delay:
         time.sleep(float(delay))
     checkpoint()
-
-
-class InterruptedAfterCommit(CustsegError):
-    """Ctrl-C (or SIGTERM) arrived once the new outputs were all in place: they stay, complete."""
 
 
 #: one entry per :func:`held_interrupts` block running: whether a signal came while it ran
@@ -167,15 +162,16 @@ _SIGNALS_HELD: list[dict] = []
 
 
 @contextlib.contextmanager
-def held_interrupts(what: str = "the new model and results") -> Iterator[None]:
+def held_interrupts() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM back while outputs are committed, so the user is never told the wrong thing.
 
     A signal that arrives is acted on at the block's checkpoints (:func:`checkpoint`:
     while the files are staged, and between the moves of a commit, which then rolls back
     and raises ``KeyboardInterrupt``: the earlier outputs are as they were), never in the
     middle of a move or of a roll-back. One that arrives after the last move raises
-    :class:`InterruptedAfterCommit` at the end of the block: ``what`` was written. Only in
-    the main thread (signal handlers live there); elsewhere the block runs as it is.
+    ``KeyboardInterrupt`` at the end of the block, when :func:`commit_count` already counts
+    the commit. Only in the main thread (signal handlers live there); elsewhere the block
+    runs as it is.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -195,18 +191,17 @@ def held_interrupts(what: str = "the new model and results") -> Iterator[None]:
         _SIGNALS_HELD.remove(state)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    COMMITTED.append(what)
     if state["pending"]:
-        raise InterruptedAfterCommit(interrupted_after(what))
+        raise KeyboardInterrupt
 
 
-#: what each :func:`held_interrupts` block of this process committed, in order (the CLI tells a later
-#: Ctrl-C apart from one that stopped a run before its outputs were written)
-COMMITTED: list[str] = []
+_commits = 0
 
 
-def interrupted_after(what: str) -> str:
-    return f"interrupted after {what} had been written; they are complete and in place"
+def commit_count() -> int:
+    """Commits :func:`commit_outputs` has completed in this process (the CLI tells a Ctrl-C that came after
+    its command's outputs were in place from one that stopped the command before)."""
+    return _commits
 
 
 def checkpoint() -> None:
@@ -267,6 +262,8 @@ def commit_outputs(staged_models: Path, models_dir: str | os.PathLike, staged_re
         raise
     path.unlink()
     _fsync_dir(path.parent)
+    global _commits
+    _commits += 1  # the new outputs are in place: what follows only tidies up
     _discard(journal)
     return [Path(journal["results"]["target"]) / f for f in files] if "results" in journal else []
 
