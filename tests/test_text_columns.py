@@ -125,3 +125,17 @@ def test_training_outputs_keep_the_id_text(tmp_path):
     out = pd.read_csv(tmp_path / "results" / "training_results.csv", dtype=str, keep_default_na=False)
     assert out["ID"].tolist() == train["ID"].tolist()
     assert load_model(tmp_path / "models").schema.id_column == "ID"
+
+
+def test_parquet_numbers_stay_numbers_in_the_stream_as_in_read_table(tmp_path):
+    # text_columns keeps the text a file holds; a Parquet column of numbers holds numbers, in both readers
+    from custseg.io.chunks import TableStream
+
+    path = tmp_path / "typed.parquet"
+    pd.DataFrame({"ID": range(1000, 1010), "Code": ["01"] * 5 + ["4"] * 5}).to_parquet(path)
+    keep = {"ID", "Code"}
+    streamed = pd.concat([b.frame for b in TableStream(path, chunk_rows=4, text_columns=keep)], ignore_index=True)
+    whole = read_table(path, text_columns=keep).frame
+    assert pd.api.types.is_float_dtype(streamed["ID"]) and pd.api.types.is_float_dtype(whole["ID"])
+    assert streamed["ID"].tolist() == whole["ID"].tolist() == [float(i) for i in range(1000, 1010)]
+    assert streamed["Code"].astype(object).tolist() == whole["Code"].tolist() == ["01"] * 5 + ["4"] * 5

@@ -40,7 +40,7 @@ from .io.atomic import staging_dir, swap_directory
 from .io.reading import read_table, table_from_frame
 from .persistence import MANIFEST, LoadedModel, load_model
 from .profiling import SegmentProfile, cramers_v
-from .schema import Schema, category_text
+from .schema import Schema, category_text, text_columns_of
 from .io.writing import FLOAT_FORMAT
 from .workflow import predict_table
 
@@ -118,13 +118,8 @@ class _ScoreFile:
     def __call__(self, path: str, first_row: int) -> pd.DataFrame:
         model = _worker_model(self.model_dir, self.digest)
         na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *self.na_values]))
-        table = read_table(path, na_values=na, text_columns=_text_columns(model, self.id_column))
+        table = read_table(path, na_values=na, text_columns=text_columns_of(model.schema, self.id_column))
         return _scored(model, table, first_row, self.with_features, self.id_column)
-
-
-def _text_columns(model, id_column: str | None):
-    """The columns read as text for ``model`` (see :meth:`custseg.schema.Schema.text_columns`)."""
-    return model.schema.text_columns(id_column) if model.schema is not None else ()
 
 
 @dataclass(frozen=True)
@@ -144,7 +139,7 @@ class _ScoreFrame:
             return self.meta
         na = model.settings.get("data", {}).get("na_values", [])
         table = table_from_frame(part, f"partition {number}", na, first_line=offsets[number] + 2,
-                                 text_columns=_text_columns(model, self.id_column))
+                                 text_columns=text_columns_of(model.schema, self.id_column))
         return _scored(model, table, offsets[number] + 1, self.with_features, self.id_column)
 
 
@@ -181,7 +176,7 @@ def score_dask(frame, model_dir: str | Path, *, with_features: bool = False, id_
     # the output's columns (the ID column's name among them) from the first rows, scored here
     head = frame.head(5, npartitions=-1)
     meta = _scored(model, table_from_frame(head, "partition 0", model.settings.get("data", {}).get("na_values", []),
-                                           text_columns=_text_columns(model, id_column)),
+                                           text_columns=text_columns_of(model.schema, id_column)),
                    1, with_features, id_column).iloc[:0]
     offsets = [0] * frame.npartitions
     if meta.columns[0] == "Row":

@@ -52,7 +52,7 @@ from .exceptions import ConfigError, DataError, ModelFormatError
 from .io.atomic import merge_into, staging_dir
 from .io.reading import LoadedTable, read_table
 from .persistence import MANIFEST, LoadedModel, load_model
-from .schema import Schema, category_text
+from .schema import Schema, category_text, text_columns_of
 from .io.writing import FLOAT_FORMAT
 from .workflow import PredictResult, _check_ids, prediction_ids
 
@@ -644,8 +644,8 @@ def predict_onnx_file(onnx_path: str | Path, input_path: str | Path, output_path
     """``custseg predict --runtime onnx``: score a table file with an exported graph, write the CSV atomically."""
     segmenter = OnnxSegmenter(onnx_path, threads=min(4, os.cpu_count() or 1))
     na = list(dict.fromkeys([*segmenter.na_values, *na_values]))
-    text_columns = segmenter.schema.text_columns(id_column) if segmenter.schema is not None else ()
-    result = segmenter.predict_table(read_table(input_path, na_values=na, text_columns=text_columns),
+    result = segmenter.predict_table(read_table(input_path, na_values=na,
+                                                text_columns=text_columns_of(segmenter.schema, id_column)),
                                      id_column=id_column)
     output_path = Path(output_path)
     if output_path.is_dir():

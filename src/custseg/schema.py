@@ -392,6 +392,11 @@ def _check_label(col: pd.Series, name: str, source: str) -> None:
                         "give a column with at least 2 known segments, or use --no-label")
 
 
+def text_columns_of(schema: Schema | None, id_column: str | None = None) -> Callable[[str], bool] | tuple:
+    """:meth:`Schema.text_columns` of a model's schema; none for a model saved without one."""
+    return schema.text_columns(id_column) if schema is not None else ()
+
+
 def _named_like_id(name: str) -> bool:
     return bool(_ID_NAME.search(name.strip()) or _ID_NAME_CAMEL.search(name.strip()))
 

@@ -44,6 +44,7 @@ from .exceptions import ConfigError, CustsegError, DataError
 from .io.reading import read_table_bytes, table_from_frame
 from .persistence import MANIFEST, LoadedModel, load_model
 from .io.writing import FLOAT_FORMAT
+from .schema import text_columns_of
 from .workflow import predict_table
 
 __all__ = ["create_app", "serve", "listening_socket", "DEFAULT_MAX_BODY_BYTES"]
@@ -163,7 +164,7 @@ def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     threads = ThreadpoolController()
     na = list(model.settings.get("data", {}).get("na_values", []))
     # the model's category columns and the ID column as sent: '007' stays '007' (see Schema.text_columns)
-    text_columns = model.schema.text_columns() if model.schema is not None else ()
+    text_columns = text_columns_of(model.schema)
     app = fastapi.FastAPI(title="custseg", version=__version__,
                           description="Assign customers to segments with a saved custseg model.")
 

@@ -55,7 +55,7 @@ from .report.html import REPORT_FIGURES, render_report
 from .report.maps import pca_coordinates, stratified_sample, tsne_coordinates
 from .report import plots
 from .report.plots import plot_comparison, plot_k_selection, render_png
-from .schema import _PREFERRED_ID, Schema, infer_schema
+from .schema import _PREFERRED_ID, Schema, infer_schema, text_columns_of
 
 __all__ = ["TrainResult", "train", "large_table_plan", "write_training_outputs", "render_run_report", "load_run", "write_report",
            "rebuild_report", "PredictResult", "predict_table", "predict_file", "load_tables", "build_pipeline",
@@ -1047,7 +1047,7 @@ def score_chunks(model, path: str | Path, *, na_values: list[str] | tuple[str, .
     na = list(dict.fromkeys([*model.settings.get("data", {}).get("na_values", []), *na_values]))
     # the model's category columns and the ID column as the file writes them (see Schema.text_columns)
     stream = TableStream(path, na_values=na, chunk_rows=chunk_rows, kinds=kinds,
-                         text_columns=schema.text_columns(id_column) if schema is not None else ())
+                         text_columns=text_columns_of(schema, id_column))
     numeric = set(schema.names("numeric")) if schema is not None else set()
     # the category columns the model encodes (a mixed-type embedder encodes the table itself)
     texts = set(getattr(pipeline.preprocessor_, "categories_", None)

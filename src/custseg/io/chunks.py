@@ -127,6 +127,8 @@ class _Column:
     floats: pa.Array | None = None
     #: per value: an NA token (distinct values only, see ``_type_distinct``)
     missing: np.ndarray | None = None
+    #: the file holds the values as text (a CSV, a Parquet string column), not as typed numbers
+    stored_as_text: bool = True
 
     def text_values(self) -> pa.Array:
         if self.text is None:  # repr of each float, as read_table writes a Parquet float column
@@ -358,7 +360,8 @@ class TableStream:
                 col.facts.first_bad = (int(lines[pos]), value)
             state.facts = state.facts.merge(col.facts)
             kind = self.forced.get(name) or state.facts.kind(self.delimiter)
-            if col.text is not None and self._keep_text(name):  # the file's text (a Parquet float has none)
+            # the file's text, as read_table keeps it: a Parquet column of numbers stays numbers
+            if col.stored_as_text and self._keep_text(name):
                 kind = "text"
                 state.kept_text = True
             if kind == "numeric" and col.numbers is not None:
@@ -416,9 +419,12 @@ def read_table_in_blocks(path: str | os.PathLike, na_values=(), chunk_rows: int 
     cases, decimal commas, formatted amounts, blank cells in a numeric column, any error)
     is read by :func:`read_table`, so the result, or the error message, is always its own.
     """
+    def precise() -> LoadedTable:
+        return read_table(path, na_values=na_values, text_columns=text_columns)
+
     stream = TableStream(path, na_values=na_values, chunk_rows=chunk_rows, text_columns=text_columns)
     if stream._mode != "csv":
-        return read_table(path, na_values=na_values, text_columns=text_columns)
+        return precise()
     try:
         blocks = list(stream)
         stream.check_numbers()
@@ -429,10 +435,10 @@ def read_table_in_blocks(path: str | os.PathLike, na_values=(), chunk_rows: int 
             blocks = list(TableStream(path, na_values=na_values, chunk_rows=chunk_rows, kinds=kinds,
                                       text_columns=text_columns))
     except DataError:
-        return read_table(path, na_values=na_values, text_columns=text_columns)  # its message, from the precise reader
+        return precise()  # its message, from the precise reader
     facts = {c: state.facts for c, state in stream.states.items()}
     if any(kinds[c] == "numeric" and (f.comma_read(stream.delimiter) or f.blank) for c, f in facts.items()):
-        return read_table(path, na_values=na_values, text_columns=text_columns)  # read_table's notes on these columns
+        return precise()  # read_table's notes on these columns
     frame = pd.concat([b.frame for b in blocks], ignore_index=True)
     for c in frame.columns:
         if kinds[c] == "text":  # as read_table's text columns: str objects, NaN where missing
@@ -675,4 +681,5 @@ def _type_numbers(values: pa.Array) -> _Column:
     else:
         text = None
         ambiguous = True  # '3.0' is the text of 3.0; its category is '3'
-    return _Column(text=text, numbers=numbers, facts=facts, ambiguous=ambiguous, floats=values)
+    return _Column(text=text, numbers=numbers, facts=facts, ambiguous=ambiguous, floats=values,
+                   stored_as_text=False)
