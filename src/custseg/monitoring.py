@@ -66,6 +66,7 @@ from scipy import optimize, stats
 from sklearn.base import BaseEstimator
 
 from .exceptions import ConfigError, DataError, NotFittedError
+from .io.reading import columns_frame, is_in
 from .schema import Schema, category_text
 
 __all__ = [
@@ -267,6 +268,11 @@ class SoftAssigner(BaseEstimator):
             predicted segment, the mapping of the assigned cluster) and
             ``Second_Segment`` (the most probable other segment).
         """
+        return columns_frame(self._score_columns(latent, clusters, probabilities, _sq))
+
+    def _score_columns(self, latent, clusters=None, probabilities: bool = False,
+                       _sq: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """:meth:`score`'s columns as arrays (one DataFrame is built for all of a customer's scores)."""
         self._check_fitted()
         proba = self.predict_proba(latent) if _sq is None else self._proba_from_distances(_sq)
         n = len(proba)
@@ -282,17 +288,17 @@ class SoftAssigner(BaseEstimator):
             out["Segment_Probability"] = seg_p[rows, predicted]
             seg_p[rows, predicted] = -1.0
             # object dtype on purpose: pandas would otherwise convert a million strings to Arrow text
-            out["Second_Segment"] = pd.Series(np.asarray(self.segments_, dtype=object)[np.argmax(seg_p, axis=1)],
-                                              dtype=object)
-        frame = pd.DataFrame(out)
+            out["Second_Segment"] = np.asarray(self.segments_, dtype=object)[np.argmax(seg_p, axis=1)]
         if probabilities:
             for c in range(proba.shape[1]):
-                frame[f"P_Cluster_{c}"] = proba[:, c]
+                out[f"P_Cluster_{c}"] = proba[:, c]
         # a row whose latent features are not finite (a value the network cannot represent) has no probability
         bad = ~np.isfinite(proba).all(axis=1)
         if bad.any():
-            frame.loc[bad, ["Confidence"] + (["Segment_Probability"] if "Segment_Probability" in frame else [])] = np.nan
-        return frame
+            for name in ("Confidence", "Segment_Probability"):
+                if name in out:
+                    out[name] = np.where(bad, np.nan, out[name])
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Fitted state as plain JSON-able data."""
@@ -586,7 +592,7 @@ class NoveltyDetector(BaseEstimator):
         """Per row the reasons of the guards that fired ('' if none), and the summary counts."""
         self._check_fitted()
         n = len(X)
-        reason = pd.Series(np.full(n, "", dtype=object))
+        reason = np.full(n, "", dtype=object)
         summary = NoveltySummary(rows=n)
         any_present = np.zeros(n, dtype=bool)
         f = float(self.range_factor)
@@ -595,8 +601,8 @@ class NoveltyDetector(BaseEstimator):
             if not mask.any():
                 return
             part = reason[mask]
-            msg = text if isinstance(text, str) else pd.Series(text, index=part.index)
-            reason[mask] = part.where(part == "", part + "; ") + msg
+            msg = text if isinstance(text, str) else np.asarray(text, dtype=object)
+            reason[mask] = np.where(part == "", msg, part + "; " + msg)
             d = summary.details.setdefault(kind, {})
             for t, v in (detail.items() if isinstance(detail, dict) else [(detail, int(mask.sum()))]):
                 d[t] = d.get(t, 0) + v
@@ -607,7 +613,9 @@ class NoveltyDetector(BaseEstimator):
                 summary.missing_per_column[col] = n
                 continue
             if col in self.ranges_:
-                v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                v = X[col].to_numpy()
+                v = v.astype("float64") if v.dtype.kind in "fiub" else \
+                    pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
                 present = ~np.isnan(v)
                 summary.missing_per_column[col] = int(n - present.sum())
                 any_present |= present
@@ -622,12 +630,12 @@ class NoveltyDetector(BaseEstimator):
                 kind_masks["out_of_range"] |= far
             else:
                 raw = X[col]
-                present = raw.notna().to_numpy()
+                present = pd.notna(raw.to_numpy())
                 summary.missing_per_column[col] = int(n - present.sum())
                 any_present |= present
                 # a hash lookup of the values as they are settles nearly every row; only the rest (numbers
                 # written as 1.0, true novelties) need their canonical text
-                suspect = np.flatnonzero(present & ~raw.isin(self.categories_[col]).to_numpy())
+                suspect = np.flatnonzero(present & ~is_in(raw, self.categories_[col]))
                 if len(suspect):
                     codes, uniques = pd.factorize(raw.iloc[suspect])
                     texts = np.array([category_text(u) for u in uniques], dtype=object)[codes]
@@ -649,7 +657,7 @@ class NoveltyDetector(BaseEstimator):
                 summary.counts[kind] = int(mask.sum())
             else:
                 summary.counts.pop(kind, None)
-        return reason.to_numpy(dtype=object), summary
+        return reason, summary
 
     def score(self, X: pd.DataFrame, reconstruction_error, latent_distance) -> tuple[pd.DataFrame, NoveltySummary]:
         """``Novelty``, ``Unusual`` and ``Reason`` per row, and the summary of the guards.
@@ -661,6 +669,12 @@ class NoveltyDetector(BaseEstimator):
         reconstruction_error, latent_distance : array of float
             As given to :meth:`fit`, for these rows.
         """
+        columns, summary = self._score_columns(X, reconstruction_error, latent_distance)
+        return columns_frame(columns, X.index), summary
+
+    def _score_columns(self, X: pd.DataFrame, reconstruction_error,
+                       latent_distance) -> tuple[dict[str, np.ndarray], NoveltySummary]:
+        """:meth:`score`'s columns as arrays."""
         reason, summary = self.guards(X)
         novelty = self.novelty(reconstruction_error, latent_distance)
         guarded = reason != ""
@@ -670,8 +684,7 @@ class NoveltyDetector(BaseEstimator):
         reason = np.where(high & ~guarded, f"novelty above the training {float(self.threshold):g}th percentile",
                           reason)
         summary.counts["unusual"] = int(unusual.sum())
-        return pd.DataFrame({"Novelty": novelty, "Unusual": unusual,
-                             "Reason": pd.Series(reason, index=X.index, dtype=object)}, index=X.index), summary
+        return {"Novelty": novelty, "Unusual": unusual, "Reason": reason.astype(object, copy=False)}, summary
 
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()
@@ -754,15 +767,21 @@ class CustomerMonitor(BaseEstimator):
 
         Returns the columns (index of ``X``) and the summary of the guards.
         """
+        columns, summary = self.score_columns(X, latent, reconstruction_error, clusters, probabilities)
+        return columns_frame(columns, X.index), summary
+
+    def score_columns(self, X: pd.DataFrame, latent, reconstruction_error, clusters,
+                      probabilities: bool = False) -> tuple[dict[str, np.ndarray], NoveltySummary]:
+        """:meth:`score`'s columns as arrays, in order, for a caller that builds one table of all its columns."""
         if not hasattr(self, "soft_"):
             raise NotFittedError("This CustomerMonitor instance is not fitted yet. Call 'fit' first.")
         clusters = np.asarray(clusters, dtype=int)
         sq = _squared_distances(latent, self.soft_.cluster_centers_)
-        soft = self.soft_.score(latent, clusters, probabilities=probabilities, _sq=sq)
-        novelty, summary = self.novelty_.score(X, reconstruction_error, sq[np.arange(len(sq)), clusters])
-        first = [c for c in soft.columns if not c.startswith("P_Cluster_")]
-        extra = [c for c in soft.columns if c.startswith("P_Cluster_")]
-        out = pd.concat([soft[first].set_axis(X.index), novelty, soft[extra].set_axis(X.index)], axis=1)
+        soft = self.soft_._score_columns(latent, clusters, probabilities=probabilities, _sq=sq)
+        novelty, summary = self.novelty_._score_columns(X, reconstruction_error, sq[np.arange(len(sq)), clusters])
+        out = {name: values for name, values in soft.items() if not name.startswith("P_Cluster_")}
+        out.update(novelty)
+        out.update((name, values) for name, values in soft.items() if name.startswith("P_Cluster_"))
         return out, summary
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from .exceptions import ConfigError, DataError
 from .io.atomic import check_output_file, recover
 from .io.chunks import CHUNK_ROWS, TableStream, read_ahead, read_table_in_blocks
 from .io.datasets import resolve_default_path
-from .io.reading import LoadedTable, missing_report, read_table
+from .io.reading import LoadedTable, columns_frame, missing_report, read_table
 from .io.writing import csv_bytes, json_bytes, write_csv_blocks, write_into, write_run
 from .monitoring import (DRIFT_COLUMNS, CustomerMonitor, DriftReport, NoveltySummary, classifier_two_sample_test,
                          confidence_by_segment, drift_markdown, drift_report, extreme_customers)
@@ -790,12 +790,19 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
     """
     if monitor is None:
         return pipeline.score_table(frame), None
+    columns, summary = _score_columns(pipeline, frame, monitor, probabilities, threads)
+    return columns_frame(columns, frame.index), summary
+
+
+def _score_columns(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor,
+                   probabilities: bool = False, threads: int = 1) -> tuple[dict[str, np.ndarray], NoveltySummary]:
+    """:func:`score_frame`'s columns as arrays, for a caller that adds its own and builds one table."""
     if len(frame) <= SCORE_ROWS:
         return _score_slice(pipeline, frame, monitor, probabilities)
     # a row's scores do not depend on the rows scored with it (streaming blocks of 7 give the bytes of the
     # whole table, tested), so a big block is scored in slices: the latent features and the ensemble's
     # temporaries of 100,000 rows took 1.7 GB
-    def part(start: int) -> tuple[pd.DataFrame, NoveltySummary]:
+    def part(start: int) -> tuple[dict[str, np.ndarray], NoveltySummary]:
         return _score_slice(pipeline, frame.iloc[start:start + SCORE_ROWS], monitor, probabilities)
 
     starts = range(0, len(frame), SCORE_ROWS)
@@ -809,7 +816,7 @@ def score_frame(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: Cu
     summary = None
     for _, novelty in results:  # in row order, as one pass would count them
         summary = novelty if summary is None else summary + novelty
-    return pd.concat([scores for scores, _ in results]), summary
+    return {name: np.concatenate([columns[name] for columns, _ in results]) for name in results[0][0]}, summary
 
 
 def _embedder_threads(pipeline: SegmentationPipeline) -> int:
@@ -837,8 +844,8 @@ SCORE_ROWS = 8_192
 
 
 def _score_slice(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: CustomerMonitor,
-                 probabilities: bool) -> tuple[pd.DataFrame, NoveltySummary]:
-    """:func:`score_frame` of a slice of rows, with a monitor."""
+                 probabilities: bool) -> tuple[dict[str, np.ndarray], NoveltySummary]:
+    """:func:`_score_columns` of a slice of rows."""
     features = pipeline.preprocessor_.transform(frame)
     # The network computes in float32. A value it cannot represent is imputed like a missing one (0 after
     # scaling) so the row can be scored at all; the monitor's guards flag the row Unusual and name the value.
@@ -850,19 +857,19 @@ def _score_slice(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: C
     with np.errstate(over="ignore", invalid="ignore"):
         latent, error = pipeline.latent_and_error(features)
         clusters, dist, agreement = pipeline.assign_latent(latent)
-    out = pd.DataFrame({"Cluster": clusters}, index=frame.index)
+    out: dict[str, np.ndarray] = {"Cluster": clusters}
     if pipeline.mapping_ is not None:
         segment_of = np.array([pipeline.mapping_[c] for c in range(len(pipeline.cluster_centers_))], dtype=object)
-        out["Predicted_Segment"] = pd.Series(segment_of[clusters], index=frame.index, dtype=object)
+        out["Predicted_Segment"] = segment_of[clusters]
     if agreement is not None:
         out["Agreement"] = agreement
     out["Distance_To_Centroid"] = dist
     out["Reconstruction_Error"] = error
-    columns = monitor.novelty_.feature_names_in_
     where = pipeline.assignment_space(latent) if monitor.space == "assignment" else latent
-    monitored, summary = monitor.score(frame[[c for c in columns if c in frame.columns]], where,
-                                       out["Reconstruction_Error"].to_numpy(), clusters, probabilities=probabilities)
-    return pd.concat([out, monitored], axis=1), summary
+    # the guards read the monitored columns of the frame by name: no copy of them is needed
+    monitored, summary = monitor.score_columns(frame, where, error, clusters, probabilities=probabilities)
+    out.update(monitored)
+    return out, summary
 
 
 def prediction_ids(frame: pd.DataFrame, schema: Schema | None, id_column: str | None = None,
@@ -969,13 +976,19 @@ def _scored_rows(pipeline: SegmentationPipeline, frame: pd.DataFrame, id_name: s
                  segment_names: dict[int, str] | None, monitor: CustomerMonitor | None = None,
                  probabilities: bool = False, threads: int = 1) -> tuple[pd.DataFrame, NoveltySummary | None]:
     """The output rows of predict for ``frame`` (ID column first, then the scores) and the monitor's summary."""
-    scores, novelty = score_frame(pipeline, frame, monitor, probabilities, threads)
-    scores = scores.reset_index(drop=True)
+    if monitor is None:
+        scores, novelty = pipeline.score_table(frame), None
+        columns = {name: scores[name].to_numpy() for name in scores.columns}
+    else:
+        columns, novelty = _score_columns(pipeline, frame, monitor, probabilities, threads)
     if segment_names:
-        clusters = scores["Cluster"].to_numpy()
+        clusters = columns["Cluster"]
         names = np.array([segment_names.get(c, "") for c in range(int(clusters.max(initial=0)) + 1)], dtype=object)
-        scores.insert(1, "Segment_Name", names[clusters])
-    return pd.concat([pd.DataFrame({id_name: ids.to_numpy()}), scores], axis=1), novelty
+        columns = {"Cluster": clusters, "Segment_Name": names[clusters],
+                   **{name: values for name, values in columns.items() if name != "Cluster"}}
+    out = columns_frame(columns)
+    out.insert(0, id_name, ids.to_numpy(), allow_duplicates=True)
+    return out, novelty
 
 
 def _check_strict(source: str, out: pd.DataFrame, novelty: NoveltySummary | None, line_of) -> None:

@@ -16,8 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-#: Rows per call of the reference autoencoder (9 -> 16 -> 12 -> 8): large tiles are cheap for it.
-INFERENCE_TILE = 4096
+#: Rows per call of the reference autoencoder (9 -> 16 -> 12 -> 8). 1,024 rather than 4,096: a single
+#: customer no longer pays for 4,095 padded rows (0.49 -> 0.32 ms), and 1,000,000 rows took 0.30 s
+#: against 0.51 (2-core Xeon); the shipped tables' latent values are the same bits with either.
+INFERENCE_TILE = 1024
 
 
 @contextlib.contextmanager

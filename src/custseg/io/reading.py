@@ -24,15 +24,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Union
+from typing import Callable, Collection, Mapping, Union
 
 import numpy as np
 import pandas as pd
 
 from ..exceptions import DataError
 
-__all__ = ["LoadedTable", "read_table", "read_table_bytes", "table_from_frame", "text_rule", "DEFAULT_NA_VALUES",
-           "missing_report"]
+__all__ = ["LoadedTable", "read_table", "read_table_bytes", "table_from_frame", "columns_frame", "is_in", "text_rule",
+           "DEFAULT_NA_VALUES", "missing_report"]
 
 #: Tokens read as missing in every file (compared after stripping spaces).
 DEFAULT_NA_VALUES = frozenset(
@@ -232,30 +232,32 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
         As for :func:`read_table`: columns whose text values stay text.
     """
     na_tokens = DEFAULT_NA_VALUES | {str(t).strip() for t in na_values}
-    _check_header([str(c) for c in frame.columns], source)
-    if len(frame) == 0:
+    names = [str(c) for c in frame.columns]
+    _check_header(names, source)
+    n = len(frame)
+    if n == 0:
         raise DataError(f"file {source!r} has a header but no data rows; give a table with customers in it")
-    stored_as_text = {str(c) for c in frame.columns
-                      if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])}
-    lines = np.arange(len(frame)) + first_line
+    # one column at a time by position, and dtypes read once: a request of one customer is a dozen
+    # columns of one value, where every pandas call costs about what the values do
+    series = [frame.iloc[:, i] for i in range(len(names))]
+    numeric = [pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype) for s in series]
+    stored_as_text = {name for name, is_number in zip(names, numeric) if not is_number}
+    lines = np.arange(n) + first_line
     # A column of numbers needs no round trip through text (the slow part of reading): it
     # is checked and kept as it is, with the result the text would give.
-    numbers = {} if _numeric_tokens(na_tokens) else {
-        str(c): v for c, v in ((c, _plain_numbers(frame[c])) for c in frame.columns) if v is not None}
+    check_numbers = not _numeric_tokens(na_tokens)
+    numbers = {}
+    for name, s, is_number in zip(names, series, numeric):
+        plain = _plain_numbers(s) if check_numbers and is_number else None
+        if plain is not None:
+            numbers[name] = plain
     # the caller's frame is left as it was: a Dask partition or a request may be reused
-    text = pd.DataFrame(
-        {str(c): _column_as_text(frame[c]).to_numpy() for c in frame.columns if str(c) not in numbers},
-        index=pd.RangeIndex(len(frame)), dtype=object  # as the CSV reader's; no string dtype to build and undo
-    )
-    typed = _typed_table(text, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True,
-                         keep_text=text_rule(text_columns))
-    if not numbers:
-        return typed
-    columns = {}
-    for c in frame.columns:
-        name = str(c)
+    text = {name: _column_as_text(s).to_numpy() for name, s in zip(names, series) if name not in numbers}
+    columns, integer_columns, numeric_from_text = _typed_columns(
+        text, n, source, None, na_tokens, lines, from_text=stored_as_text, typed_file=True,
+        keep_text=text_rule(text_columns))
+    for name in names:
         if name not in numbers:
-            columns[name] = typed.frame[name]
             continue
         values, is_int = numbers[name]
         finite = np.isfinite(values) | np.isnan(values)
@@ -267,14 +269,28 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
                             f"{repr(float(values[pos]))!r} is {what}; replace it with a real value or leave the "
                             "cell empty")
         if np.isnan(values).all():  # as the text path reads a column with nothing in it
-            columns[name] = pd.Series(np.nan, index=pd.RangeIndex(len(frame)), dtype=object)
+            columns[name] = np.full(n, np.nan, dtype=object)
             continue
-        columns[name] = pd.Series(values, index=pd.RangeIndex(len(frame)))
+        columns[name] = values
         if is_int:
-            typed.integer_columns.append(name)
-    typed.frame = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
-    typed.integer_columns = [c for c in typed.frame.columns if c in set(typed.integer_columns)]
-    return typed
+            integer_columns.append(name)
+    order = {name: i for i, name in enumerate(names)}
+    return LoadedTable(frame=columns_frame({name: columns[name] for name in names}), source=source, delimiter=None,
+                       integer_columns=sorted(integer_columns, key=order.__getitem__),
+                       numeric_from_text=numeric_from_text, line_numbers=lines)
+
+
+def columns_frame(columns: Mapping[str, np.ndarray], index: pd.Index | None = None) -> pd.DataFrame:
+    """The DataFrame of ``columns`` (arrays of one length, in order), built in one step.
+
+    An object array stays an object column: pandas would read one of strings as its string
+    dtype, and custseg's tables keep text as Python objects (converting a million strings
+    to Arrow text and back costs more than scoring them). ``index`` defaults to 0..n-1.
+    """
+    if index is None:
+        index = pd.RangeIndex(len(next(iter(columns.values()))) if columns else 0)
+    return pd.DataFrame({name: pd.Series(values, index=index, dtype=object, copy=False)
+                         if values.dtype == object else values for name, values in columns.items()}, index=index)
 
 
 #: columns to keep as text (see :func:`read_table`): their names, or a test of a name
@@ -381,9 +397,14 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str], text_col
     for fields, line in zip(rows, lines):
         if len(fields) != len(header):
             raise DataError(_field_count_message(source, line, line, fields, header, delimiter))
-    frame = pd.DataFrame(rows, columns=header, dtype=object)
-    return _typed_table(frame, source, delimiter, na_tokens, np.asarray(lines), from_text=set(header),
-                        keep_text=text_rule(text_columns))
+    cells = np.empty((len(rows), len(header)), dtype=object)
+    cells[:] = rows
+    lines = np.asarray(lines)
+    columns, integer_columns, numeric_from_text = _typed_columns(
+        {name: cells[:, j] for j, name in enumerate(header)}, len(rows), source, delimiter, na_tokens, lines,
+        from_text=set(header), keep_text=text_rule(text_columns))
+    return LoadedTable(frame=columns_frame({name: columns[name] for name in header}), source=source, delimiter=delimiter,
+                       integer_columns=integer_columns, numeric_from_text=numeric_from_text, line_numbers=lines)
 
 
 def data_rows(reader, header: list[str], source: str, delimiter: str,
@@ -538,41 +559,45 @@ def _check_header(header: list[str], source: str) -> None:
                         f"{', '.join(map(str, positions))}); rename one of them so every column name is unique")
 
 
-def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_tokens: frozenset[str],
-                 lines: np.ndarray, from_text: set[str], typed_file: bool = False,
-                 keep_text: Callable[[str], bool] = lambda name: False) -> LoadedTable:
-    """Turn a frame of strings into numbers where every non-missing value is a number.
+def _typed_columns(text: dict[str, np.ndarray], n: int, source: str, delimiter: str | None,
+                   na_tokens: frozenset[str], lines: np.ndarray, from_text: set[str], typed_file: bool = False,
+                   keep_text: Callable[[str], bool] = lambda name: False
+                   ) -> tuple[dict[str, np.ndarray], list[str], dict[str, str]]:
+    """Turn columns of strings into numbers where every non-missing value is a number.
+
+    ``text`` maps each column name to its ``n`` cells (an object array: str, or None / NaN
+    for a missing cell). Returns the typed columns (float64, or object arrays of stripped
+    text with NaN for missing), the integer columns and the notes on numbers stored as text.
 
     The work on each value (stripping, missing-value tokens, the code test, parsing as a
     number) runs once over all columns placed end to end, and each column then decides on
     its slice: a pandas call costs about as much for one value as for thousands, and a
     request of one customer has a dozen columns.
     """
-    out: dict[str, pd.Series] = {}
+    out: dict[str, np.ndarray] = {}
     integer_columns: list[str] = []
     numeric_from_text: dict[str, str] = {}
-    names, n = list(text.columns), len(text)
-    raw = np.concatenate([text[name].to_numpy(dtype=object) for name in names]) if names else np.empty(0, object)
-    stripped = pd.Series(raw, dtype=object).map(lambda v: v.strip() if isinstance(v, str) else v)
-    missing = (stripped.isna() | stripped.isin(na_tokens)).to_numpy().reshape(len(names), n)
-    present_all = stripped[~missing.ravel()]
+    names = list(text)
+    raw = np.concatenate([np.asarray(text[name], dtype=object) for name in names]) if names else np.empty(0, object)
+    stripped = np.fromiter((v.strip() if isinstance(v, str) else v for v in raw), dtype=object, count=len(raw))
+    missing = (pd.isna(stripped) | is_in(stripped, na_tokens)).reshape(len(names), n)
+    present_values = stripped[~missing.ravel()]
     bounds = np.concatenate([[0], np.cumsum((~missing).sum(axis=1))])
-    codes = _code_columns(present_all, bounds)
-    parsed = _parsed_numbers(present_all, bounds)
-    stripped_values, present_values = stripped.to_numpy(dtype=object), present_all.to_numpy(dtype=object)
+    codes = _code_columns(present_values, bounds)
+    parsed = _parsed_numbers(present_values, bounds)
     for j, name in enumerate(names):
         miss, cells = missing[j], raw[j * n:(j + 1) * n]
-        texts = stripped_values[j * n:(j + 1) * n].copy()
+        texts = stripped[j * n:(j + 1) * n].copy()
         texts[miss] = np.nan
         b0, b1 = bounds[j], bounds[j + 1]
         if b1 == b0 or codes[j] or (name in from_text and keep_text(name)):
-            out[name] = pd.Series(texts, index=text.index, dtype=object)
+            out[name] = texts
             continue
         present, numbers = present_values[b0:b1], parsed[b0:b1]
         notes = []
         if np.isnan(numbers).any() and (typed_file is False or delimiter not in (",", None)):
             # the rare columns of written-out numbers: decided on the column's own values, as before
-            column_present = present_all.iloc[b0:b1]
+            column_present = pd.Series(present_values[b0:b1], dtype=object)
             numbers = pd.to_numeric(column_present, errors="coerce")
             if numbers.isna().any() and delimiter not in (",", None) \
                     and column_present.str.fullmatch(_DECIMAL_COMMA.pattern).any() \
@@ -588,7 +613,7 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
             present = column_present.to_numpy(dtype=object)
             numbers = numbers.to_numpy(dtype="float64", na_value=np.nan)
         if np.isnan(numbers).any():
-            out[name] = pd.Series(texts, index=text.index, dtype=object)
+            out[name] = texts
             continue
         finite = np.isfinite(numbers)
         bad = ~finite | (np.abs(np.where(finite, numbers, 0.0)) > MAX_ABS_VALUE)
@@ -603,7 +628,7 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
             )
         column = np.full(n, np.nan)
         column[~miss] = numbers
-        out[name] = pd.Series(column, index=text.index)
+        out[name] = column
         if not notes and all("." not in v and "e" not in v.lower() for v in present) \
                 and np.all(np.mod(numbers, 1) == 0):
             integer_columns.append(name)
@@ -619,9 +644,7 @@ def _typed_table(text: pd.DataFrame, source: str, delimiter: str | None, na_toke
                 notes.append("blank cells read as missing")
             if notes:
                 numeric_from_text[name] = "; ".join(notes)
-    frame = pd.DataFrame(out, index=pd.RangeIndex(len(text)))
-    return LoadedTable(frame=frame, source=source, delimiter=delimiter, integer_columns=integer_columns,
-                       numeric_from_text=numeric_from_text, line_numbers=lines)
+    return out, integer_columns, numeric_from_text
 
 
 def _formatted_numbers(present: pd.Series) -> tuple[pd.Series, str] | None:
@@ -667,7 +690,7 @@ def formatted_parts(texts: list[str]) -> tuple[np.ndarray, frozenset[str], bool]
 _DIGITLESS_NUMBER = re.compile(r"[-+]?(inf|infinity|nan)", re.IGNORECASE)
 
 
-def _parsed_numbers(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
+def _parsed_numbers(present: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """``pd.to_numeric(present, errors="coerce")`` as float64, NaN for the columns that cannot be numeric.
 
     A column whose first value has no digit (and is no 'inf' or 'nan') has a value that does
@@ -675,7 +698,7 @@ def _parsed_numbers(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
     parsed. Parsing words is the slow part of ``to_numeric`` (3 us a value), and a table's
     text columns are words.
     """
-    values = present.to_numpy(dtype=object)
+    values = present
     keep = np.zeros(len(present), dtype=bool)
     for j in range(len(bounds) - 1):
         b0, b1 = bounds[j], bounds[j + 1]
@@ -684,14 +707,21 @@ def _parsed_numbers(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
                             and not _DIGITLESS_NUMBER.fullmatch(first)):
             keep[b0:b1] = True
     if keep.all():
-        return pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        return _to_float(present)
     parsed = np.full(len(present), np.nan)
     if keep.any():
-        parsed[keep] = pd.to_numeric(present[keep], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        parsed[keep] = _to_float(present[keep])
     return parsed
 
 
-def _code_columns(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
+def _to_float(values: np.ndarray) -> np.ndarray:
+    """``pd.to_numeric(values, errors="coerce")`` of an object array, as float64 with NaN."""
+    if len(values) == 0:
+        return np.empty(0)
+    return np.asarray(pd.to_numeric(values, errors="coerce"), dtype="float64")
+
+
+def _code_columns(present: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Which columns hold digits that are codes, not quantities: kept as text so that no digit is lost.
 
     ``present`` holds the non-missing values of all columns end to end, column ``j`` in
@@ -700,11 +730,12 @@ def _code_columns(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
     (account numbers) would be rounded by float64.
     """
     codes = np.zeros(len(bounds) - 1, dtype=bool)
-    if len(present) == 0 or not (present.map(type) == str).all():
+    if len(present) == 0 or not all(type(v) is str for v in present):
         return codes  # values other than text are never codes (table_from_frame and CSV give only text)
-    digits = present.str.fullmatch(r"\d+").to_numpy(dtype=bool)
-    lengths = present.str.len().to_numpy(dtype="int64")
-    zero = present.str.startswith("0").to_numpy(dtype=bool)
+    # (Python loops: pandas' .str methods on object values loop in Python too, behind a fixed cost)
+    digits = np.fromiter((_DIGITS.fullmatch(v) is not None for v in present), dtype=bool, count=len(present))
+    lengths = np.fromiter((len(v) for v in present), dtype="int64", count=len(present))
+    zero = np.fromiter((v.startswith("0") for v in present), dtype=bool, count=len(present))
     for j in range(len(codes)):
         b0, b1 = bounds[j], bounds[j + 1]
         if b1 == b0 or not digits[b0:b1].all():
@@ -712,6 +743,23 @@ def _code_columns(present: pd.Series, bounds: np.ndarray) -> np.ndarray:
         longest, shortest = lengths[b0:b1].max(), lengths[b0:b1].min()
         codes[j] = longest > 15 or (shortest == longest >= 2 and zero[b0:b1].any())
     return codes
+
+
+_DIGITS = re.compile(r"\d+")
+#: below this many values, a membership test is a Python loop: pandas' hash table costs more to build
+_SMALL = 512
+
+
+def is_in(values: "np.ndarray | pd.Series", members: Collection) -> np.ndarray:
+    """``pd.Series(values).isin(members)`` as a boolean array, without pandas' fixed cost for a few values.
+
+    ``values`` holds hashable Python objects (text, numbers, None, NaN), as a table's column does.
+    """
+    if len(values) < _SMALL:
+        members = members if isinstance(members, (set, frozenset)) else set(members)
+        return np.fromiter((v in members for v in values), dtype=bool, count=len(values))
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object, copy=False)
+    return series.isin(members).to_numpy(dtype=bool)
 
 
 def missing_report(frame: pd.DataFrame) -> pd.DataFrame:
