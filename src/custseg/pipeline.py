@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_array
 from .embedders.autoencoder import AutoencoderEmbedder
 from .clustering import assign_to_centroids, cluster_means, map_clusters_to_segments
 from .exceptions import ConfigError, DataError, NotFittedError
+from .io.reading import columns_frame
 from .preprocessing import CustomerPreprocessor
 
 __all__ = ["SegmentationPipeline", "sample_rows"]
@@ -374,17 +375,23 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         Distance_To_Centroid, Reconstruction_Error."""
         self._check_fitted()
         X = _table(X)
-        features = self.preprocessor_.transform(X)
+        columns, _ = self.score_features(self.preprocessor_.transform(X))
+        return columns_frame(columns, X.index if isinstance(X, pd.DataFrame) else None)
+
+    def score_features(self, features) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`score_table`'s columns (as arrays) of preprocessed ``features``, and their latent features."""
+        self._check_fitted()
         latent, error = self.latent_and_error(features)
         clusters, dist, agreement = self.assign_latent(latent)
-        out = pd.DataFrame({"Cluster": clusters}, index=X.index if isinstance(X, pd.DataFrame) else None)
+        out: dict[str, np.ndarray] = {"Cluster": clusters}
         if self.mapping_ is not None:
-            out["Predicted_Segment"] = [self.mapping_[c] for c in clusters]
+            segment_of = np.array([self.mapping_[c] for c in range(len(self.cluster_centers_))], dtype=object)
+            out["Predicted_Segment"] = segment_of[clusters]
         if agreement is not None:
             out["Agreement"] = agreement
         out["Distance_To_Centroid"] = dist
         out["Reconstruction_Error"] = error
-        return out
+        return out, latent
 
     def latent_and_error(self, features) -> tuple[np.ndarray, np.ndarray]:
         """Latent features (float64) and per-row reconstruction error of preprocessed ``features``,

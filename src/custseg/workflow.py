@@ -855,19 +855,11 @@ def _score_slice(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: C
         if unrepresentable.any():
             features = np.where(unrepresentable, 0.0, features)
     with np.errstate(over="ignore", invalid="ignore"):
-        latent, error = pipeline.latent_and_error(features)
-        clusters, dist, agreement = pipeline.assign_latent(latent)
-    out: dict[str, np.ndarray] = {"Cluster": clusters}
-    if pipeline.mapping_ is not None:
-        segment_of = np.array([pipeline.mapping_[c] for c in range(len(pipeline.cluster_centers_))], dtype=object)
-        out["Predicted_Segment"] = segment_of[clusters]
-    if agreement is not None:
-        out["Agreement"] = agreement
-    out["Distance_To_Centroid"] = dist
-    out["Reconstruction_Error"] = error
+        out, latent = pipeline.score_features(features)
     where = pipeline.assignment_space(latent) if monitor.space == "assignment" else latent
     # the guards read the monitored columns of the frame by name: no copy of them is needed
-    monitored, summary = monitor.score_columns(frame, where, error, clusters, probabilities=probabilities)
+    monitored, summary = monitor.score_columns(frame, where, out["Reconstruction_Error"], out["Cluster"],
+                                               probabilities=probabilities)
     out.update(monitored)
     return out, summary
 
@@ -977,8 +969,7 @@ def _scored_rows(pipeline: SegmentationPipeline, frame: pd.DataFrame, id_name: s
                  probabilities: bool = False, threads: int = 1) -> tuple[pd.DataFrame, NoveltySummary | None]:
     """The output rows of predict for ``frame`` (ID column first, then the scores) and the monitor's summary."""
     if monitor is None:
-        scores, novelty = pipeline.score_table(frame), None
-        columns = {name: scores[name].to_numpy() for name in scores.columns}
+        (columns, _), novelty = pipeline.score_features(pipeline.preprocessor_.transform(frame)), None
     else:
         columns, novelty = _score_columns(pipeline, frame, monitor, probabilities, threads)
     if segment_names:

@@ -581,8 +581,12 @@ def _typed_columns(text: dict[str, np.ndarray], n: int, source: str, delimiter: 
     raw = np.concatenate([np.asarray(text[name], dtype=object) for name in names]) if names else np.empty(0, object)
     stripped = np.fromiter((v.strip() if isinstance(v, str) else v for v in raw), dtype=object, count=len(raw))
     missing = (pd.isna(stripped) | is_in(stripped, na_tokens)).reshape(len(names), n)
-    present_values = stripped[~missing.ravel()]
-    bounds = np.concatenate([[0], np.cumsum((~missing).sum(axis=1))])
+    # the values to test as numbers or codes: the present ones, but none of a column the caller keeps
+    # as text whatever it holds (a model's categories)
+    kept = np.array([name in from_text and keep_text(name) for name in names], dtype=bool).reshape(-1, 1)
+    tested = ~missing & ~kept
+    present_values = stripped[tested.ravel()]
+    bounds = np.concatenate([[0], np.cumsum(tested.sum(axis=1))])
     codes = _code_columns(present_values, bounds)
     parsed = _parsed_numbers(present_values, bounds)
     for j, name in enumerate(names):
@@ -590,7 +594,7 @@ def _typed_columns(text: dict[str, np.ndarray], n: int, source: str, delimiter: 
         texts = stripped[j * n:(j + 1) * n].copy()
         texts[miss] = np.nan
         b0, b1 = bounds[j], bounds[j + 1]
-        if b1 == b0 or codes[j] or (name in from_text and keep_text(name)):
+        if b1 == b0 or codes[j] or kept[j, 0]:
             out[name] = texts
             continue
         present, numbers = present_values[b0:b1], parsed[b0:b1]
@@ -732,16 +736,16 @@ def _code_columns(present: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     codes = np.zeros(len(bounds) - 1, dtype=bool)
     if len(present) == 0 or not all(type(v) is str for v in present):
         return codes  # values other than text are never codes (table_from_frame and CSV give only text)
-    # (Python loops: pandas' .str methods on object values loop in Python too, behind a fixed cost)
-    digits = np.fromiter((_DIGITS.fullmatch(v) is not None for v in present), dtype=bool, count=len(present))
-    lengths = np.fromiter((len(v) for v in present), dtype="int64", count=len(present))
-    zero = np.fromiter((v.startswith("0") for v in present), dtype=bool, count=len(present))
     for j in range(len(codes)):
-        b0, b1 = bounds[j], bounds[j + 1]
-        if b1 == b0 or not digits[b0:b1].all():
+        values = present[bounds[j]:bounds[j + 1]]
+        # a column whose first value is not all digits is no code: its other values need no look
+        # (Python loops: pandas' .str methods on object values loop in Python too, behind a fixed cost)
+        if len(values) == 0 or not _DIGITS.fullmatch(values[0]) \
+                or not all(_DIGITS.fullmatch(v) is not None for v in values):
             continue
-        longest, shortest = lengths[b0:b1].max(), lengths[b0:b1].min()
-        codes[j] = longest > 15 or (shortest == longest >= 2 and zero[b0:b1].any())
+        lengths = np.fromiter((len(v) for v in values), dtype="int64", count=len(values))
+        longest, shortest = lengths.max(), lengths.min()
+        codes[j] = longest > 15 or (shortest == longest >= 2 and any(v.startswith("0") for v in values))
     return codes
 
 
