@@ -342,9 +342,9 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, blocks: dict
     indicators and one-hot columns alike, every column one block). ``output`` and ``target`` have shape
     ``(n_members, rows, n_features)`` (target may be ``(rows, n_features)``); returns ``(n_members, rows)``.
     """
-    target = target.expand_as(output)
-    if categorical_loss == "mse":
+    if categorical_loss == "mse":  # a (rows, n_features) target broadcasts: no copy per member
         return (output - target).pow(2).mean(-1)
+    target = target.expand_as(output)
     total = output.new_zeros(output.shape[:2])
     start = 0
     n_num, n_ind = blocks["numeric"], blocks["indicators"]
