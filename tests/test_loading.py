@@ -10,6 +10,7 @@ import pytest
 
 from custseg.exceptions import DataError
 from custseg.io.reading import read_table
+from conftest import SHIPPED_TEST  # noqa: E402
 
 ROWS = [["1001", "Female", "34", "Gold tier", "52.5"],
         ["1002", "Male", "", "Silver, legacy", "61.0"],
@@ -143,3 +144,41 @@ def test_codes_made_of_digits_keep_every_digit(tmp_path):
     assert frame["AccountNo"].tolist() == ["123456789012345678", "123456789012345679"]  # not rounded by float64
     assert frame["Zip"].tolist() == ["02134", "10001"]  # zero padding kept
     assert frame["Age"].dtype == "float64"
+
+
+# -- small tables take Python loops, big ones pandas: the same answers -----------------------------------------
+def test_is_in_gives_pandas_isin_on_both_sides_of_its_threshold():
+    from custseg.io.reading import _SMALL, is_in
+
+    pool = np.array(["a", " a", None, np.nan, 1, 1.0, True, "1", "", "NA"], dtype=object)
+    members = {"a", 1, "", "NA"}
+    for n in (1, len(pool), _SMALL - 1, _SMALL, 3 * _SMALL):
+        values = np.resize(pool, n)
+        expected = pd.Series(values, dtype=object).isin(members).to_numpy()
+        assert np.array_equal(is_in(values, members), expected), n
+        assert np.array_equal(is_in(pd.Series(values, dtype=object), list(members)), expected), n
+
+
+@pytest.mark.parametrize("keep_categories", [False, True])
+def test_one_record_is_typed_as_it_is_in_a_big_table(keep_categories):
+    """A request of one customer and a table of hundreds take different paths through the reader
+    (membership tests, code tests): each row must come out the same either way."""
+    from custseg.io.reading import table_from_frame
+
+    frame = pd.read_csv(SHIPPED_TEST).head(700)
+    frame["Code"] = [f"{i % 90 + 10:04d}" for i in range(len(frame))]  # zero-padded codes: kept as text
+    frame.loc[3, "Gender"] = "  Female "  # stripped
+    frame.loc[5, "Profession"] = "NA"  # a missing-value token
+    text = ["Gender", "Ever_Married", "Graduated", "Profession", "Spending_Score", "Var_1"] if keep_categories else ()
+    whole = table_from_frame(frame, "t", text_columns=text)
+    assert whole.frame["Code"].iloc[0] == "0010" and whole.frame["Gender"].iloc[3] == "Female"
+    assert pd.isna(whole.frame.loc[5, "Profession"])
+    for row in (0, 3, 5, 699):
+        one = table_from_frame(frame.iloc[[row]].reset_index(drop=True), "t", text_columns=text)
+        assert list(one.frame.columns) == list(whole.frame.columns)
+        for name in whole.frame.columns:
+            a, b = one.frame[name].iloc[0], whole.frame[name].iloc[row]
+            assert (pd.isna(a) and pd.isna(b)) or a == b, (row, name, a, b)
+            assert one.frame[name].dtype == whole.frame[name].dtype, (row, name)
+    # text stays Python objects (pandas would infer its string dtype from object arrays)
+    assert whole.frame["Gender"].dtype == object and whole.frame["Code"].dtype == object
