@@ -153,3 +153,8 @@ def test_the_assigned_cluster_is_the_nearest_centre_of_the_assignment_space(cons
         nearest = ((space[:, None, :] - ck.consensus_centers_[None]) ** 2).sum(-1).argmin(axis=1)
         assert (nearest == ck.predict(rows)).all()
         assert space.shape == (len(rows), X.shape[1] if consensus == "latent" else 2 * 4)
+        # scoring computes clusters, agreement and the space in one pass: the same arrays, bit for bit
+        labels, agreement, once = ck.predict_in_space(rows)
+        expected_labels, expected_agreement = ck.predict_with_agreement(rows)
+        assert np.array_equal(labels, expected_labels) and np.array_equal(agreement, expected_agreement)
+        assert np.array_equal(once, space)

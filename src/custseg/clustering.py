@@ -360,10 +360,13 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
             return self.consensus_space(X)
         check_is_fitted(self, "block_mean_")
         X = validate_data(self, X, dtype="float64", reset=False)
-        member = _nearest_member_centers(self._standardized(X), self.member_centers_)
-        k = self.n_clusters
-        onehot = np.zeros((len(X), self.n_members * k))
-        onehot[np.arange(len(X))[None, :], np.arange(self.n_members)[:, None] * k + member] = 1.0
+        return self._memberships(_nearest_member_centers(self._standardized(X), self.member_centers_))
+
+    def _memberships(self, member: np.ndarray) -> np.ndarray:
+        """Each row's member clusters (members x rows) as one-hot blocks side by side."""
+        k, rows = self.n_clusters, member.shape[1]
+        onehot = np.zeros((rows, self.n_members * k))
+        onehot[np.arange(rows)[None, :], np.arange(self.n_members)[:, None] * k + member] = 1.0
         return onehot
 
     def fit(self, X, y=None) -> "ConsensusKMeans":
@@ -405,7 +408,8 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
         self.agreement_ = member_agreement(self.member_labels_, self.labels_, k, self.member_relabel_)
         return self
 
-    def _predict(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, X, space: bool = False) -> tuple[np.ndarray, ...]:
+        """(labels, agreement), and with ``space`` the rows in :meth:`assignment_space` as well."""
         check_is_fitted(self, "consensus_centers_")
         X = validate_data(self, X, dtype="float64", reset=False)
         # :meth:`_standardized`'s numbers computed in the rows' own layout: the consensus space itself,
@@ -418,7 +422,10 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
             labels = assign_to_centroids(wide, self.consensus_centers_)[0]
         else:
             labels = _nearest_in_membership(member, self.consensus_centers_, self.n_clusters)
-        return labels, member_agreement(member, labels, self.n_clusters, self.member_relabel_)
+        agreement = member_agreement(member, labels, self.n_clusters, self.member_relabel_)
+        if not space:
+            return labels, agreement
+        return labels, agreement, wide if self.consensus == "latent" else self._memberships(member)
 
     # -- JSON state ---------------------------------------------------------------------------------------
     _ARRAYS = {"labels_": "int", "agreement_": "float64", "member_labels_": "int", "member_centers_": "float64",
@@ -469,6 +476,11 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
     def predict_with_agreement(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Consensus cluster of each row and the share of members that agree with it."""
         return self._predict(X)
+
+    def predict_in_space(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict_with_agreement` and the rows in :meth:`assignment_space`, computed once for both
+        (the consensus space of the default ensemble is 320 columns wide)."""
+        return self._predict(X, space=True)
 
 
 def _nearest_member_centers(z: np.ndarray, centers: np.ndarray) -> np.ndarray:

@@ -301,18 +301,28 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
     def assign_latent(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Cluster, latent distance to its centre and (with a consensus clusterer, else None) agreement of
         each row of latent features (as ``transform`` gives them)."""
+        return self._assign(latent, space=False)[:3]
+
+    def _assign(self, latent: np.ndarray, space: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                np.ndarray | None]:
+        """:meth:`assign_latent`, and with ``space`` the rows in :meth:`assignment_space` (else None)."""
+        where = None
         if self.clusterer_ is None:
             clusters, dist = assign_to_centroids(latent, self.cluster_centers_)
-            return clusters, dist, None
-        if hasattr(self.clusterer_, "predict_with_agreement"):
+            return clusters, dist, None, np.asarray(latent, dtype="float64") if space else None
+        if space and hasattr(self.clusterer_, "predict_in_space"):
+            clusters, agreement, where = self.clusterer_.predict_in_space(latent)
+        elif hasattr(self.clusterer_, "predict_with_agreement"):
             clusters, agreement = self.clusterer_.predict_with_agreement(latent)
         else:
             clusters, agreement = self.clusterer_.predict(latent), None
+        if space and where is None:
+            where = self.assignment_space(latent)
         clusters = np.asarray(clusters, dtype=int)
         deviation = latent - self.cluster_centers_[clusters]
         deviation *= deviation  # squares in place (the ensemble's latent features are 320 wide)
         dist = np.sqrt(deviation.sum(axis=1))
-        return clusters, dist, agreement
+        return clusters, dist, agreement, where
 
     def assignment_space(self, latent: np.ndarray) -> np.ndarray:
         """Latent features (as ``transform`` gives them) in the space where each row's cluster is its
@@ -378,11 +388,12 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         columns, _ = self.score_features(self.preprocessor_.transform(X))
         return columns_frame(columns, X.index if isinstance(X, pd.DataFrame) else None)
 
-    def score_features(self, features) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """:meth:`score_table`'s columns (as arrays) of preprocessed ``features``, and their latent features."""
+    def score_features(self, features, space: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`score_table`'s columns (as arrays) of preprocessed ``features``, and their latent features
+        (with ``space``: the rows in :meth:`assignment_space` instead, computed with the clusters)."""
         self._check_fitted()
         latent, error = self.latent_and_error(features)
-        clusters, dist, agreement = self.assign_latent(latent)
+        clusters, dist, agreement, where = self._assign(latent, space)
         out: dict[str, np.ndarray] = {"Cluster": clusters}
         if self.mapping_ is not None:
             segment_of = np.array([self.mapping_[c] for c in range(len(self.cluster_centers_))], dtype=object)
@@ -391,7 +402,7 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
             out["Agreement"] = agreement
         out["Distance_To_Centroid"] = dist
         out["Reconstruction_Error"] = error
-        return out, latent
+        return out, where if space else latent
 
     def latent_and_error(self, features) -> tuple[np.ndarray, np.ndarray]:
         """Latent features (float64) and per-row reconstruction error of preprocessed ``features``,

@@ -855,8 +855,8 @@ def _score_slice(pipeline: SegmentationPipeline, frame: pd.DataFrame, monitor: C
         if unrepresentable.any():
             features = np.where(unrepresentable, 0.0, features)
     with np.errstate(over="ignore", invalid="ignore"):
-        out, latent = pipeline.score_features(features)
-    where = pipeline.assignment_space(latent) if monitor.space == "assignment" else latent
+        # the monitor works in the latent space or in the clusters' own (the consensus space)
+        out, where = pipeline.score_features(features, space=monitor.space == "assignment")
     # the guards read the monitored columns of the frame by name: no copy of them is needed
     monitored, summary = monitor.score_columns(frame, where, out["Reconstruction_Error"], out["Cluster"],
                                                probabilities=probabilities)
