@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .clustering import ConsensusKMeans
-from .embedders.mixed import BatchedAutoencoder, MixedAutoencoderEmbedder, reconstruction_loss
+from .embedders.mixed import MixedAutoencoderEmbedder, reconstruction_loss
 from .exceptions import ConfigError, DataError, ModelFormatError
 from .io.atomic import merge_into, staging_dir
 from .io.reading import LoadedTable, read_table
@@ -291,37 +291,61 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
     width = len(encoder.get_feature_names_out())
 
     class _Ensemble(torch.nn.Module):
+        """The ensemble with the rows along the last axis: ``(1, members * features, rows)``.
+
+        Each member's layer is then one group of a 1x1 convolution (``groups=members``), which
+        onnxruntime computes as one matrix product per member with the bias and the ReLU fused
+        in; in the rows-first layout of :class:`~custseg.embedders.mixed.BatchedAutoencoder`
+        every bias, ReLU and transpose was a pass of its own over the activations.
+        """
+
         def __init__(self, net):
             super().__init__()
-            self.net = net
+            self.members = net.n_members
+            for side, params in (("encoder", net.encoder), ("decoder", net.decoder)):
+                for i in range(len(params) // 2):
+                    w, b = params[2 * i].detach(), params[2 * i + 1].detach()  # (M, in, out), (M, 1, out)
+                    members, fan_in, fan_out = w.shape
+                    self.register_buffer(f"{side}_w{i}", w.permute(0, 2, 1).reshape(members * fan_out, fan_in, 1))
+                    self.register_buffer(f"{side}_b{i}", b.reshape(members * fan_out))
+            self.layers = {side: len(params) // 2 for side, params in (("encoder", net.encoder),
+                                                                        ("decoder", net.decoder))}
             if clusterer is not None:
                 centers = torch.from_numpy(np.asarray(clusterer.member_centers_, dtype="float64"))  # (M, k, L)
-                self.register_buffer("mean", torch.from_numpy(clusterer.block_mean_[:, None, :].copy()))
-                self.register_buffer("scale", torch.from_numpy(clusterer.block_scale_[:, None, :].copy()))
-                self.register_buffer("centers_t", centers.transpose(1, 2).contiguous())
-                self.register_buffer("centers_sq", centers.pow(2).sum(-1).unsqueeze(1))
+                self.register_buffer("mean", torch.from_numpy(clusterer.block_mean_[:, :, None].copy()))
+                self.register_buffer("scale", torch.from_numpy(clusterer.block_scale_[:, :, None].copy()))
+                self.register_buffer("centers", centers)
+                self.register_buffer("centers_sq", centers.pow(2).sum(-1).unsqueeze(2))  # (M, k, 1)
 
-        def encode(self, x):
-            """``net.encode(x)`` of a (rows, features) table, its first layer one matrix product for all the
-            members (the network copies the table once per member first: in onnxruntime a third of the time)."""
-            w, b = self.net.encoder[0], self.net.encoder[1]  # (members, in, out), (members, 1, out)
-            members, fan_in, fan_out = w.shape
-            first = (x @ w.permute(1, 0, 2).reshape(fan_in, members * fan_out)).reshape(-1, members, fan_out)
-            h = first.transpose(0, 1) + b
-            if len(self.net.encoder) == 2:  # no hidden layer: that product was the bottleneck
-                return h
-            return BatchedAutoencoder._run(self.net.encoder[2:], torch.relu(h), activate_last=False)
+        def _run(self, side: str, h, first_shared: bool):
+            n = self.layers[side]
+            for i in range(n):
+                # the encoder's first layer reads the one shared table: an ordinary convolution
+                groups = 1 if (first_shared and i == 0) else self.members
+                h = torch.nn.functional.conv1d(h, getattr(self, f"{side}_w{i}"), getattr(self, f"{side}_b{i}"),
+                                               groups=groups)
+                if i < n - 1:
+                    h = torch.relu(h)
+            return h
 
         def forward(self, x):
-            z = self.encode(x)  # (members, rows, latent)
-            error = reconstruction_loss(self.net.decode(z), x, encoder.blocks_, embedder.categorical_loss).mean(0)
-            latent = z.transpose(0, 1).reshape(-1, z.shape[0] * z.shape[2])
+            rows = x.t().unsqueeze(0)  # (1, features, rows)
+            z = self._run("encoder", rows, first_shared=True)  # (1, members * latent, rows)
+            out = self._run("decoder", z, first_shared=False)  # (1, members * features, rows)
+            out = out.reshape(self.members, -1, out.shape[-1])  # (members, features, rows)
+            if embedder.categorical_loss == "mse":
+                error = (out - rows).pow(2).mean(1).mean(0)
+            else:
+                error = reconstruction_loss(out.permute(0, 2, 1), x, encoder.blocks_,
+                                            embedder.categorical_loss).mean(0)
+            z = z.reshape(self.members, -1, z.shape[-1])  # (members, latent, rows)
+            latent = z.permute(2, 0, 1).reshape(z.shape[-1], -1)  # (rows, members * latent)
             if clusterer is None:
                 return latent, error
             zs = (z.double() - self.mean) / self.scale
-            sq = torch.baddbmm(self.centers_sq, zs, self.centers_t, alpha=-2.0) + zs.pow(2).sum(-1, keepdim=True)
-            member_cluster = sq.argmin(-1).transpose(0, 1)  # (rows, members)
-            consensus = zs.transpose(0, 1).reshape(-1, zs.shape[0] * zs.shape[2])
+            sq = torch.baddbmm(self.centers_sq, self.centers, zs, alpha=-2.0) + zs.pow(2).sum(1, keepdim=True)
+            member_cluster = sq.argmin(1).t()  # (rows, members)
+            consensus = zs.permute(2, 0, 1).reshape(zs.shape[-1], -1)
             return latent, error, consensus, member_cluster
 
     outputs = ["latent", "reconstruction_error"] + ([] if clusterer is None else ["consensus", "member_cluster"])
