@@ -182,3 +182,19 @@ def test_mixed_predict_runtime_onnx_writes_what_predict_writes(exported_mixed, t
 def test_the_same_model_exports_to_the_same_bytes(exported_mixed, tmp_path):
     assert main(["export", "--model", str(exported_mixed / "models"), "--onnx", str(tmp_path / "again.onnx")]) == 0
     assert (tmp_path / "again.onnx").read_bytes() == (exported_mixed / "segmenter.onnx").read_bytes()
+
+
+def test_onnx_scores_slices_side_by_side_with_the_same_answers(exported_mixed):
+    """OnnxSegmenter runs onnxruntime on slices of SESSION_ROWS rows, on one thread or several: a row's
+    scores are its own whatever slice, thread or table size it is scored in."""
+    from custseg import export
+
+    segmenter = export.OnnxSegmenter(exported_mixed / "segmenter.onnx", threads=1)
+    frame = read_table(SHIPPED_TRAIN).frame  # 8,068 rows: 16 slices, the last one short
+    assert len(frame) > 10 * export.SESSION_ROWS and len(frame) % export.SESSION_ROWS
+    alone = segmenter.score(frame)
+    side_by_side = export.OnnxSegmenter(exported_mixed / "segmenter.onnx", threads=2).score(frame)
+    pd.testing.assert_frame_equal(side_by_side, alone, check_exact=True)
+    for rows in ([0], [5, 4000, 8000], list(range(700, 1300))):  # alone, scattered, across a slice boundary
+        part = segmenter.score(frame.iloc[rows].reset_index(drop=True))
+        pd.testing.assert_frame_equal(part, alone.iloc[rows].reset_index(drop=True), check_exact=True)

@@ -37,8 +37,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -54,7 +54,7 @@ from .io.reading import LoadedTable, read_table
 from .persistence import MANIFEST, LoadedModel, load_model
 from .schema import Schema, category_text, text_columns_of
 from .io.writing import FLOAT_FORMAT
-from .workflow import PredictResult, _check_ids, prediction_ids
+from .workflow import PredictResult, _check_ids, prediction_ids, scoring_threads
 
 __all__ = ["export_onnx", "ExportResult", "OnnxSegmenter", "predict_onnx_file", "OPSET", "ML_OPSET"]
 
@@ -584,7 +584,9 @@ class OnnxSegmenter:
     path : str or path
         A file written by :func:`export_onnx`.
     threads : int, default=1
-        Intra-op threads of the session.
+        Slices of rows scored side by side, each in one onnxruntime thread (the answers are the
+        same for any number: a slice is computed on its own; onnxruntime's own threads cost
+        more than they gained on calls of a few hundred rows).
     """
 
     def __init__(self, path: str | Path, threads: int = 1):
@@ -600,7 +602,8 @@ class OnnxSegmenter:
             raise DataError(f"ONNX file {str(path)!r} does not exist; write it with 'custseg export --onnx' "
                             "and give its path with --model")
         options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        self.threads = max(1, int(threads))
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own types for foreign or damaged files
@@ -639,8 +642,23 @@ class OnnxSegmenter:
         for start in range(0, len(frame), BATCH_ROWS):
             feeds = self.feeds(frame.iloc[start:start + BATCH_ROWS])
             rows = len(next(iter(feeds.values())))
-            runs = [self.session.run(wanted, {name: values[at:at + SESSION_ROWS] for name, values in feeds.items()})
-                    for at in range(0, rows, SESSION_ROWS)]
+            def run(at: int) -> list[np.ndarray]:
+                # every call sees exactly SESSION_ROWS rows (a short slice padded with copies of its first row):
+                # onnxruntime's kernels round differently for other shapes, and a customer's numbers must not
+                # depend on the table it came in (as the torch path's fixed tiles, custseg.embedders.inference)
+                part = {name: values[at:at + SESSION_ROWS] for name, values in feeds.items()}
+                short = SESSION_ROWS - len(next(iter(part.values())))
+                if short:
+                    part = {name: np.concatenate([values, np.repeat(values[:1], short, axis=0)])
+                            for name, values in part.items()}
+                return [out[:SESSION_ROWS - short] for out in self.session.run(wanted, part)]
+
+            starts = range(0, rows, SESSION_ROWS)
+            if self.threads > 1 and len(starts) > 1:  # onnxruntime releases the GIL while it computes
+                with ThreadPoolExecutor(max_workers=self.threads) as pool:
+                    runs = list(pool.map(run, starts))
+            else:
+                runs = [run(at) for at in starts]
             got = {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(wanted)}
             part = pd.DataFrame({"Cluster": got["cluster"].astype(int)})
             if "segment" in got:
@@ -686,7 +704,7 @@ class OnnxSegmenter:
 def predict_onnx_file(onnx_path: str | Path, input_path: str | Path, output_path: str | Path,
                       na_values: Sequence[str] = (), id_column: str | None = None) -> PredictResult:
     """``custseg predict --runtime onnx``: score a table file with an exported graph, write the CSV atomically."""
-    segmenter = OnnxSegmenter(onnx_path, threads=min(4, os.cpu_count() or 1))
+    segmenter = OnnxSegmenter(onnx_path, threads=scoring_threads())
     na = list(dict.fromkeys([*segmenter.na_values, *na_values]))
     result = segmenter.predict_table(read_table(input_path, na_values=na,
                                                 text_columns=text_columns_of(segmenter.schema, id_column)),
