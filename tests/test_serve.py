@@ -209,6 +209,12 @@ def test_malformed_upload_gets_422_with_the_cli_message(server, trained, tmp_pat
      b"\"Spending\": \"Low\"}, {\"Age\": \"old\"}]", "line 2, column 'Age': value 'old' is not a number"),
     (b"[{\"Age\": 30, \"Income\": Infinity, \"Family_Size\": 2, \"Gender\": \"Male\"}]",
      "line 1, column 'Income': value 'inf' is not a finite number"),
+    # a lone UTF-16 surrogate escape is valid JSON but no character (it had given a 500): in a value, in a name
+    (b"[{\"Age\": 30, \"Gender\": \"Male\"}, {\"Age\": 31, \"Gender\": \"M\\udc80le\"}]",
+     "record 2, column 'Gender': value 'M\\udc80le' holds a lone UTF-16 surrogate ('\\udc80')"),
+    (b"[{\"Age\": 30, \"\\uD800x\": 1}]", "record 1, column name '\\ud800x' holds a lone UTF-16 surrogate"),
+    # an escape pair is one character: read, and only short of the model's columns
+    (b"[{\"Age\": 30, \"Gender\": \"\\ud83d\\ude00\"}]", "columns are missing: 'Income'"),
 ])
 def test_malformed_records_get_422_never_500(server, body, expected):
     client, _ = server

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,8 @@ def _records_frame(body: bytes) -> pd.DataFrame:
         if not isinstance(record, dict):
             raise DataError(f"record {i} is a JSON {type(record).__name__}, not an object of column -> value; "
                             "send each customer as {\"column\": value, ...}")
+    if _SURROGATE_ESCAPE.search(body):
+        _check_surrogates(records)
     frame = pd.DataFrame.from_records(records)
     # a nested value can only sit in a column of Python objects that is not all text (one C-level scan
     # a column instead of a check a value: a 1,000-record request spent ~4 ms here)
@@ -127,6 +130,25 @@ def _records_frame(body: bytes) -> pd.DataFrame:
         raise DataError(f"record {row + 1}, column {key!r}: value {json.dumps(value)[:40]} is a JSON "
                         f"{type(value).__name__}; give a number, a string or null")
     return frame
+
+
+#: a JSON escape of a UTF-16 surrogate (\\uD800-\\uDFFF): only through one can a string hold a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_surrogates(records: list[dict]) -> None:
+    """Refuse a column name or text value holding a lone surrogate: it is no character, and no table can hold it."""
+    for i, record in enumerate(records, start=1):
+        for key, value in record.items():
+            for what, text in ((f"column name {key[:40]!r}", key), (f"column {key!r}: value {str(value)[:40]!r}", value)):
+                if not isinstance(text, str):
+                    continue
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise DataError(f"record {i}, {what} holds a lone UTF-16 surrogate ({ascii(text[exc.start])}), "
+                                    "which is no character; send text as UTF-8 (a character beyond U+FFFF as one "
+                                    "escape pair, such as \"\\ud83d\\ude00\")") from None
 
 
 def create_app(model_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
