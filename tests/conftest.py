@@ -198,3 +198,17 @@ def train_tiny(work: Path, settings: str, income_gaps: bool = False) -> Trained:
     assert code == 0, printed.getvalue()
     t.err = " ".join(printed.getvalue().split())
     return t
+
+
+@pytest.fixture
+def python_sigint():
+    """SIGINT raises KeyboardInterrupt during the test, as in an interactive shell, and is restored after.
+
+    A test process started in the background of a shell without job control inherits SIGINT
+    ignored, and Python then installs no handler: a test of what Ctrl-C does needs one.
+    """
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -471,7 +471,7 @@ def test_nan_strings_are_missing_values(tmp_path):
 
 
 @pytest.mark.parametrize("moment", ["between moves", "after the last move"])
-def test_ctrl_c_during_the_commit_is_told_truthfully(moment, trained, monkeypatch, capsys):
+def test_ctrl_c_during_the_commit_is_told_truthfully(moment, trained, monkeypatch, capsys, python_sigint):
     # a real SIGINT while the outputs are committed: held back to a point where the outcome is known.
     # Between the moves the commit rolls back ("left as they were" is then true); after the last move the
     # new run stays and the user is told so (it used to say "left as they were" of a committed run)

@@ -184,17 +184,28 @@ def test_the_same_model_exports_to_the_same_bytes(exported_mixed, tmp_path):
     assert (tmp_path / "again.onnx").read_bytes() == (exported_mixed / "segmenter.onnx").read_bytes()
 
 
-def test_onnx_scores_slices_side_by_side_with_the_same_answers(exported_mixed):
+def _same_answers_wherever_scored(onnx_path):
     """OnnxSegmenter runs onnxruntime on slices of SESSION_ROWS rows, on one thread or several: a row's
-    scores are its own whatever slice, thread or table size it is scored in."""
+    scores are its own bits whatever slice, position, thread or table size it is scored in."""
     from custseg import export
 
-    segmenter = export.OnnxSegmenter(exported_mixed / "segmenter.onnx", threads=1)
+    segmenter = export.OnnxSegmenter(onnx_path, threads=1)
     frame = read_table(SHIPPED_TRAIN).frame  # 8,068 rows: 16 slices, the last one short
     assert len(frame) > 10 * export.SESSION_ROWS and len(frame) % export.SESSION_ROWS
     alone = segmenter.score(frame)
-    side_by_side = export.OnnxSegmenter(exported_mixed / "segmenter.onnx", threads=2).score(frame)
+    side_by_side = export.OnnxSegmenter(onnx_path, threads=2).score(frame)
     pd.testing.assert_frame_equal(side_by_side, alone, check_exact=True)
     for rows in ([0], [5, 4000, 8000], list(range(700, 1300))):  # alone, scattered, across a slice boundary
         part = segmenter.score(frame.iloc[rows].reset_index(drop=True))
         pd.testing.assert_frame_equal(part, alone.iloc[rows].reset_index(drop=True), check_exact=True)
+    for shift in (1, 2, 3):  # every row one to three places on: onnxruntime's reductions see other alignments
+        shifted = segmenter.score(pd.concat([frame.iloc[:shift], frame], ignore_index=True)).iloc[shift:]
+        pd.testing.assert_frame_equal(shifted.reset_index(drop=True), alone, check_exact=True)
+
+
+def test_onnx_scores_do_not_depend_on_where_a_row_is_scored(exported_mixed):
+    _same_answers_wherever_scored(exported_mixed / "segmenter.onnx")
+
+
+def test_onnx_scores_of_the_reference_model_do_not_depend_on_where_a_row_is_scored(exported):
+    _same_answers_wherever_scored(exported / "segmenter.onnx")

@@ -783,7 +783,7 @@ def test_a_results_folder_another_run_writes_to_is_refused_by_every_writer(tmp_p
     assert write_into(results, {"comparison.csv": b"a\n1\n"}) == [results / "comparison.csv"]
 
 
-def test_held_interrupts_leave_an_ignored_signal_ignored():
+def test_held_interrupts_leave_an_ignored_signal_ignored(python_sigint):
     # under nohup (SIGINT ignored) a commit must not start reacting to Ctrl-C; a held one is raised after
     import os
     import signal

@@ -182,3 +182,10 @@ def test_one_record_is_typed_as_it_is_in_a_big_table(keep_categories):
             assert one.frame[name].dtype == whole.frame[name].dtype, (row, name)
     # text stays Python objects (pandas would infer its string dtype from object arrays)
     assert whole.frame["Gender"].dtype == object and whole.frame["Code"].dtype == object
+
+
+def test_a_frame_without_columns_keeps_its_rows():
+    from custseg.io.reading import table_from_frame
+
+    table = table_from_frame(pd.DataFrame(index=range(3)), "t")
+    assert table.frame.shape == (3, 0) and list(table.line_numbers) == [2, 3, 4]

@@ -318,3 +318,21 @@ def test_guidance_that_finds_no_known_segments_in_the_sample_says_so(tmp_path, m
                  "-q"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "Note: guidance learned nothing" in err and "trained as an unguided one" in err
+
+
+def test_scored_tables_keep_their_column_types_and_an_unfitted_pipeline_says_so():
+    import pandas as pd
+
+    from custseg.io.reading import table_from_frame
+    from custseg.workflow import predict_table
+
+    table = make_customers(200, seed=8)
+    seg = SegmentationPipeline(preprocessor=CustomerPreprocessor(**FEATURES), embedder=PCA(3),
+                               n_clusters=3, n_init=3, random_state=0).fit(table, table["Segment"])
+    text_dtype = pd.Series(["a"]).dtype  # what pandas gives text: these tables have always had it
+    assert seg.score_table(table)["Predicted_Segment"].dtype == text_dtype
+    loaded = table_from_frame(table.drop(columns=["Segment"]), "t")
+    scored = predict_table(seg, None, loaded, segment_names={0: "a", 1: "b", 2: "c"}).table
+    assert scored["Segment_Name"].dtype == text_dtype and list(scored.columns[:3]) == ["ID", "Cluster", "Segment_Name"]
+    with pytest.raises(NotFittedError, match="not fitted yet"):  # not an AttributeError from inside
+        predict_table(SegmentationPipeline(), None, loaded)

@@ -213,6 +213,9 @@ def test_malformed_upload_gets_422_with_the_cli_message(server, trained, tmp_pat
     (b"[{\"Age\": 30, \"Gender\": \"Male\"}, {\"Age\": 31, \"Gender\": \"M\\udc80le\"}]",
      "record 2, column 'Gender': value 'M\\udc80le' holds a lone UTF-16 surrogate ('\\udc80')"),
     (b"[{\"Age\": 30, \"\\uD800x\": 1}]", "record 1, column name '\\ud800x' holds a lone UTF-16 surrogate"),
+    # json reads UTF-16 and UTF-32 bodies too: the escape is no longer the bytes of ASCII text there
+    ("[{\"Age\": 30, \"Gender\": \"M\\udc80le\"}]".encode("utf-16"), "holds a lone UTF-16 surrogate ('\\udc80')"),
+    ("[{\"Age\": 30, \"Gender\": \"M\\udc80le\"}]".encode("utf-32-le"), "holds a lone UTF-16 surrogate ('\\udc80')"),
     # an escape pair is one character: read, and only short of the model's columns
     (b"[{\"Age\": 30, \"Gender\": \"\\ud83d\\ude00\"}]", "columns are missing: 'Income'"),
 ])

@@ -267,7 +267,10 @@ def _autoencoder_part(embedder):
 
         def forward(self, x):
             latent = self.net.encode(x)
-            error = (self.net.decode(latent) - x).pow(2).mean(dim=1)
+            # the mean over each row's features with the rows along the last axis: onnxruntime reduces a row's
+            # contiguous values differently by their memory alignment, so a customer's error depended on its
+            # position in the table
+            error = (self.net.decode(latent) - x).t().pow(2).mean(dim=0)
             return latent, error
 
     return _torch_part(_Scores(embedder.module_), torch.zeros(2, embedder.n_features_in_, dtype=torch.float32),
@@ -333,11 +336,8 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
             z = self._run("encoder", rows, first_shared=True)  # (1, members * latent, rows)
             out = self._run("decoder", z, first_shared=False)  # (1, members * features, rows)
             out = out.reshape(self.members, -1, out.shape[-1])  # (members, features, rows)
-            if embedder.categorical_loss == "mse":
-                error = (out - rows).pow(2).mean(1).mean(0)
-            else:
-                error = reconstruction_loss(out.permute(0, 2, 1), x, encoder.blocks_,
-                                            embedder.categorical_loss).mean(0)
+            # reduced over the features' axis with the rows last (see _autoencoder_part)
+            error = reconstruction_loss(out, rows, encoder.blocks_, embedder.categorical_loss, dim=1).mean(0)
             z = z.reshape(self.members, -1, z.shape[-1])  # (members, latent, rows)
             latent = z.permute(2, 0, 1).reshape(z.shape[-1], -1)  # (rows, members * latent)
             if clusterer is None:

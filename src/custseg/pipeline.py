@@ -386,7 +386,10 @@ class SegmentationPipeline(ClusterMixin, TransformerMixin, BaseEstimator):
         self._check_fitted()
         X = _table(X)
         columns, _ = self.score_features(self.preprocessor_.transform(X))
-        return columns_frame(columns, X.index if isinstance(X, pd.DataFrame) else None)
+        out = columns_frame(columns, X.index if isinstance(X, pd.DataFrame) else None)
+        if "Predicted_Segment" in out:  # pandas' own text dtype, as this table has always had it
+            out["Predicted_Segment"] = out["Predicted_Segment"].to_numpy()
+        return out
 
     def score_features(self, features, space: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """:meth:`score_table`'s columns (as arrays) of preprocessed ``features``, and their latent features

@@ -111,7 +111,8 @@ def _records_frame(body: bytes) -> pd.DataFrame:
         if not isinstance(record, dict):
             raise DataError(f"record {i} is a JSON {type(record).__name__}, not an object of column -> value; "
                             "send each customer as {\"column\": value, ...}")
-    if _SURROGATE_ESCAPE.search(body):
+    # (json.loads also reads UTF-16 and UTF-32 bodies, whose escapes the byte pattern does not see)
+    if _SURROGATE_ESCAPE.search(body) or json.detect_encoding(body) != "utf-8":
         _check_surrogates(records)
     frame = pd.DataFrame.from_records(records)
     # a nested value can only sit in a column of Python objects that is not all text (one C-level scan

@@ -968,16 +968,15 @@ def _scored_rows(pipeline: SegmentationPipeline, frame: pd.DataFrame, id_name: s
                  segment_names: dict[int, str] | None, monitor: CustomerMonitor | None = None,
                  probabilities: bool = False, threads: int = 1) -> tuple[pd.DataFrame, NoveltySummary | None]:
     """The output rows of predict for ``frame`` (ID column first, then the scores) and the monitor's summary."""
-    if monitor is None:
-        (columns, _), novelty = pipeline.score_features(pipeline.preprocessor_.transform(frame)), None
+    if monitor is None:  # a model folder from before the monitor
+        out, novelty = pipeline.score_table(frame).reset_index(drop=True), None
     else:
         columns, novelty = _score_columns(pipeline, frame, monitor, probabilities, threads)
+        out = columns_frame(columns)
     if segment_names:
-        clusters = columns["Cluster"]
+        clusters = out["Cluster"].to_numpy()
         names = np.array([segment_names.get(c, "") for c in range(int(clusters.max(initial=0)) + 1)], dtype=object)
-        columns = {"Cluster": clusters, "Segment_Name": names[clusters],
-                   **{name: values for name, values in columns.items() if name != "Cluster"}}
-    out = columns_frame(columns)
+        out.insert(1, "Segment_Name", names[clusters])
     out.insert(0, id_name, ids.to_numpy(), allow_duplicates=True)
     return out, novelty
 

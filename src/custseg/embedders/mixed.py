@@ -334,31 +334,38 @@ class BatchedAutoencoder(nn.Module):
 
 
 def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, blocks: dict[str, Any],
-                        categorical_loss: str = "cross_entropy") -> torch.Tensor:
+                        categorical_loss: str = "cross_entropy", dim: int = -1) -> torch.Tensor:
     """Per-member, per-row loss: mean over the blocks (numeric columns, indicators, category groups).
 
     Squared error for numeric columns, binary cross-entropy (on logits) for missing-value
     indicators, cross-entropy for each one-hot group (``categorical_loss="mse"``: squared error on
     indicators and one-hot columns alike, every column one block). ``output`` and ``target`` have shape
     ``(n_members, rows, n_features)`` (target may be ``(rows, n_features)``); returns ``(n_members, rows)``.
+    ``dim`` is the features' axis: the exported graph (:mod:`custseg.export`) computes with the rows
+    last, ``(n_members, n_features, rows)`` and ``dim=1``.
     """
     if categorical_loss == "mse":  # a (rows, n_features) target broadcasts: no copy per member
-        return (output - target).pow(2).mean(-1)
+        return (output - target).pow(2).mean(dim)
     target = target.expand_as(output)
-    total = output.new_zeros(output.shape[:2])
+
+    def block(tensor: torch.Tensor, start: int, size: int) -> torch.Tensor:
+        return tensor.narrow(dim, start, size)
+
+    shape = list(output.shape)
+    del shape[dim]
+    total = output.new_zeros(shape)
     start = 0
     n_num, n_ind = blocks["numeric"], blocks["indicators"]
     if n_num:
-        total = total + (output[..., :n_num] - target[..., :n_num]).pow(2).sum(-1)
+        total = total + (block(output, 0, n_num) - block(target, 0, n_num)).pow(2).sum(dim)
         start = n_num
     if n_ind:
-        sl = slice(start, start + n_ind)
-        total = total + F.binary_cross_entropy_with_logits(output[..., sl], target[..., sl], reduction="none").sum(-1)
+        total = total + F.binary_cross_entropy_with_logits(block(output, start, n_ind), block(target, start, n_ind),
+                                                           reduction="none").sum(dim)
         start += n_ind
     for size in blocks["groups"]:
-        logits = output[..., start:start + size]
         # one-hot target: cross-entropy is minus the log-softmax at the true category
-        total = total - (F.log_softmax(logits, dim=-1) * target[..., start:start + size]).sum(-1)
+        total = total - (F.log_softmax(block(output, start, size), dim=dim) * block(target, start, size)).sum(dim)
         start += size
     n_blocks = max(1, n_num + n_ind + len(blocks["groups"]))
     return total / n_blocks

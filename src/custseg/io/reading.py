@@ -275,7 +275,8 @@ def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str
         if is_int:
             integer_columns.append(name)
     order = {name: i for i, name in enumerate(names)}
-    return LoadedTable(frame=columns_frame({name: columns[name] for name in names}), source=source, delimiter=None,
+    return LoadedTable(frame=columns_frame({name: columns[name] for name in names}, pd.RangeIndex(n)),
+                       source=source, delimiter=None,
                        integer_columns=sorted(integer_columns, key=order.__getitem__),
                        numeric_from_text=numeric_from_text, line_numbers=lines)
 
@@ -403,7 +404,8 @@ def _read_csv_bytes(raw: bytes, source: str, na_tokens: frozenset[str], text_col
     columns, integer_columns, numeric_from_text = _typed_columns(
         {name: cells[:, j] for j, name in enumerate(header)}, len(rows), source, delimiter, na_tokens, lines,
         from_text=set(header), keep_text=text_rule(text_columns))
-    return LoadedTable(frame=columns_frame({name: columns[name] for name in header}), source=source, delimiter=delimiter,
+    return LoadedTable(frame=columns_frame({name: columns[name] for name in header}, pd.RangeIndex(len(rows))),
+                       source=source, delimiter=delimiter,
                        integer_columns=integer_columns, numeric_from_text=numeric_from_text, line_numbers=lines)
 
 
@@ -757,7 +759,9 @@ _SMALL = 512
 def is_in(values: "np.ndarray | pd.Series", members: Collection) -> np.ndarray:
     """``pd.Series(values).isin(members)`` as a boolean array, without pandas' fixed cost for a few values.
 
-    ``values`` holds hashable Python objects (text, numbers, None, NaN), as a table's column does.
+    ``values`` holds hashable Python objects (text, numbers, None, NaN), as a table's column does;
+    ``members`` are text or numbers (NaN as a member matches only itself below the threshold, where
+    pandas matches every NaN: custseg never asks for it).
     """
     if len(values) < _SMALL:
         members = members if isinstance(members, (set, frozenset)) else set(members)
