@@ -34,6 +34,8 @@ checks as ``custseg predict``, the same output columns, scored by onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -304,15 +306,14 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
 
         def __init__(self, net):
             super().__init__()
-            self.members = net.n_members
+            self.members, self.layers = net.n_members, {}
             for side, params in (("encoder", net.encoder), ("decoder", net.decoder)):
-                for i in range(len(params) // 2):
+                self.layers[side] = len(params) // 2
+                for i in range(self.layers[side]):
                     w, b = params[2 * i].detach(), params[2 * i + 1].detach()  # (M, in, out), (M, 1, out)
                     members, fan_in, fan_out = w.shape
                     self.register_buffer(f"{side}_w{i}", w.permute(0, 2, 1).reshape(members * fan_out, fan_in, 1))
                     self.register_buffer(f"{side}_b{i}", b.reshape(members * fan_out))
-            self.layers = {side: len(params) // 2 for side, params in (("encoder", net.encoder),
-                                                                        ("decoder", net.decoder))}
             if clusterer is not None:
                 centers = torch.from_numpy(np.asarray(clusterer.member_centers_, dtype="float64"))  # (M, k, L)
                 self.register_buffer("mean", torch.from_numpy(clusterer.block_mean_[:, :, None].copy()))
@@ -639,36 +640,38 @@ class OnnxSegmenter:
         """Per row: Cluster, [Predicted_Segment,] Distance_To_Centroid, Reconstruction_Error."""
         parts = []
         wanted = [name for name in _SCORED if name in self.outputs]
-        for start in range(0, len(frame), BATCH_ROWS):
-            feeds = self.feeds(frame.iloc[start:start + BATCH_ROWS])
-            rows = len(next(iter(feeds.values())))
-            def run(at: int) -> list[np.ndarray]:
-                # every call sees exactly SESSION_ROWS rows (a short slice padded with copies of its first row):
-                # onnxruntime's kernels round differently for other shapes, and a customer's numbers must not
-                # depend on the table it came in (as the torch path's fixed tiles, custseg.embedders.inference)
-                part = {name: values[at:at + SESSION_ROWS] for name, values in feeds.items()}
-                short = SESSION_ROWS - len(next(iter(part.values())))
-                if short:
-                    part = {name: np.concatenate([values, np.repeat(values[:1], short, axis=0)])
-                            for name, values in part.items()}
-                return [out[:SESSION_ROWS - short] for out in self.session.run(wanted, part)]
-
-            starts = range(0, rows, SESSION_ROWS)
-            if self.threads > 1 and len(starts) > 1:  # onnxruntime releases the GIL while it computes
-                with ThreadPoolExecutor(max_workers=self.threads) as pool:
-                    runs = list(pool.map(run, starts))
-            else:
-                runs = [run(at) for at in starts]
-            got = {name: np.concatenate([run[i] for run in runs]) for i, name in enumerate(wanted)}
-            part = pd.DataFrame({"Cluster": got["cluster"].astype(int)})
-            if "segment" in got:
-                part["Predicted_Segment"] = got["segment"].astype(object)
-            if "agreement" in got:
-                part["Agreement"] = got["agreement"]
-            part["Distance_To_Centroid"] = got["distance"]
-            part["Reconstruction_Error"] = got["reconstruction_error"].astype("float64")
-            parts.append(part)
+        # onnxruntime releases the GIL while it computes: slices scored side by side take the CPUs
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(ThreadPoolExecutor(self.threads)) if self.threads > 1 else None
+            for start in range(0, len(frame), BATCH_ROWS):
+                feeds = self.feeds(frame.iloc[start:start + BATCH_ROWS])
+                calls = range(0, min(BATCH_ROWS, len(frame) - start), SESSION_ROWS)
+                run = functools.partial(self._run, feeds, wanted)
+                outputs = list(pool.map(run, calls) if pool is not None else map(run, calls))
+                got = {name: np.concatenate([out[i] for out in outputs]) for i, name in enumerate(wanted)}
+                part = pd.DataFrame({"Cluster": got["cluster"].astype(int)})
+                if "segment" in got:
+                    part["Predicted_Segment"] = got["segment"].astype(object)
+                if "agreement" in got:
+                    part["Agreement"] = got["agreement"]
+                part["Distance_To_Centroid"] = got["distance"]
+                part["Reconstruction_Error"] = got["reconstruction_error"].astype("float64")
+                parts.append(part)
         return pd.concat(parts, ignore_index=True)
+
+    def _run(self, feeds: dict[str, np.ndarray], wanted: list[str], at: int) -> list[np.ndarray]:
+        """The ``wanted`` outputs of rows ``at`` to ``at + SESSION_ROWS`` of ``feeds``.
+
+        Every call sees exactly SESSION_ROWS rows (a short slice padded with copies of its first row):
+        onnxruntime's kernels round differently for other shapes, and a customer's numbers must not
+        depend on the table it came in (as the torch path's fixed tiles, :mod:`custseg.embedders.inference`).
+        """
+        rows = {name: values[at:at + SESSION_ROWS] for name, values in feeds.items()}
+        short = SESSION_ROWS - len(next(iter(rows.values())))
+        if short:
+            rows = {name: np.concatenate([values, np.repeat(values[:1], short, axis=0)])
+                    for name, values in rows.items()}
+        return [out[:SESSION_ROWS - short] for out in self.session.run(wanted, rows)]
 
     def predict_table(self, table: LoadedTable, id_column: str | None = None) -> PredictResult:
         """Check and score a loaded table; the same columns as :func:`custseg.workflow.predict_table`."""

@@ -141,12 +141,12 @@ def _check_surrogates(records: list[dict]) -> None:
     """Refuse a column name or text value holding a lone surrogate: it is no character, and no table can hold it."""
     for i, record in enumerate(records, start=1):
         for key, value in record.items():
-            for what, text in ((f"column name {key[:40]!r}", key), (f"column {key!r}: value {str(value)[:40]!r}", value)):
-                if not isinstance(text, str):
-                    continue
+            for is_name, text in ((True, key), (False, value)):
                 try:
-                    text.encode("utf-8")
+                    if isinstance(text, str):
+                        text.encode("utf-8")
                 except UnicodeEncodeError as exc:
+                    what = f"column name {key[:40]!r}" if is_name else f"column {key!r}: value {text[:40]!r}"
                     raise DataError(f"record {i}, {what} holds a lone UTF-16 surrogate ({ascii(text[exc.start])}), "
                                     "which is no character; send text as UTF-8 (a character beyond U+FFFF as one "
                                     "escape pair, such as \"\\ud83d\\ude00\")") from None

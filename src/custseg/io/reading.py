@@ -704,11 +704,10 @@ def _parsed_numbers(present: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     parsed. Parsing words is the slow part of ``to_numeric`` (3 us a value), and a table's
     text columns are words.
     """
-    values = present
     keep = np.zeros(len(present), dtype=bool)
     for j in range(len(bounds) - 1):
         b0, b1 = bounds[j], bounds[j + 1]
-        first = values[b0] if b1 > b0 else None
+        first = present[b0] if b1 > b0 else None
         if b1 > b0 and not (isinstance(first, str) and not any(ch.isdigit() for ch in first)
                             and not _DIGITLESS_NUMBER.fullmatch(first)):
             keep[b0:b1] = True
@@ -740,10 +739,9 @@ def _code_columns(present: np.ndarray, bounds: np.ndarray) -> np.ndarray:
         return codes  # values other than text are never codes (table_from_frame and CSV give only text)
     for j in range(len(codes)):
         values = present[bounds[j]:bounds[j + 1]]
-        # a column whose first value is not all digits is no code: its other values need no look
+        # all() stops at the first value that is not all digits: a column of words costs one look
         # (Python loops: pandas' .str methods on object values loop in Python too, behind a fixed cost)
-        if len(values) == 0 or not _DIGITS.fullmatch(values[0]) \
-                or not all(_DIGITS.fullmatch(v) is not None for v in values):
+        if len(values) == 0 or not all(_DIGITS.fullmatch(v) for v in values):
             continue
         lengths = np.fromiter((len(v) for v in values), dtype="int64", count=len(values))
         longest, shortest = lengths.max(), lengths.min()
