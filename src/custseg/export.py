@@ -65,8 +65,8 @@ ML_OPSET = 3
 _IR_VERSION = 8  # what opset 17 needs; every part is set to it so that onnx.compose can join them
 #: rows whose graph inputs are built at once when scoring a table
 BATCH_ROWS = 65_536
-#: rows per onnxruntime call: the ensemble's activations of 512 rows stay in the CPU's caches (one call
-#: for 65,536 rows took 1.7x the CPU time: its elementwise steps wait on memory)
+#: rows per onnxruntime call: the ensemble's activations of 512 rows stay in the CPU's caches (of 65,536
+#: rows, its elementwise steps wait on memory; benchmarks/README.md, "ONNX against torch")
 SESSION_ROWS = 512
 #: the outputs OnnxSegmenter.score reads (the wide latent and consensus ones are left in the session)
 _SCORED = ("cluster", "segment", "agreement", "distance", "reconstruction_error")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 #: Rows per call of the reference autoencoder (9 -> 16 -> 12 -> 8). 1,024 rather than 4,096: a single
-#: customer no longer pays for 4,095 padded rows (0.49 -> 0.32 ms), and 1,000,000 rows took 0.30 s
-#: against 0.51 (2-core Xeon); the shipped tables' latent values are the same bits with either.
+#: customer no longer pays for 4,095 padded rows, and a million rows are faster too, with the same bits
+#: for the shipped Train.csv (benchmarks/bench_scoring_parts.py --only tiles).
 INFERENCE_TILE = 1024
 
 
