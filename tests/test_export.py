@@ -111,6 +111,28 @@ def test_runtime_onnx_with_a_model_folder_says_how_to_export(exported, tmp_path,
     assert err.startswith("Error: --runtime onnx scores with an ONNX file") and "custseg export" in err
 
 
+@pytest.mark.parametrize("content", [b"not an onnx graph at all \x00\xff", b""], ids=["garbage", "empty"])
+def test_runtime_onnx_with_a_damaged_file_is_one_line(exported, tmp_path, capsys, content):
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(content)
+    assert main(["predict", "--runtime", "onnx", "--model", str(damaged), "--input", str(SHIPPED_TEST),
+                 "--output", str(tmp_path / "x.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {str(damaged)!r} is not a readable ONNX model") and err.count("\n") == 1, err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_runtime_onnx_with_a_graph_custseg_did_not_write_says_so(exported, tmp_path, capsys):
+    import onnx
+
+    foreign = onnx.load(str(exported / "segmenter.onnx"))
+    del foreign.metadata_props[:]
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    assert main(["predict", "--runtime", "onnx", "--model", str(tmp_path / "foreign.onnx"), "--input",
+                 str(SHIPPED_TEST), "--output", str(tmp_path / "x.csv")]) == 1
+    assert "was not written by 'custseg export'" in capsys.readouterr().err
+
+
 # -- the mixed-type ensemble (the default preset) and its guided variant ------------------------------------
 def _mixed_toml(preset: str, members: int, loss: str) -> str:
     """Preset ``preset`` made tiny: few members, one small hidden layer, two epochs."""
@@ -205,6 +227,21 @@ def _same_answers_wherever_scored(onnx_path):
 
 def test_onnx_scores_do_not_depend_on_where_a_row_is_scored(exported_mixed):
     _same_answers_wherever_scored(exported_mixed / "segmenter.onnx")
+
+
+def test_the_scoring_session_runs_only_what_the_scores_need(exported_mixed):
+    """onnxruntime runs every node of a graph whatever outputs are asked for: OnnxSegmenter's session holds
+    the part that computes its columns, not the wide latent features, the consensus space or the distances."""
+    import onnx
+
+    from custseg import export
+
+    segmenter = export.OnnxSegmenter(exported_mixed / "segmenter.onnx")
+    whole = onnx.load(str(exported_mixed / "segmenter.onnx"))
+    assert segmenter.outputs == [o.name for o in whole.graph.output]  # what the file offers, all of it
+    scored = [o.name for o in segmenter.session.get_outputs()]
+    assert scored == [name for name in export._SCORED if name in segmenter.outputs]
+    assert {"latent", "distances"} <= set(segmenter.outputs) - set(scored)
 
 
 def test_onnx_scores_of_the_reference_model_do_not_depend_on_where_a_row_is_scored(exported):

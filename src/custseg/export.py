@@ -13,11 +13,11 @@ one graph from the raw customer columns to the scores, joined with
    ``update_registered_converter``), ``SimpleImputer`` + ``OneHotEncoder(handle_unknown="ignore")``;
 2. the network, exported by ``torch.onnx.export``: latent features and the per-row
    reconstruction error; for an ensemble clustered by consensus also the consensus space
-   (every member's standardized block, float64) and each member's nearest own centre;
+   (every member's standardized block, float64), the consensus cluster, the members'
+   agreement and the latent distances, computed with the rows along the last axis;
 3. the clusters, as nodes: the nearest centroid (squared distances computed as K-Means
-   computes them, in float64, ``ArgMin``) in the latent space, or in the consensus space
-   for an ensemble, with the members' agreement; the cluster -> segment mapping
-   (``LabelEncoder``).
+   computes them, in float64, ``ArgMin``) in the latent space (the reference design, an
+   ensemble of one); the cluster -> segment mapping (``LabelEncoder``).
 
 Graph inputs: one per feature column, named as the column, shape ``[N, 1]``: numeric
 columns ``float`` (float32, NaN = missing; the autoencoder computes in float32 anyway), categorical and ordinal columns ``string`` (the
@@ -68,13 +68,14 @@ BATCH_ROWS = 65_536
 #: rows per onnxruntime call: the ensemble's activations of 512 rows stay in the CPU's caches (of 65,536
 #: rows, its elementwise steps wait on memory; benchmarks/README.md, "ONNX against torch")
 SESSION_ROWS = 512
-#: the outputs OnnxSegmenter.score reads (the wide latent and consensus ones are left in the session)
+#: the outputs OnnxSegmenter.score reads (its session holds only the part of the graph that computes them)
 _SCORED = ("cluster", "segment", "agreement", "distance", "reconstruction_error")
 
 
 def _onnx():
     try:
         import onnx
+        import onnx.utils  # noqa: F401 - the Extractor of OnnxSegmenter
         import onnxruntime  # noqa: F401 - checked here so that a missing runtime is one clear error
     except ImportError:  # pragma: no cover - depends on the installation
         raise ConfigError("ONNX export needs the 'onnx' extra: pip install \"custseg[onnx]\"") from None
@@ -279,16 +280,19 @@ def _autoencoder_part(embedder):
                        ["latent", "reconstruction_error"])
 
 
-def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
+def _ensemble_part(embedder, clusterer: ConsensusKMeans | None, centers: np.ndarray | None = None):
     """torch.onnx.export of the batched ensemble: latent features, reconstruction error and, with a consensus,
-    the consensus space and each member's nearest cluster.
+    the consensus space, the consensus cluster, the members' agreement and the latent distances.
 
-    Computed as :class:`~custseg.embedders.mixed.MixedAutoencoderEmbedder` and
-    :class:`~custseg.clustering.ConsensusKMeans` compute them: the members' latent features side
-    by side (float32, as the network gives them); the reconstruction loss of the training
-    (:func:`~custseg.embedders.mixed.reconstruction_loss`) averaged over the members; every
-    member's block standardized in float64 (the consensus space); per member, the nearest of
-    its own cluster centres there (squared distances as K-Means computes them).
+    Computed as :class:`~custseg.embedders.mixed.MixedAutoencoderEmbedder`,
+    :class:`~custseg.clustering.ConsensusKMeans` and
+    :meth:`~custseg.pipeline.SegmentationPipeline.assign_latent` compute them: the members' latent
+    features side by side (float32, as the network gives them); the reconstruction loss of the
+    training (:func:`~custseg.embedders.mixed.reconstruction_loss`) averaged over the members; every
+    member's block standardized in float64 (the consensus space); per member, the nearest of its own
+    cluster centres there, and the nearest consensus centre, each ranked by ``|c|^2 - 2 z.c`` as
+    scikit-learn's nearest-centre search ranks them; the latent distance to the assigned cluster's
+    centre computed directly, and to every centre as K-Means computes distances.
     """
     import torch
 
@@ -301,7 +305,12 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
         Each member's layer is then one group of a 1x1 convolution (``groups=members``), which
         onnxruntime computes as one matrix product per member with the bias and the ReLU fused
         in; in the rows-first layout of :class:`~custseg.embedders.mixed.BatchedAutoencoder`
-        every bias, ReLU and transpose was a pass of its own over the activations.
+        every bias, ReLU and transpose was a pass of its own over the activations. Everything
+        after the network stays in that layout too: a sum over a row's values then runs along a
+        strided axis, in the same order wherever the row sits in the call (onnxruntime sums a row's
+        contiguous values differently by their memory alignment), and the only transposes left are
+        those of the ``latent`` and ``consensus`` outputs, which scoring does not ask for
+        (:class:`OnnxSegmenter` runs the part of the graph its outputs need).
         """
 
         def __init__(self, net):
@@ -315,11 +324,26 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
                     self.register_buffer(f"{side}_w{i}", w.permute(0, 2, 1).reshape(members * fan_out, fan_in, 1))
                     self.register_buffer(f"{side}_b{i}", b.reshape(members * fan_out))
             if clusterer is not None:
-                centers = torch.from_numpy(np.asarray(clusterer.member_centers_, dtype="float64"))  # (M, k, L)
-                self.register_buffer("mean", torch.from_numpy(clusterer.block_mean_[:, :, None].copy()))
-                self.register_buffer("scale", torch.from_numpy(clusterer.block_scale_[:, :, None].copy()))
-                self.register_buffer("centers", centers)
-                self.register_buffer("centers_sq", centers.pow(2).sum(-1).unsqueeze(2))  # (M, k, 1)
+                def f64(values):
+                    return torch.from_numpy(np.ascontiguousarray(values, dtype="float64"))
+
+                k = clusterer.n_clusters
+                member_centers = f64(clusterer.member_centers_)  # (M, k, L)
+                self.register_buffer("mean", f64(clusterer.block_mean_[:, :, None]))
+                self.register_buffer("scale", f64(clusterer.block_scale_[:, :, None]))
+                self.register_buffer("member_centers", member_centers)
+                self.register_buffer("member_centers_sq", member_centers.pow(2).sum(-1).unsqueeze(2))  # (M, k, 1)
+                consensus = f64(clusterer.consensus_centers_)  # (k, M * L)
+                self.register_buffer("consensus_centers", consensus)
+                self.register_buffer("consensus_centers_sq", consensus.pow(2).sum(1, keepdim=True))  # (k, 1)
+                self.register_buffer("slots", torch.arange(self.members).unsqueeze(1) * k)  # (M, 1)
+                self.register_buffer("relabel", torch.from_numpy(
+                    np.asarray(clusterer.member_relabel_, dtype="int64").ravel()))
+                latent_centers = f64(centers)  # (k, M * L)
+                self.register_buffer("latent_centers", latent_centers)
+                self.register_buffer("latent_centers_t", latent_centers.t().contiguous())
+                self.register_buffer("cluster_ids", torch.arange(k).unsqueeze(1))  # (k, 1)
+                self.register_buffer("latent_centers_sq", latent_centers.pow(2).sum(1, keepdim=True))  # (k, 1)
 
         def _run(self, side: str, h, first_shared: bool):
             n = self.layers[side]
@@ -337,19 +361,33 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None):
             z = self._run("encoder", rows, first_shared=True)  # (1, members * latent, rows)
             out = self._run("decoder", z, first_shared=False)  # (1, members * features, rows)
             out = out.reshape(self.members, -1, out.shape[-1])  # (members, features, rows)
-            # reduced over the features' axis with the rows last (see _autoencoder_part)
             error = reconstruction_loss(out, rows, encoder.blocks_, embedder.categorical_loss, dim=1).mean(0)
-            z = z.reshape(self.members, -1, z.shape[-1])  # (members, latent, rows)
-            latent = z.permute(2, 0, 1).reshape(z.shape[-1], -1)  # (rows, members * latent)
+            z = z.reshape(-1, z.shape[-1])  # (members * latent, rows)
+            latent = z.t()  # (rows, members * latent)
             if clusterer is None:
                 return latent, error
-            zs = (z.double() - self.mean) / self.scale
-            sq = torch.baddbmm(self.centers_sq, self.centers, zs, alpha=-2.0) + zs.pow(2).sum(1, keepdim=True)
-            member_cluster = sq.argmin(1).t()  # (rows, members)
-            consensus = zs.permute(2, 0, 1).reshape(zs.shape[-1], -1)
-            return latent, error, consensus, member_cluster
+            n = z.shape[-1]
+            zd = z.double()
+            zs = (zd.reshape(self.members, -1, n) - self.mean) / self.scale  # (members, latent, rows)
+            # each member's nearest own centre, matched to the consensus numbering
+            member = torch.baddbmm(self.member_centers_sq, self.member_centers, zs, alpha=-2.0).argmin(1)
+            matched = self.relabel[member + self.slots]  # (members, rows)
+            wide = zs.reshape(-1, n)  # the consensus space, (members * latent, rows)
+            cluster = torch.addmm(self.consensus_centers_sq, self.consensus_centers, wide, alpha=-2.0).argmin(0)
+            agreement = (matched == cluster).double().mean(0)
+            # the latent distance to the assigned cluster's centre, computed directly; the centres are picked by a
+            # product with the clusters one-hot (exact: one term of each sum is the centre, the others 0), as a
+            # Gather along the rows-last axis took onnxruntime longer than the whole encoder
+            onehot = (cluster.unsqueeze(0) == self.cluster_ids).double()  # (k, rows)
+            offset = zd - torch.mm(self.latent_centers_t, onehot)
+            distance = (offset * offset).sum(0).sqrt()
+            sq = torch.addmm(self.latent_centers_sq, self.latent_centers, zd, alpha=-2.0) + (zd * zd).sum(0)
+            distances = sq.clamp_min(0.0).sqrt().t()  # (rows, k)
+            return latent, error, wide.t(), cluster, agreement, distance, distances
 
-    outputs = ["latent", "reconstruction_error"] + ([] if clusterer is None else ["consensus", "member_cluster"])
+    outputs = ["latent", "reconstruction_error"]
+    if clusterer is not None:
+        outputs += ["consensus", "cluster", "agreement", "distance", "distances"]
     return _torch_part(_Ensemble(embedder.module_), torch.zeros(2, width, dtype=torch.float32), outputs)
 
 
@@ -428,55 +466,13 @@ def _centroid_part(centers: np.ndarray, mapping: dict[int, str] | None):
                      outputs + segment_out, inits + _shared_constants())
 
 
-def _consensus_part(clusterer: ConsensusKMeans, centers: np.ndarray, mapping: dict[int, str] | None):
-    """The consensus cluster, its latent distance and the members' agreement, as
-    :meth:`custseg.pipeline.SegmentationPipeline.assign_latent` computes them with a :class:`ConsensusKMeans`.
-
-    ``cluster``: the nearest consensus centre in the consensus space; ``distance``: the
-    latent distance to that cluster's centre (the mean of its training rows, which need not
-    be the nearest); ``distances``: latent distances to every cluster's centre;
-    ``agreement``: the share of members whose nearest cluster, matched to the consensus
-    numbering (``member_relabel_``), is the consensus cluster.
-    """
+def _segment_part(mapping: dict[int, str], k: int):
+    """The cluster -> known segment lookup alone (the ensemble's graph computes the cluster itself)."""
     from onnx import TensorProto, helper
 
-    k, d = centers.shape
-    members = clusterer.n_members
-    nearest, inits = _nearest_nodes("consensus", clusterer.consensus_centers_, "c_")
-    latent_sq, latent_inits = _nearest_nodes("z", centers, "l_")
-    inits += latent_inits
-    inits += [helper.make_tensor("latent_centers", TensorProto.DOUBLE, [k, d], np.asarray(centers, "float64")),
-              helper.make_tensor("member_offset", TensorProto.INT64, [1, members], np.arange(members) * k),
-              helper.make_tensor("relabel", TensorProto.INT64, [members * k],
-                                 np.asarray(clusterer.member_relabel_, dtype="int64").ravel())]
-    nodes = [
-        *nearest,
-        helper.make_node("Squeeze", ["c_nearest", "axis_1"], ["cluster"]),
-        helper.make_node("Cast", ["latent"], ["z"], to=TensorProto.DOUBLE),
-        # the distance to the assigned cluster's centre, computed directly as assign_latent does
-        helper.make_node("Gather", ["latent_centers", "cluster"], ["own_center"], axis=0),
-        helper.make_node("Sub", ["z", "own_center"], ["offset"]),
-        helper.make_node("Mul", ["offset", "offset"], ["offset_sq"]),
-        helper.make_node("ReduceSum", ["offset_sq", "axis_1"], ["own_sq"], keepdims=0),
-        helper.make_node("Sqrt", ["own_sq"], ["distance"]),
-        *[n for n in latent_sq if n.op_type != "ArgMin"],
-        helper.make_node("Max", ["l_sq", "zero"], ["l_sq_pos"]),
-        helper.make_node("Sqrt", ["l_sq_pos"], ["distances"]),
-        helper.make_node("Add", ["member_cluster", "member_offset"], ["member_slot"]),
-        helper.make_node("Gather", ["relabel", "member_slot"], ["matched"], axis=0),
-        helper.make_node("Equal", ["matched", "c_nearest"], ["agrees"]),
-        helper.make_node("Cast", ["agrees"], ["agrees_01"], to=TensorProto.DOUBLE),
-        helper.make_node("ReduceMean", ["agrees_01"], ["agreement"], axes=[1], keepdims=0),
-    ]
-    outputs = [helper.make_tensor_value_info("cluster", TensorProto.INT64, [None]),
-               helper.make_tensor_value_info("distance", TensorProto.DOUBLE, [None]),
-               helper.make_tensor_value_info("distances", TensorProto.DOUBLE, [None, k]),
-               helper.make_tensor_value_info("agreement", TensorProto.DOUBLE, [None])]
-    segment, segment_out = _segment_nodes(mapping, k)
-    inputs = [helper.make_tensor_value_info("latent", TensorProto.FLOAT, [None, d]),
-              helper.make_tensor_value_info("consensus", TensorProto.DOUBLE, [None, d]),
-              helper.make_tensor_value_info("member_cluster", TensorProto.INT64, [None, members])]
-    return _as_model(nodes + segment, "consensus", inputs, outputs + segment_out, inits + _shared_constants())
+    nodes, outputs = _segment_nodes(mapping, k)
+    return _as_model(nodes, "segment", [helper.make_tensor_value_info("cluster", TensorProto.INT64, [None])],
+                     outputs, [])
 
 
 def _same_versions(model, opsets: dict[str, int]):
@@ -511,25 +507,27 @@ def build_onnx(model: LoadedModel):
     elif clusterer is None:
         middle, tail = _ensemble_part(embedder, None), _centroid_part(centers, mapping)
     else:
-        middle, tail = _ensemble_part(embedder, clusterer), _consensus_part(clusterer, centers, mapping)
+        middle = _ensemble_part(embedder, clusterer, centers)
+        tail = None if mapping is None else _segment_part(mapping, len(centers))
     opsets = {"": OPSET, "ai.onnx.ml": ML_OPSET}
-    front, middle, tail = (_same_versions(p, opsets) for p in (_preprocessing_part(model, _kinds(model)),
-                                                                middle, tail))
+    front, middle = (_same_versions(p, opsets) for p in (_preprocessing_part(model, _kinds(model)), middle))
     # skl2onnx names its graph with a fresh uuid, which merge_models copies into the joined graph's name and
     # doc string: fixed names make the same model export to the same bytes
     front.graph.name, middle.graph.name = "preprocessing", "network"
-    handed_on = [o.name for o in middle.graph.output if o.name != "reconstruction_error"]
     joined = compose.merge_models(compose.add_prefix(front, prefix="pre_", rename_inputs=False,
                                                      rename_outputs=False),
                                   middle, io_map=[("features", "features")],
                                   outputs=[o.name for o in middle.graph.output])
-    joined = compose.merge_models(
-        compose.add_prefix(joined, prefix="ae_", rename_inputs=False, rename_outputs=False), tail,
-        io_map=[(name, name) for name in handed_on],
-        outputs=[*(o.name for o in tail.graph.output), "reconstruction_error"])
-    # the latent features (and the consensus space) are fed on inside the graph and are outputs too
-    kept = {o.name: o for o in middle.graph.output}
-    joined.graph.output.extend(kept[name] for name in ("latent", "consensus") if name in kept)
+    if tail is not None:
+        tail = _same_versions(tail, opsets)
+        ends = {o.name: o for o in joined.graph.output}
+        handed_on = [i.name for i in tail.graph.input]
+        joined = compose.merge_models(
+            compose.add_prefix(joined, prefix="ae_", rename_inputs=False, rename_outputs=False), tail,
+            io_map=[(name, name) for name in handed_on],
+            outputs=[*(o.name for o in tail.graph.output), *(name for name in ends if name not in handed_on)])
+        # what the tail reads is fed on inside the graph and is an output too
+        joined.graph.output.extend(ends[name] for name in handed_on if name in _OUTPUT_ORDER)
     # the outputs in the order of predict's columns, then the features (merge_models lists the first part's first)
     ordered = sorted(joined.graph.output, key=lambda o: _OUTPUT_ORDER.index(o.name))
     del joined.graph.output[:]
@@ -591,7 +589,7 @@ class OnnxSegmenter:
     """
 
     def __init__(self, path: str | Path, threads: int = 1):
-        _onnx()
+        onnx = _onnx()
         import onnxruntime as ort
 
         path = Path(path)
@@ -606,13 +604,25 @@ class OnnxSegmenter:
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         self.threads = max(1, int(threads))
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for foreign or damaged files
+            proto = onnx.load_from_string(path.read_bytes())
+            if not proto.graph.node:  # protobuf reads an empty file (or one of zero fields) as an empty model
+                raise ValueError("no graph")
+            meta = {entry.key: entry.value for entry in proto.metadata_props}
+            if "custseg_feature_kinds" not in meta:
+                raise ModelFormatError(f"{str(path)!r} was not written by 'custseg export'; export the model "
+                                       "again")
+            self.outputs = [o.name for o in proto.graph.output]
+            # onnxruntime runs every node of a graph, whichever outputs a call asks for: the session holds only
+            # the part that computes the scores (not the latent features, the consensus space, the distances)
+            scoring = onnx.utils.Extractor(proto).extract_model(
+                [i.name for i in proto.graph.input], [name for name in _SCORED if name in self.outputs])
+            self.session = ort.InferenceSession(scoring.SerializeToString(), options,
+                                                providers=["CPUExecutionProvider"])
+        except ModelFormatError:
+            raise
+        except Exception as exc:  # protobuf and onnxruntime raise their own types for foreign or damaged files
             raise ModelFormatError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}); "
                                    "export it again with 'custseg export'") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "custseg_feature_kinds" not in meta:
-            raise ModelFormatError(f"{str(path)!r} was not written by 'custseg export'; export the model again")
         self.kinds: dict[str, str] = json.loads(meta["custseg_feature_kinds"])
         schema = json.loads(meta.get("custseg_schema", "null"))
         self.schema: Schema | None = Schema.from_dict(schema) if schema else None
@@ -620,7 +630,6 @@ class OnnxSegmenter:
         self.na_values: list[str] = json.loads(meta.get("custseg_na_values", "[]"))
         self.categories: dict[str, list[str]] = json.loads(meta.get("custseg_categories", "{}"))
         self.cluster_names = {int(k): v for k, v in json.loads(meta.get("custseg_cluster_names", "{}")).items()}
-        self.outputs = [o.name for o in self.session.get_outputs()]
 
     def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """The graph's inputs from a table as :func:`~custseg.io.reading.read_table` gives it."""
