@@ -58,7 +58,7 @@ from .schema import Schema, category_text, text_columns_of
 from .io.writing import FLOAT_FORMAT
 from .workflow import PredictResult, _check_ids, prediction_ids, scoring_threads
 
-__all__ = ["export_onnx", "ExportResult", "OnnxSegmenter", "predict_onnx_file", "OPSET", "ML_OPSET"]
+__all__ = ["export_onnx", "ExportResult", "OnnxSegmenter", "predict_onnx_file", "scoring_graph", "OPSET", "ML_OPSET"]
 
 OPSET = 17
 ML_OPSET = 3
@@ -575,6 +575,18 @@ def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
 
 
 # -- scoring with onnxruntime ------------------------------------------------------------------------
+def scoring_graph(proto):
+    """The part of an exported graph that computes the columns of ``predict`` (:data:`_SCORED`).
+
+    onnxruntime runs every node of a graph whichever outputs a call asks for, so scoring with the
+    whole graph would also compute the latent features, the consensus space and the distances to
+    every centre (a quarter of the default ensemble's node time).
+    """
+    onnx = _onnx()
+    wanted = [o.name for o in proto.graph.output if o.name in _SCORED]
+    return onnx.utils.Extractor(proto).extract_model([i.name for i in proto.graph.input], wanted)
+
+
 class OnnxSegmenter:
     """An exported graph in an onnxruntime session, scoring tables as ``custseg predict`` does.
 
@@ -612,11 +624,7 @@ class OnnxSegmenter:
                 raise ModelFormatError(f"{str(path)!r} was not written by 'custseg export'; export the model "
                                        "again")
             self.outputs = [o.name for o in proto.graph.output]
-            # onnxruntime runs every node of a graph, whichever outputs a call asks for: the session holds only
-            # the part that computes the scores (not the latent features, the consensus space, the distances)
-            scoring = onnx.utils.Extractor(proto).extract_model(
-                [i.name for i in proto.graph.input], [name for name in _SCORED if name in self.outputs])
-            self.session = ort.InferenceSession(scoring.SerializeToString(), options,
+            self.session = ort.InferenceSession(scoring_graph(proto).SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"])
         except ModelFormatError:
             raise
