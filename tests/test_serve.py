@@ -332,3 +332,32 @@ def test_two_workers_score_as_the_cli_does(trained, tmp_path):
     with _running_server(trained / "models", workers=2) as (client, _):
         for _ in range(3):  # keep-alive requests, to whichever worker takes them
             _assert_answer_is_the_cli_output(client.post("/predict", json=records), tmp_path / "pred.csv")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_service_process_keeps_its_long_lived_objects_out_of_the_collector(trained, monkeypatch, workers):
+    """The model and the libraries (~300,000 objects) would be walked by every full collection, in the middle
+    of a request: the process ``custseg serve`` runs freezes them once the application is built."""
+    import gc
+
+    import uvicorn
+
+    from custseg import serve
+
+    frozen = {}
+
+    def run(app, **kwargs):  # what uvicorn.run would serve, and the collector's state when it starts
+        frozen["app"], frozen["count"] = app, gc.get_freeze_count()
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setenv(serve._ENV_MODEL, str(trained / "models"))
+    monkeypatch.setenv(serve._ENV_LIMIT, "1000")
+    gc.unfreeze()
+    try:
+        if workers == 1:
+            serve.serve(trained / "models")
+        else:  # each of uvicorn's worker processes builds its application with this factory
+            run(serve.app_from_environment())
+        assert frozen["count"] > 10_000 and frozen["app"].title == "custseg"
+    finally:
+        gc.unfreeze()
