@@ -65,6 +65,19 @@ def test_encoder_unseen_category_is_all_zeros_and_missing_column_is_named(custom
         enc.transform(customers.drop(columns="Income"))
 
 
+@pytest.mark.parametrize("dtype", [object, "category"])
+def test_encoder_counts_only_unseen_categories_present(customers, dtype):
+    # a categorical column (how a streamed block is typed) counts all its categories, zeros included: those are
+    # not unseen categories, and predict had printed "'Female' x0, 'Male' x0" for every column
+    enc = MixedInputEncoder(**ROLES).fit(customers)
+    seen = customers.head(50).astype({c: dtype for c in ROLES["categorical"]})
+    assert enc.unseen_categories(seen) == {}
+    new = customers.head(5).copy()
+    new["Profession"] = ["Astronaut", "Doctor", "Astronaut", "Doctor", "Chef"]
+    new = new.astype({c: dtype for c in ROLES["categorical"]})
+    assert enc.unseen_categories(new) == {"Profession": {"Astronaut": 2, "Chef": 1}}
+
+
 def _column_transformer_output(enc: MixedInputEncoder, table) -> np.ndarray:
     return np.ascontiguousarray(enc.transformer_.transform(enc._input(table)), dtype="float32")
 

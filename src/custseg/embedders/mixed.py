@@ -207,6 +207,7 @@ class MixedInputEncoder(TransformerMixin, BaseEstimator):
         for c in present:
             values = text[c].dropna()
             counts = values[~values.isin(self.categories_[c])].value_counts()
+            counts = counts[counts > 0]  # a categorical column counts every one of its categories, seen ones too
             if len(counts):
                 report[str(c)] = {str(k): int(v) for k, v in counts.sort_index().items()}
         return report
