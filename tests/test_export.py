@@ -133,15 +133,48 @@ def test_runtime_onnx_with_a_graph_custseg_did_not_write_says_so(exported, tmp_p
     assert "was not written by 'custseg export'" in capsys.readouterr().err
 
 
+def _only_latent(model):
+    kept = [o for o in model.graph.output if o.name == "latent"]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+
+
+def _metadata(key: str, value: str):
+    def change(model):
+        for entry in model.metadata_props:
+            if entry.key == key:
+                entry.value = value
+    return change
+
+
+@pytest.mark.parametrize("change, said", [
+    (_only_latent, "is not a whole graph of 'custseg export': it has no output 'cluster', 'distance', "
+                   "'reconstruction_error'"),
+    (_metadata("custseg_feature_kinds", "{not json"), "its custseg metadata is damaged (JSONDecodeError)"),
+    (_metadata("custseg_feature_kinds", '{"Age": "numeric"}'), "its inputs ('Gender', "),
+], ids=["outputs cut", "metadata not JSON", "metadata names other columns"])
+def test_runtime_onnx_with_an_altered_graph_is_one_line(exported, tmp_path, capsys, change, said):
+    import onnx
+
+    model = onnx.load(str(exported / "segmenter.onnx"))
+    change(model)
+    onnx.save(model, str(tmp_path / "altered.onnx"))
+    assert main(["predict", "--runtime", "onnx", "--model", str(tmp_path / "altered.onnx"), "--input",
+                 str(SHIPPED_TEST), "--output", str(tmp_path / "x.csv")]) == 1
+    err = capsys.readouterr().err
+    assert said in err and err.startswith("Error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "x.csv").exists()
+
+
 # -- the mixed-type ensemble (the default preset) and its guided variant ------------------------------------
-def _mixed_toml(preset: str, members: int, loss: str) -> str:
+def _mixed_toml(preset: str, members: int, loss: str, latent: int = 4) -> str:
     """Preset ``preset`` made tiny: few members, one small hidden layer, two epochs."""
     return f"""seed = 5
 preset = "{preset}"
 [autoencoder]
 n_members = {members}
 hidden_dims = [16]
-latent_dim = 4
+latent_dim = {latent}
 max_epochs = 2
 categorical_loss = "{loss}"
 [clustering]
@@ -151,8 +184,10 @@ n_init = 2
 
 
 # consensus of members with mse (the presets' loss); guided with the cross-entropy losses (indicators, groups);
-# one member, clustered by K-Means instead of a consensus
-MIXED_KINDS = {"mixed": ("mixed", 3, "mse"), "guided": ("guided", 2, "cross_entropy"), "one-member": ("mixed", 1, "mse")}
+# one member, clustered by K-Means instead of a consensus, with 3 latent features (rows of an odd width: a sum over
+# a row's contiguous values had depended on its position)
+MIXED_KINDS = {"mixed": ("mixed", 3, "mse"), "guided": ("guided", 2, "cross_entropy"),
+               "one-member": ("mixed", 1, "mse", 3)}
 
 
 @pytest.fixture(scope="module", params=list(MIXED_KINDS))
@@ -227,6 +262,23 @@ def _same_answers_wherever_scored(onnx_path):
 
 def test_onnx_scores_do_not_depend_on_where_a_row_is_scored(exported_mixed):
     _same_answers_wherever_scored(exported_mixed / "segmenter.onnx")
+
+
+def test_onnx_clusters_are_torchs_for_huge_numbers(exported_mixed):
+    """Numbers up to the 1e15 the reader accepts: (|x|^2 - 2 x.c) + |c|^2 then rounds near centres to a tie, which
+    scikit-learn's nearest-centre search gives to the first; a ranking without |x|^2 had told them apart."""
+    from custseg import export
+
+    pipeline = load_model(exported_mixed / "models").pipeline
+    base = read_table(SHIPPED_TEST).frame
+    values = [sign * v for v in (1e15, 9e14, 3e14, 1e13) for sign in (1, -1)] + [np.nan]
+    grid = np.array(np.meshgrid(values, values, values)).reshape(3, -1).T
+    frame = base.iloc[np.arange(len(grid)) % len(base)].reset_index(drop=True)
+    frame[["Age", "Work_Experience", "Family_Size"]] = grid
+    torch_scores = pipeline.score_table(frame)
+    onnx_scores = export.OnnxSegmenter(exported_mixed / "segmenter.onnx").score(frame)
+    same = ["Cluster", *(["Agreement"] if "Agreement" in torch_scores else [])]
+    pd.testing.assert_frame_equal(onnx_scores[same], torch_scores[same].reset_index(drop=True), check_dtype=False)
 
 
 def test_the_scoring_session_runs_only_what_the_scores_need(exported_mixed):

@@ -290,9 +290,10 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None, centers: np.ndar
     features side by side (float32, as the network gives them); the reconstruction loss of the
     training (:func:`~custseg.embedders.mixed.reconstruction_loss`) averaged over the members; every
     member's block standardized in float64 (the consensus space); per member, the nearest of its own
-    cluster centres there, and the nearest consensus centre, each ranked by ``|c|^2 - 2 z.c`` as
-    scikit-learn's nearest-centre search ranks them; the latent distance to the assigned cluster's
-    centre computed directly, and to every centre as K-Means computes distances.
+    cluster centres there, ranked by ``|c|^2 - 2 z.c`` (``clustering._nearest_member_centers``); the
+    nearest consensus centre, ranked as scikit-learn's ``pairwise_distances_argmin_min`` ranks it; the
+    latent distance to the assigned cluster's centre computed directly, and to every centre as
+    K-Means computes distances.
     """
     import torch
 
@@ -373,7 +374,12 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None, centers: np.ndar
             member = torch.baddbmm(self.member_centers_sq, self.member_centers, zs, alpha=-2.0).argmin(1)
             matched = self.relabel[member + self.slots]  # (members, rows)
             wide = zs.reshape(-1, n)  # the consensus space, (members * latent, rows)
-            cluster = torch.addmm(self.consensus_centers_sq, self.consensus_centers, wide, alpha=-2.0).argmin(0)
+            # the consensus cluster ranked exactly as scikit-learn's pairwise_distances_argmin_min ranks it
+            # (ConsensusKMeans.predict): max(0, (|x|^2 - 2 x.c) + |c|^2). With the row's own norm left out, large
+            # values kept apart centres whose distances that sum rounds to a tie (the first of them wins)
+            dot = torch.mm(self.consensus_centers, wide) * -2.0
+            ranked = ((wide * wide).sum(0) + dot) + self.consensus_centers_sq
+            cluster = ranked.clamp_min(0.0).argmin(0)
             agreement = (matched == cluster).double().mean(0)
             # the latent distance to the assigned cluster's centre, computed directly; the centres are picked by a
             # product with the clusters one-hot (exact: one term of each sum is the centre, the others 0), as a
@@ -381,43 +387,14 @@ def _ensemble_part(embedder, clusterer: ConsensusKMeans | None, centers: np.ndar
             onehot = (cluster.unsqueeze(0) == self.cluster_ids).double()  # (k, rows)
             offset = zd - torch.mm(self.latent_centers_t, onehot)
             distance = (offset * offset).sum(0).sqrt()
-            sq = torch.addmm(self.latent_centers_sq, self.latent_centers, zd, alpha=-2.0) + (zd * zd).sum(0)
-            distances = sq.clamp_min(0.0).sqrt().t()  # (rows, k)
+            sq = ((zd * zd).sum(0) + torch.mm(self.latent_centers, zd) * -2.0) + self.latent_centers_sq
+            distances = sq.clamp_min(0.0).sqrt().t()  # (rows, k), as K-Means computes distances
             return latent, error, wide.t(), cluster, agreement, distance, distances
 
     outputs = ["latent", "reconstruction_error"]
     if clusterer is not None:
         outputs += ["consensus", "cluster", "agreement", "distance", "distances"]
     return _torch_part(_Ensemble(embedder.module_), torch.zeros(2, width, dtype=torch.float32), outputs)
-
-
-def _nearest_nodes(source: str, centers: np.ndarray, prefix: str):
-    """Nodes and initializers giving ``{prefix}sq`` (squared distances of the float64 rows ``source`` to every
-    centre, as K-Means computes them) and ``{prefix}nearest`` (index of the nearest, shape ``[N, 1]``)."""
-    from onnx import TensorProto, helper
-
-    k, d = centers.shape
-    centers = np.asarray(centers, dtype="float64")
-    inits = [helper.make_tensor(f"{prefix}centers_t", TensorProto.DOUBLE, [d, k], centers.T.copy()),
-             helper.make_tensor(f"{prefix}center_sq", TensorProto.DOUBLE, [1, k], (centers ** 2).sum(axis=1))]
-    nodes = [
-        helper.make_node("Mul", [source, source], [f"{prefix}z_sq"]),
-        helper.make_node("ReduceSum", [f"{prefix}z_sq", "axis_1"], [f"{prefix}row_sq"], keepdims=1),
-        helper.make_node("MatMul", [source, f"{prefix}centers_t"], [f"{prefix}dot"]),
-        helper.make_node("Mul", [f"{prefix}dot", "minus_two"], [f"{prefix}dot2"]),
-        helper.make_node("Add", [f"{prefix}row_sq", f"{prefix}dot2"], [f"{prefix}partial"]),
-        helper.make_node("Add", [f"{prefix}partial", f"{prefix}center_sq"], [f"{prefix}sq"]),
-        helper.make_node("ArgMin", [f"{prefix}sq"], [f"{prefix}nearest"], axis=1, keepdims=1, select_last_index=0),
-    ]
-    return nodes, inits
-
-
-def _shared_constants():
-    from onnx import TensorProto, helper
-
-    return [helper.make_tensor("minus_two", TensorProto.DOUBLE, [], [-2.0]),
-            helper.make_tensor("zero", TensorProto.DOUBLE, [], [0.0]),
-            helper.make_tensor("axis_1", TensorProto.INT64, [1], [1])]
 
 
 def _segment_nodes(mapping: dict[int, str] | None, k: int):
@@ -441,21 +418,41 @@ def _as_model(nodes, name: str, inputs, outputs, inits):
 
 
 def _centroid_part(centers: np.ndarray, mapping: dict[int, str] | None):
-    """Nearest centroid in float64, as :func:`custseg.clustering.assign_to_centroids` computes it."""
+    """Nearest centroid in float64, as :func:`custseg.clustering.assign_to_centroids` computes it.
+
+    scikit-learn's ``pairwise_distances_argmin_min`` ranks the centres by
+    ``max(0, (|x|^2 - 2 x.c) + |c|^2)`` and takes the square root of the least; the graph does the
+    same, with the rows along the last axis (``(latent, rows)``): a row's squared norm is then a
+    sum over a strided axis, the same whatever the row's position in the call (onnxruntime sums
+    contiguous values differently by their memory alignment; with 3 or 5 latent features a
+    customer's distance depended on where it sat).
+    """
     from onnx import TensorProto, helper
 
     k, d = centers.shape
-    nearest, inits = _nearest_nodes("z", centers, "")
+    centers = np.asarray(centers, dtype="float64")
+    inits = [helper.make_tensor("centers", TensorProto.DOUBLE, [k, d], centers.copy()),
+             helper.make_tensor("center_sq", TensorProto.DOUBLE, [k, 1], (centers ** 2).sum(axis=1)),
+             helper.make_tensor("minus_two", TensorProto.DOUBLE, [], [-2.0]),
+             helper.make_tensor("zero", TensorProto.DOUBLE, [], [0.0]),
+             helper.make_tensor("axis_0", TensorProto.INT64, [1], [0])]
     nodes = [
         helper.make_node("Cast", ["latent"], ["z"], to=TensorProto.DOUBLE),
-        *nearest,
-        helper.make_node("GatherElements", ["sq", "nearest"], ["nearest_sq"], axis=1),
-        helper.make_node("Max", ["nearest_sq", "zero"], ["nearest_sq_pos"]),
-        helper.make_node("Sqrt", ["nearest_sq_pos"], ["distance_2d"]),
-        helper.make_node("Squeeze", ["distance_2d", "axis_1"], ["distance"]),
-        helper.make_node("Squeeze", ["nearest", "axis_1"], ["cluster"]),
+        helper.make_node("Transpose", ["z"], ["z_t"], perm=[1, 0]),  # (latent, rows)
+        helper.make_node("Mul", ["z_t", "z_t"], ["z_sq"]),
+        helper.make_node("ReduceSum", ["z_sq", "axis_0"], ["row_sq"], keepdims=1),  # (1, rows)
+        helper.make_node("MatMul", ["centers", "z_t"], ["dot"]),  # (k, rows)
+        helper.make_node("Mul", ["dot", "minus_two"], ["dot2"]),
+        helper.make_node("Add", ["row_sq", "dot2"], ["partial"]),
+        helper.make_node("Add", ["partial", "center_sq"], ["sq"]),
         helper.make_node("Max", ["sq", "zero"], ["sq_pos"]),
-        helper.make_node("Sqrt", ["sq_pos"], ["distances"]),
+        helper.make_node("ArgMin", ["sq_pos"], ["nearest"], axis=0, keepdims=1, select_last_index=0),
+        helper.make_node("GatherElements", ["sq_pos", "nearest"], ["nearest_sq"], axis=0),
+        helper.make_node("Sqrt", ["nearest_sq"], ["distance_2d"]),
+        helper.make_node("Squeeze", ["distance_2d", "axis_0"], ["distance"]),
+        helper.make_node("Squeeze", ["nearest", "axis_0"], ["cluster"]),
+        helper.make_node("Sqrt", ["sq_pos"], ["distances_t"]),
+        helper.make_node("Transpose", ["distances_t"], ["distances"], perm=[1, 0]),
     ]
     outputs = [helper.make_tensor_value_info("cluster", TensorProto.INT64, [None]),
                helper.make_tensor_value_info("distance", TensorProto.DOUBLE, [None]),
@@ -463,7 +460,7 @@ def _centroid_part(centers: np.ndarray, mapping: dict[int, str] | None):
     segment, segment_out = _segment_nodes(mapping, k)
     return _as_model(nodes + segment, "nearest_centroid",
                      [helper.make_tensor_value_info("latent", TensorProto.FLOAT, [None, d])],
-                     outputs + segment_out, inits + _shared_constants())
+                     outputs + segment_out, inits)
 
 
 def _segment_part(mapping: dict[int, str], k: int):
@@ -614,30 +611,45 @@ class OnnxSegmenter:
                             "and give its path with --model")
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        options.log_severity_level = 4  # a file onnxruntime refuses is one error line below, not its own log too
         self.threads = max(1, int(threads))
+        again = "export the model again with 'custseg export'"
         try:
             proto = onnx.load_from_string(path.read_bytes())
             if not proto.graph.node:  # protobuf reads an empty file (or one of zero fields) as an empty model
                 raise ValueError("no graph")
-            meta = {entry.key: entry.value for entry in proto.metadata_props}
-            if "custseg_feature_kinds" not in meta:
-                raise ModelFormatError(f"{str(path)!r} was not written by 'custseg export'; export the model "
-                                       "again")
-            self.outputs = [o.name for o in proto.graph.output]
+        except Exception as exc:  # protobuf raises its own types for foreign or damaged files
+            raise ModelFormatError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}); "
+                                   f"{again}") from None
+        meta = {entry.key: entry.value for entry in proto.metadata_props}
+        if "custseg_feature_kinds" not in meta:
+            raise ModelFormatError(f"{str(path)!r} was not written by 'custseg export'; {again}")
+        try:
+            self.kinds: dict[str, str] = dict(json.loads(meta["custseg_feature_kinds"]))
+            schema = json.loads(meta.get("custseg_schema", "null"))
+            self.schema: Schema | None = Schema.from_dict(schema) if schema else None
+            self.na_values: list[str] = list(json.loads(meta.get("custseg_na_values", "[]")))
+            self.categories: dict[str, list[str]] = dict(json.loads(meta.get("custseg_categories", "{}")))
+            self.cluster_names = {int(k): v for k, v in
+                                  dict(json.loads(meta.get("custseg_cluster_names", "{}"))).items()}
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelFormatError(f"{str(path)!r}: its custseg metadata is damaged ({type(exc).__name__}); "
+                                   f"{again}") from None
+        self.model_sha256 = meta.get("custseg_model_sha256")
+        self.outputs = [o.name for o in proto.graph.output]
+        inputs = [i.name for i in proto.graph.input]
+        missing = [name for name in ("cluster", "distance", "reconstruction_error") if name not in self.outputs]
+        if missing or sorted(inputs) != sorted(self.kinds):
+            what = (f"it has no output {', '.join(map(repr, missing))}" if missing else
+                    f"its inputs ({', '.join(map(repr, inputs))}) are not the columns its metadata names "
+                    f"({', '.join(map(repr, self.kinds))})")
+            raise ModelFormatError(f"{str(path)!r} is not a whole graph of 'custseg export': {what}; {again}")
+        try:
             self.session = ort.InferenceSession(scoring_graph(proto).SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"])
-        except ModelFormatError:
-            raise
-        except Exception as exc:  # protobuf and onnxruntime raise their own types for foreign or damaged files
+        except Exception as exc:  # onnxruntime raises its own types for graphs it cannot run
             raise ModelFormatError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}); "
-                                   "export it again with 'custseg export'") from None
-        self.kinds: dict[str, str] = json.loads(meta["custseg_feature_kinds"])
-        schema = json.loads(meta.get("custseg_schema", "null"))
-        self.schema: Schema | None = Schema.from_dict(schema) if schema else None
-        self.model_sha256 = meta.get("custseg_model_sha256")
-        self.na_values: list[str] = json.loads(meta.get("custseg_na_values", "[]"))
-        self.categories: dict[str, list[str]] = json.loads(meta.get("custseg_categories", "{}"))
-        self.cluster_names = {int(k): v for k, v in json.loads(meta.get("custseg_cluster_names", "{}")).items()}
+                                   f"{again}") from None
 
     def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """The graph's inputs from a table as :func:`~custseg.io.reading.read_table` gives it."""
