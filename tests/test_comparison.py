@@ -354,3 +354,30 @@ def test_latent_class_model_is_scored_held_out_on_customers_it_was_not_fitted_on
     # together the five held-out parts are every training customer once
     assert sorted(i for _, ids, _ in held_out for i in ids) == sorted(train["ID"])
     assert res.runs.iloc[0]["held_out_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("preset", ["mixed", "guided", "reference"])
+def test_each_ensemble_row_fits_its_presets_network(monkeypatch, preset):
+    """The default settings are preset 'mixed''s: the guided row had then fitted the mixed preset's network
+    with a head, not preset 'guided''s, while its label named preset 'guided'."""
+    from custseg.evaluation import methods
+
+    fitted = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(config, schema):
+        fitted["autoencoder"] = config.autoencoder
+        raise Stop
+
+    monkeypatch.setattr(methods, "build_pipeline", capture)
+    train = make_customers(60, seed=2)
+    schema = infer_schema(train)
+    for row, expected in (("mixed_ensemble", "mixed"), ("guided_ensemble", "guided")):
+        with pytest.raises(Stop):
+            METHODS[row].fit(train, schema, 3, 7, RunConfig.from_preset(preset))
+        network = RunConfig.from_preset(expected).autoencoder
+        assert (fitted["autoencoder"].hidden_dims, fitted["autoencoder"].n_members) == \
+            (network.hidden_dims, network.n_members), (preset, row)
+        assert (fitted["autoencoder"].guidance_weight > 0) == (row == "guided_ensemble")

@@ -340,11 +340,16 @@ def _fit_autoencoder(frame, schema, n_clusters, seed, config) -> FittedClusterin
 
 
 def _mixed_config(config: RunConfig, seed: int, n_clusters: int, guided: bool) -> RunConfig:
-    """``config`` with the mixed-type ensemble: its own autoencoder settings if it is one, else preset
-    'mixed''s (or 'guided''s); seed and k from the comparison."""
-    preset = "guided" if guided else "mixed"
-    autoencoder = config.autoencoder if config.autoencoder.kind == "mixed" else \
-        RunConfig.from_preset(preset).autoencoder
+    """``config`` with the mixed-type ensemble of the row: preset 'guided''s (``guided``) or 'mixed''s, or the
+    config's own mixed-type autoencoder when it names no other of the two; seed and k from the comparison.
+
+    The default settings are preset 'mixed''s, so "the config's own mixed-type autoencoder, if it is
+    one" gave the guided row the mixed preset's network (32-8) with a head, not the guided preset's
+    (64-32-8): held-out NMI 0.172 where the guided preset reaches 0.185.
+    """
+    preset, other = ("guided", "mixed") if guided else ("mixed", "guided")
+    own = config.autoencoder.kind == "mixed" and config.preset != other
+    autoencoder = config.autoencoder if own else RunConfig.from_preset(preset).autoencoder
     autoencoder = autoencoder.model_copy(update={"guidance_weight": (
         autoencoder.guidance_weight or RunConfig.from_preset("guided").autoencoder.guidance_weight) if guided else 0.0})
     out = config.model_copy(deep=True, update={"autoencoder": autoencoder, "seed": seed})
