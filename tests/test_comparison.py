@@ -356,10 +356,8 @@ def test_latent_class_model_is_scored_held_out_on_customers_it_was_not_fitted_on
     assert res.runs.iloc[0]["held_out_accuracy"] > 0.8
 
 
-@pytest.mark.parametrize("preset", ["mixed", "guided", "reference"])
-def test_each_ensemble_row_fits_its_presets_network(monkeypatch, preset):
-    """The default settings are preset 'mixed''s: the guided row had then fitted the mixed preset's network
-    with a head, not preset 'guided''s, while its label named preset 'guided'."""
+def _row_autoencoders(monkeypatch, config):
+    """The autoencoder settings the mixed and the guided rows fit with ``config``."""
     from custseg.evaluation import methods
 
     fitted = {}
@@ -374,10 +372,42 @@ def test_each_ensemble_row_fits_its_presets_network(monkeypatch, preset):
     monkeypatch.setattr(methods, "build_pipeline", capture)
     train = make_customers(60, seed=2)
     schema = infer_schema(train)
-    for row, expected in (("mixed_ensemble", "mixed"), ("guided_ensemble", "guided")):
+    rows = {}
+    for row in ("mixed_ensemble", "guided_ensemble"):
         with pytest.raises(Stop):
-            METHODS[row].fit(train, schema, 3, 7, RunConfig.from_preset(preset))
+            METHODS[row].fit(train, schema, 3, 7, config)
+        rows[row] = fitted["autoencoder"]
+    return rows["mixed_ensemble"], rows["guided_ensemble"]
+
+
+@pytest.mark.parametrize("preset", ["mixed", "guided", "reference"])
+def test_each_ensemble_row_fits_its_presets_network(monkeypatch, preset):
+    """The default settings are preset 'mixed''s: the guided row had then fitted the mixed preset's network
+    with a head, not preset 'guided''s, while its label named preset 'guided'."""
+    mixed, guided = _row_autoencoders(monkeypatch, RunConfig.from_preset(preset))
+    for fitted, expected in ((mixed, "mixed"), (guided, "guided")):
         network = RunConfig.from_preset(expected).autoencoder
-        assert (fitted["autoencoder"].hidden_dims, fitted["autoencoder"].n_members) == \
-            (network.hidden_dims, network.n_members), (preset, row)
-        assert (fitted["autoencoder"].guidance_weight > 0) == (row == "guided_ensemble")
+        assert (fitted.hidden_dims, fitted.n_members, fitted.max_epochs) == \
+            (network.hidden_dims, network.n_members, network.max_epochs), (preset, expected)
+    assert mixed.guidance_weight == 0 and guided.guidance_weight == RunConfig.from_preset("guided").autoencoder.guidance_weight
+
+
+@pytest.mark.parametrize("preset", ["mixed", "guided"])
+def test_a_configs_changes_reach_both_ensemble_rows(monkeypatch, preset):
+    config = RunConfig.from_preset(preset).with_overrides(autoencoder__n_members=5, autoencoder__max_epochs=3,
+                                                          autoencoder__guidance_weight=3.0)
+    mixed, guided = _row_autoencoders(monkeypatch, config)
+    assert (mixed.n_members, mixed.max_epochs, guided.n_members, guided.max_epochs) == (5, 3, 5, 3)
+    assert mixed.hidden_dims == RunConfig.from_preset("mixed").autoencoder.hidden_dims
+    assert guided.hidden_dims == RunConfig.from_preset("guided").autoencoder.hidden_dims
+    assert (mixed.guidance_weight, guided.guidance_weight) == (0.0, 3.0)
+
+
+def test_the_guided_row_learns_from_the_segments_even_if_the_guided_preset_has_no_weight(monkeypatch):
+    from custseg import config as config_module
+
+    values = dict(config_module.PRESETS["guided"])
+    monkeypatch.setitem(config_module.PRESETS, "guided",
+                        {**values, "autoencoder": {**values["autoencoder"], "guidance_weight": 0.0}})
+    mixed, guided = _row_autoencoders(monkeypatch, RunConfig.from_preset("mixed"))
+    assert mixed.guidance_weight == 0 and guided.guidance_weight == config_module.GUIDANCE_WEIGHT

@@ -179,6 +179,15 @@ def test_run_config_lays_preset_guided_and_overrides_together(tmp_path):
     assert run_config(path, preset="mixed").autoencoder.n_members == 5
     with pytest.raises(ConfigError, match="names preset 'mixed' but --preset gives 'reference'"):
         run_config(path, preset="reference")
+    # --guided with a file that names no preset: preset 'guided' (as without a file), the file's settings on top;
+    # it had been the mixed preset's network with a head
+    plain = tmp_path / "plain.toml"
+    plain.write_text("seed = 7\n[autoencoder]\nn_members = 5\n", encoding="utf-8")
+    guided_file = run_config(plain, guided=True)
+    assert guided_file.preset == "guided" and guided_file.seed == 7 and guided_file.autoencoder.n_members == 5
+    assert guided_file.autoencoder.hidden_dims == RunConfig.from_preset("guided").autoencoder.hidden_dims
+    assert run_config(path, guided=True).preset == "mixed"  # a file naming its preset keeps it
+    assert run_config(plain).preset == "mixed"
 
 
 def test_ensemble_settings_on_the_reference_design_are_refused():

@@ -78,7 +78,7 @@ def train(
                                          "reference autoencoder), 'mixed' (mixed-type ensemble of 40), 'guided' "
                                          "[default: the config file's, else mixed]."),
     guided: bool = typer.Option(False, "--guided", help="Learn from the known segments too (guidance weight 2; "
-                                "the mixed-type ensemble, preset 'guided' unless --preset names one)."),
+                                "the mixed-type ensemble, preset 'guided' unless --preset or the config file names one)."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding customer IDs."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Column holding known segments."),
     no_label: bool = typer.Option(False, "--no-label", help="The table has no known segments: infer none."),

@@ -404,7 +404,7 @@ def run_config(path: str | os.PathLike | None = None, *, preset: str | None = No
         TOML file of settings (see :func:`load_config`).
     preset : str, optional
         The preset the settings are laid over; the file's ``preset``, else ``"guided"`` when
-        ``guided`` and no file is given, else :data:`DEFAULT_PRESET`.
+        ``guided``, else :data:`DEFAULT_PRESET`.
     guided : bool
         Turn guidance by the known segments on: ``autoencoder.guidance_weight`` becomes
         :data:`GUIDANCE_WEIGHT` unless the settings already give a weight. Needs the mixed-type
@@ -418,6 +418,8 @@ def run_config(path: str | os.PathLike | None = None, *, preset: str | None = No
         For an unknown preset, contradicting presets, or ``guided`` on the reference design.
     """
     if path is not None:
+        if guided and preset is None and not _names_a_preset(path):
+            preset = "guided"  # as without a file: --guided means preset 'guided' unless a preset is named
         base = load_config(path, preset)
     else:
         base = RunConfig.from_preset(preset or ("guided" if guided else DEFAULT_PRESET))
@@ -428,6 +430,16 @@ def run_config(path: str | os.PathLike | None = None, *, preset: str | None = No
         if base.autoencoder.guidance_weight == 0:
             overrides["autoencoder__guidance_weight"] = GUIDANCE_WEIGHT
     return base.with_overrides(names=names, **overrides)
+
+
+def _names_a_preset(path: str | os.PathLike) -> bool:
+    """Whether the TOML file at ``path`` says ``preset = ...`` (False if it cannot be read: load_config then
+    says why)."""
+    try:
+        with open(path, "rb") as handle:
+            return "preset" in tomllib.load(handle)
+    except (OSError, ValueError):
+        return False
 
 
 # -- reading ------------------------------------------------------------------------------------------------
