@@ -152,7 +152,15 @@ def _metadata(key: str, value: str):
                    "'reconstruction_error'"),
     (_metadata("custseg_feature_kinds", "{not json"), "its custseg metadata is damaged (JSONDecodeError)"),
     (_metadata("custseg_feature_kinds", '{"Age": "numeric"}'), "its inputs ('Gender', "),
-], ids=["outputs cut", "metadata not JSON", "metadata names other columns"])
+    (_metadata("custseg_feature_kinds", '{"Gender": "categorical", "Ever_Married": "categorical", "Age": '
+                                        '"categorical", "Graduated": "categorical", "Profession": "categorical", '
+                                        '"Work_Experience": "numeric", "Spending_Score": "categorical", '
+                                        '"Family_Size": "numeric", "Var_1": "categorical"}'),
+     "are not the columns and types its metadata names"),
+    (_metadata("custseg_categories", '{"Gender": 5}'), "its custseg metadata is damaged (TypeError)"),
+    (_metadata("custseg_na_values", '"abc"'), "its custseg metadata is damaged (TypeError)"),
+], ids=["outputs cut", "metadata not JSON", "metadata names other columns", "a number column read as text",
+        "categories not a list", "missing-value tokens not a list"])
 def test_runtime_onnx_with_an_altered_graph_is_one_line(exported, tmp_path, capsys, change, said):
     import onnx
 

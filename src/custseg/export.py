@@ -572,6 +572,19 @@ def export_onnx(model_dir: str | Path, path: str | Path) -> ExportResult:
 
 
 # -- scoring with onnxruntime ------------------------------------------------------------------------
+def _checked(value, container: type, item: type):
+    """``value`` if it is a ``container`` (list or dict) whose items (a dict's values) are ``item``s, else TypeError."""
+    items = value.values() if isinstance(value, dict) else value
+    if not isinstance(value, container) or not all(isinstance(v, item) for v in items):
+        raise TypeError(f"expected a {container.__name__} of {item.__name__}")
+    return value
+
+
+def _metadata(meta: dict[str, str], key: str, default: str | None, container: type, item: type):
+    """The JSON value of an exported file's metadata entry ``key``, checked to be what export_onnx writes."""
+    return _checked(json.loads(meta[key] if default is None else meta.get(key, default)), container, item)
+
+
 def scoring_graph(proto):
     """The part of an exported graph that computes the columns of ``predict`` (:data:`_SCORED`).
 
@@ -615,7 +628,12 @@ class OnnxSegmenter:
         self.threads = max(1, int(threads))
         again = "export the model again with 'custseg export'"
         try:
-            proto = onnx.load_from_string(path.read_bytes())
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"ONNX file {str(path)!r} cannot be read ({exc.strerror or type(exc).__name__}); check "
+                            "that it is a file you may read") from None
+        try:
+            proto = onnx.load_from_string(data)
             if not proto.graph.node:  # protobuf reads an empty file (or one of zero fields) as an empty model
                 raise ValueError("no graph")
         except Exception as exc:  # protobuf raises its own types for foreign or damaged files
@@ -625,24 +643,29 @@ class OnnxSegmenter:
         if "custseg_feature_kinds" not in meta:
             raise ModelFormatError(f"{str(path)!r} was not written by 'custseg export'; {again}")
         try:
-            self.kinds: dict[str, str] = dict(json.loads(meta["custseg_feature_kinds"]))
+            self.kinds: dict[str, str] = _metadata(meta, "custseg_feature_kinds", None, dict, str)
             schema = json.loads(meta.get("custseg_schema", "null"))
             self.schema: Schema | None = Schema.from_dict(schema) if schema else None
-            self.na_values: list[str] = list(json.loads(meta.get("custseg_na_values", "[]")))
-            self.categories: dict[str, list[str]] = dict(json.loads(meta.get("custseg_categories", "{}")))
+            self.na_values: list[str] = _metadata(meta, "custseg_na_values", "[]", list, str)
+            self.categories: dict[str, list[str]] = {
+                name: _checked(values, list, str)
+                for name, values in _metadata(meta, "custseg_categories", "{}", dict, list).items()}
             self.cluster_names = {int(k): v for k, v in
-                                  dict(json.loads(meta.get("custseg_cluster_names", "{}"))).items()}
-        except (ValueError, TypeError, KeyError) as exc:
+                                  _metadata(meta, "custseg_cluster_names", "{}", dict, str).items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ModelFormatError(f"{str(path)!r}: its custseg metadata is damaged ({type(exc).__name__}); "
                                    f"{again}") from None
         self.model_sha256 = meta.get("custseg_model_sha256")
         self.outputs = [o.name for o in proto.graph.output]
-        inputs = [i.name for i in proto.graph.input]
+        # what each input holds, as the metadata says the feeds are built: float for numbers, text otherwise
+        inputs = {i.name: i.type.tensor_type.elem_type for i in proto.graph.input}
+        expected = {name: onnx.TensorProto.FLOAT if kind == "numeric" else onnx.TensorProto.STRING
+                    for name, kind in self.kinds.items()}
         missing = [name for name in ("cluster", "distance", "reconstruction_error") if name not in self.outputs]
-        if missing or sorted(inputs) != sorted(self.kinds):
+        if missing or inputs != expected:
             what = (f"it has no output {', '.join(map(repr, missing))}" if missing else
-                    f"its inputs ({', '.join(map(repr, inputs))}) are not the columns its metadata names "
-                    f"({', '.join(map(repr, self.kinds))})")
+                    f"its inputs ({', '.join(map(repr, inputs))}) are not the columns and types its metadata "
+                    f"names ({', '.join(f'{n}: {k}' for n, k in self.kinds.items())})")
             raise ModelFormatError(f"{str(path)!r} is not a whole graph of 'custseg export': {what}; {again}")
         try:
             self.session = ort.InferenceSession(scoring_graph(proto).SerializeToString(), options,
