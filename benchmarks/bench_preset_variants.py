@@ -13,6 +13,8 @@ Usage (from the repository root)::
         --set learning_rate=0.001 --set hidden_dims=[64,32] --no-held-out
 
 Prints the settings, the mean of every score over the seeds and the wall time, on one line.
+The ensemble rows decide the guidance themselves (``custseg.evaluation.methods``): the mixed row
+never learns from the segments, the guided row with ``guidance_weight`` if it is above 0.
 """
 
 from __future__ import annotations
@@ -53,9 +55,14 @@ def main(argv: list[str] | None = None) -> dict:
     from custseg.evaluation.comparison import compare_methods
     from custseg.workflow import load_tables
 
-    config = RunConfig.from_preset(PRESET_OF[args.method])
-    config = config.model_copy(deep=True, update={
-        "autoencoder": config.autoencoder.model_copy(update=dict(args.settings))})
+    # checked as a config file's settings are: an unknown name or a value out of range is an error, not ignored
+    from custseg.exceptions import ConfigError
+
+    try:
+        config = RunConfig.from_preset(PRESET_OF[args.method]).with_overrides(
+            source="--set", **{f"autoencoder__{name}": value for name, value in args.settings})
+    except ConfigError as exc:
+        parser.error(str(exc))
     config.data.train, config.data.test = str(REPO / "data" / "raw" / "Train.csv"), str(REPO / "data" / "raw" / "Test.csv")
     train, test, schema = load_tables(config)
     started = time.perf_counter()
