@@ -25,9 +25,9 @@ server's log.
 """
 
 # no "from __future__ import annotations": FastAPI reads the endpoints' annotations as objects
+import gc
 import hashlib
 import io
-import gc
 import json
 import logging
 import math
