@@ -139,3 +139,23 @@ def test_parquet_numbers_stay_numbers_in_the_stream_as_in_read_table(tmp_path):
     assert pd.api.types.is_float_dtype(streamed["ID"]) and pd.api.types.is_float_dtype(whole["ID"])
     assert streamed["ID"].tolist() == whole["ID"].tolist() == [float(i) for i in range(1000, 1010)]
     assert streamed["Code"].astype(object).tolist() == whole["Code"].tolist() == ["01"] * 5 + ["4"] * 5
+
+
+@pytest.mark.parametrize("index", ["ID", "CustID", None], ids=["named ID", "other name", "unnamed"])
+def test_a_parquet_index_is_a_column_in_read_table_as_in_the_stream(tmp_path, index):
+    # pandas writes a DataFrame's index as columns of the file; read_parquet puts them back into the index, and
+    # read_table had then lost them (predict --runtime onnx numbered the rows where predict kept the IDs)
+    from custseg.io.chunks import TableStream
+
+    frame = pd.DataFrame({"ID": ["007", "8", "x9", "10"], "Age": [40, 41, 42, 43]})
+    frame = frame.set_index("ID").rename_axis(index)
+    frame.index = pd.Index(["007", "8", "x9", "10"], name=index)
+    path = tmp_path / "indexed.parquet"
+    frame.to_parquet(path)
+    streamed = pd.concat([b.frame for b in TableStream(path, chunk_rows=3, text_columns=lambda c: c != "Age")],
+                         ignore_index=True)
+    whole = read_table(path, text_columns=lambda c: c != "Age").frame
+    assert list(whole.columns) == list(streamed.columns) == ["Age", index or "__index_level_0__"]
+    name = whole.columns[-1]
+    assert whole[name].tolist() == streamed[name].astype(object).tolist() == ["007", "8", "x9", "10"]
+    assert whole["Age"].tolist() == [40, 41, 42, 43]
