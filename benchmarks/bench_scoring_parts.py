@@ -2,7 +2,7 @@
 
 Run from the repository root with the extras installed (``pip install -e ".[test]"``):
 
-    python benchmarks/bench_scoring_parts.py [--preset reference --preset mixed] [--only handler|tiles|onnx]
+    python benchmarks/bench_scoring_parts.py [--preset reference --preset mixed] [--only handler|tiles|onnx|gc]
 
 - ``handler``: what ``POST /predict`` runs, stage by stage, in-process, for 1 record and for
   1,000 records (Test.csv customers): parsing the JSON records, reading and checking them as a
@@ -12,6 +12,8 @@ Run from the repository root with the extras installed (``pip install -e ".[test
 - ``tiles`` (reference preset): the reference network's inference tile, 4,096 rows against
   1,024: one customer, 1,000,000 rows, and whether the shipped Train.csv's latent features
   are the same bits.
+- ``gc``: the service's garbage collector, before and after ``gc.freeze`` (``serve._long_lived``):
+  a full collection's time, and the full collections 600 in-process requests trigger.
 - ``onnx``: onnxruntime's own profile of the exported graph (the part ``predict --runtime onnx``
   runs) on the shipped Train.csv twelve times over (96,816 rows) in 512-row calls: node time by operator.
 
@@ -149,14 +151,62 @@ def bench_onnx_nodes(model_dir: Path, folder: Path) -> dict:
             "by_operator_ms": {op: round(ms) for op, ms in by_op.most_common(10)}}
 
 
+def bench_gc(model_dir: Path, requests: int) -> dict:
+    """The service's garbage collector: a full collection's time before and after ``gc.freeze`` (what
+    ``custseg serve`` calls once its application is built), and the full collections ``requests`` in-process
+    requests (one in ten of 1,000 records, the others of one) trigger without and with the freeze."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from custseg.serve import _long_lived, create_app
+
+    app = create_app(model_dir)
+    client = TestClient(app)
+    customers = json.loads(pd.read_csv(REPO / "data" / "raw" / "Test.csv").to_json(orient="records"))
+    full: list[float] = []
+
+    def timed(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            full.append(time.perf_counter() if phase == "start" else time.perf_counter() - full.pop())
+
+    def collections() -> tuple[int, float]:
+        full.clear()
+        gc.callbacks.append(timed)
+        try:
+            for i in range(requests):
+                start = i * 7 % 1500
+                assert client.post("/predict", json=customers[start:start + (1000 if i % 10 == 0 else 1)]).is_success
+        finally:
+            gc.callbacks.remove(timed)
+        return len(full), round(max(full, default=0.0) * 1000, 1)
+
+    def collect_ms() -> float:
+        started = time.perf_counter()
+        gc.collect()
+        return round((time.perf_counter() - started) * 1000, 1)
+
+    out = {"tracked_objects": len(gc.get_objects())}
+    # the requests first, as a service started without the freeze serves them; then one full collection timed
+    out["full_collections_in_requests"], out["longest_ms"] = collections()
+    out["full_collection_ms"] = collect_ms()
+    _long_lived(app)
+    try:
+        out["frozen_full_collection_ms"] = collect_ms()
+        out["frozen_full_collections_in_requests"], out["frozen_longest_ms"] = collections()
+    finally:
+        gc.unfreeze()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=["reference", "mixed", "guided"], action="append")
-    parser.add_argument("--only", choices=["handler", "tiles", "onnx"], action="append")
+    parser.add_argument("--only", choices=["handler", "tiles", "onnx", "gc"], action="append")
     parser.add_argument("--requests", type=int, default=300, help="single-record requests (1,000-record: a tenth)")
     parser.add_argument("--workdir", type=Path, help="keep the models here (reused between runs)")
     args = parser.parse_args()
-    only = set(args.only or ["handler", "tiles", "onnx"])
+    only = set(args.only or ["handler", "tiles", "onnx", "gc"])
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="custseg-parts-"))
     folder.mkdir(parents=True, exist_ok=True)
     for preset in args.preset or ["reference", "mixed"]:
@@ -173,6 +223,8 @@ def main() -> None:
                 print("tiles:", json.dumps(row), flush=True)
         if "onnx" in only:
             print("onnx nodes:", json.dumps(bench_onnx_nodes(model, folder)), flush=True)
+        if "gc" in only:
+            print("garbage collector:", json.dumps(bench_gc(model, 2 * args.requests)), flush=True)
 
 
 if __name__ == "__main__":
