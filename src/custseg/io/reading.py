@@ -204,30 +204,28 @@ def _large_fields():
 def _read_parquet(raw: bytes, source: str, na_tokens: frozenset[str], text_columns: "TextColumns" = ()) -> LoadedTable:
     try:
         frame = pd.read_parquet(io.BytesIO(raw))
-        stored = _stored_index_columns(raw)
+        stored, order = _stored_index_columns(raw)
     except Exception as exc:  # pyarrow raises many types for damaged files
         raise DataError(f"file {source!r} is not a readable Parquet file ({type(exc).__name__}); "
                         "re-export it, or give a CSV file") from None
-    if stored and frame.index.nlevels == len(stored[0]):
+    if stored and frame.index.nlevels == len(stored):
         # pandas writes a DataFrame's index (an ID column set as the index, say) as columns of the file and
         # read_parquet puts them back into the index: they are columns of the table here, as the streamed
         # blocks of the same file (io.chunks) read them, under the names the file stores them by
-        names, order = stored
         frame = frame.reset_index()
-        frame.columns = [*names, *frame.columns[len(names):]]
+        frame.columns = [*stored, *frame.columns[len(stored):]]
         frame = frame[[c for c in order if c in frame.columns]]
     return table_from_frame(frame, source, na_tokens, text_columns=text_columns)
 
 
-def _stored_index_columns(raw: bytes) -> tuple[list[str], list[str]] | None:
-    """The index columns a Parquet file stores as columns (pandas' metadata), and the file's column order;
-    None when it stores none (a default RangeIndex is metadata only)."""
+def _stored_index_columns(raw: bytes) -> tuple[list[str], list[str]]:
+    """The index columns a Parquet file stores as columns (pandas' metadata; none for a default RangeIndex,
+    which is metadata only), and the file's column order."""
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(io.BytesIO(raw))
     metadata = schema.pandas_metadata or {}
-    names = [c for c in metadata.get("index_columns", []) if isinstance(c, str)]
-    return (names, list(schema.names)) if names else None
+    return [c for c in metadata.get("index_columns", []) if isinstance(c, str)], list(schema.names)
 
 
 def table_from_frame(frame: pd.DataFrame, source: str, na_values: "frozenset[str] | list[str] | tuple[str, ...]" = (),
